@@ -1,0 +1,120 @@
+// hoop-agent assembled: config → token verifier → HTTP server → tunnels → sessions. `startAgent` is what
+// the binary, the demo, the tests and the benchmark all run, so they exercise the same path.
+import type { AddressInfo } from 'node:net';
+import type { ResolvedConfig } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { createHttpServer, type Authenticator } from './http/server.js';
+import { TokenVerifier } from './identity/verify.js';
+import { CancelRegistry } from './session/cancel.js';
+import { allowAll, type Gate } from './session/gate.js';
+import { noAudit, type AuditSink } from './audit/sink.js';
+import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
+import { serveTunnel } from './tunnel/tunnel.js';
+import type { TunnelMux } from '../../shared/tunnel/mux.js';
+
+export interface AgentOptions {
+  config: ResolvedConfig;
+  log?: Logger;
+  /** Token verification; defaults to the configured issuers. Tests inject their own clock through it. */
+  auth?: Authenticator;
+  /** Per connection: the statement gate. Defaults to allow-all until the policy engine is configured. */
+  gateFor?: (connection: string) => Gate;
+  audit?: AuditSink;
+  startupTimeoutMs?: number;
+  maxTunnelsPerIdentity?: number;
+  maxStreamsPerTunnel?: number;
+}
+
+export interface RunningAgent {
+  /** ws:// or wss:// base URL of the agent. */
+  url: string;
+  port: number;
+  /** Open tunnels (for tests and /metrics). */
+  tunnels: Set<TunnelMux>;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+  const { config } = opts;
+  const log = opts.log ?? createLogger();
+  const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
+  const cancels = new CancelRegistry();
+  const tunnels = new Set<TunnelMux>();
+  const sockets = new Set<import('ws').WebSocket>();
+
+  const server = createHttpServer({
+    config,
+    auth,
+    log,
+    maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
+    onTunnel(ws, identity, name, clientAddr) {
+      const connection = config.connections.get(name)!;
+      const target = {
+        host: connection.postgres.host,
+        port: connection.postgres.port,
+        database: connection.postgres.database,
+        user: connection.postgres.user,
+        password: connection.password,
+        sslmode: connection.postgres.sslmode,
+        sslrootcert: connection.postgres.sslrootcert,
+      };
+      const mux = serveTunnel(ws, {
+        identity,
+        connection,
+        clientAddr,
+        log,
+        maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        sessionDeps: {
+          gate: opts.gateFor?.(name) ?? allowAll,
+          audit: opts.audit ?? noAudit,
+          cancels,
+          maxMessageBytes: config.maxMessageBytes,
+          startupTimeoutMs: opts.startupTimeoutMs ?? 15_000,
+          async connectUpstream(params) {
+            const up = await connectUpstream({ ...target, params });
+            return {
+              ...up,
+              cancel: () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret),
+            };
+          },
+        },
+      });
+      tunnels.add(mux);
+      sockets.add(ws);
+      ws.on('close', () => {
+        tunnels.delete(mux);
+        sockets.delete(ws);
+      });
+    },
+  });
+
+  const [host, portText] = splitHostPort(config.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(portText), host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const scheme = config.tls ? 'wss' : 'ws';
+  const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info('agent listening', { url, connections: [...config.connections.keys()] });
+
+  return {
+    url,
+    port,
+    tunnels,
+    async stop() {
+      for (const ws of sockets) ws.close(1001, 'agent shutting down');
+      for (const mux of tunnels) mux.shutdown('agent shutting down');
+      server.closeAllConnections?.();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function splitHostPort(listen: string): [string, string] {
+  const i = listen.lastIndexOf(':');
+  return [listen.slice(0, i).replace(/^\[|\]$/g, ''), listen.slice(i + 1)];
+}

@@ -1,0 +1,136 @@
+// The agent's HTTP surface: the tunnel upgrade (`GET /tunnel/<connection>`) and a health probe.
+// Every refusal happens before the WebSocket upgrade, as a plain HTTP status with a JSON body the CLI
+// turns into a sentence: 401 no or bad token, 403 identity not allowed here or a browser Origin,
+// 404 unknown connection, 429 too many tunnels.
+import http from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { WebSocketServer } from 'ws';
+import { MAX_FRAME_BYTES } from '../../../shared/tunnel/frame.js';
+import type { ApiErrorBody } from '../../../shared/errors.js';
+import type { Logger } from '../log.js';
+import type { ResolvedConfig } from '../config.js';
+import { canUse, type Principal } from '../identity/access.js';
+import { bearerFrom } from '../identity/verify.js';
+
+export interface Authenticator {
+  verify(token: string): Promise<Principal>;
+}
+
+export interface HttpDeps {
+  config: ResolvedConfig;
+  auth: Authenticator;
+  log: Logger;
+  /** Called once a tunnel upgrade passed every check. */
+  onTunnel(ws: import('ws').WebSocket, identity: Principal, connection: string, clientAddr: string): void;
+  maxTunnelsPerIdentity: number;
+}
+
+export class HttpRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable',
+};
+
+export function createHttpServer(deps: HttpDeps): http.Server {
+  const { config, log } = deps;
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_FRAME_BYTES });
+  const tunnelsBySub = new Map<string, number>();
+
+  const handler: http.RequestListener = (req, res) => {
+    if (req.method === 'GET' && req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+      return;
+    }
+    const body: ApiErrorBody = { error: { code: 'NOT_FOUND', message: `no such endpoint: ${req.method} ${req.url?.split('?')[0]}` } };
+    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  };
+  const server = config.tls
+    ? https.createServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, handler)
+    : http.createServer(handler);
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    authorizeUpgrade(req).then(
+      ({ identity, connection }) => {
+        const owner = `${identity.issuer} ${identity.sub}`;
+        const open = tunnelsBySub.get(owner) ?? 0;
+        if (open >= deps.maxTunnelsPerIdentity) {
+          return refuse(socket, new HttpRefusal(429, 'TOO_MANY_TUNNELS', `identity ${identity.sub} already has ${open} open tunnels`));
+        }
+        (req.socket as import('node:net').Socket).setNoDelay(true);
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          tunnelsBySub.set(owner, (tunnelsBySub.get(owner) ?? 0) + 1);
+          ws.on('close', () => {
+            const n = (tunnelsBySub.get(owner) ?? 1) - 1;
+            if (n <= 0) tunnelsBySub.delete(owner);
+            else tunnelsBySub.set(owner, n);
+          });
+          deps.onTunnel(ws, identity, connection, req.socket.remoteAddress ?? '');
+        });
+      },
+      (err) => {
+        const refusal =
+          err instanceof HttpRefusal ? err : new HttpRefusal(500, 'INTERNAL', 'internal error while checking the request');
+        log.info('tunnel refused', { status: refusal.status, code: refusal.code, reason: refusal.message, addr: req.socket.remoteAddress });
+        refuse(socket, refusal);
+      },
+    );
+  });
+
+  /** Checks, in order: path, Origin, token, connection, access. Never echoes the token. */
+  async function authorizeUpgrade(req: http.IncomingMessage): Promise<{ identity: Principal; connection: string }> {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const m = /^\/tunnel\/([a-z0-9][a-z0-9_-]{0,62})$/.exec(url.pathname);
+    if (!m) throw new HttpRefusal(404, 'NOT_FOUND', `no tunnel endpoint at ${url.pathname}`);
+    if (url.searchParams.has('token') || url.searchParams.has('access_token')) {
+      // Tokens in URLs end up in logs and browser history; refuse rather than ignore so the caller learns.
+      throw new HttpRefusal(400, 'TOKEN_IN_URL', 'tokens are accepted only in the Authorization header');
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !config.allowedOrigins.includes(origin)) {
+      // Browsers attach ambient credentials and an Origin; the CLI sends no Origin (CSWSH defence).
+      throw new HttpRefusal(403, 'ORIGIN_NOT_ALLOWED', `requests from origin ${origin.slice(0, 100)} are not allowed`);
+    }
+    const token = bearerFrom(req.headers);
+    if (!token) throw new HttpRefusal(401, 'NO_TOKEN', 'no bearer token in the Authorization header', 'Run `hoopctl login` first.');
+    let identity: Principal;
+    try {
+      identity = await deps.auth.verify(token);
+    } catch (err) {
+      const e = err as { status?: number; code?: string; message: string };
+      throw new HttpRefusal(e.status ?? 401, e.code ?? 'TOKEN_INVALID', e.message, 'Run `hoopctl login` to get a fresh token.');
+    }
+    const connection = m[1];
+    const conn = config.connections.get(connection);
+    if (!conn) throw new HttpRefusal(404, 'UNKNOWN_CONNECTION', `the agent has no connection named ${connection}`);
+    const access = canUse(conn, connection, identity);
+    if (!access.allowed) throw new HttpRefusal(403, 'ACCESS_DENIED', access.reason, 'Ask the connection owner to add you to its access rules.');
+    log.info('tunnel accepted', { sub: identity.sub, issuer: identity.issuer, connection });
+    return { identity, connection };
+  }
+
+  return server;
+}
+
+function refuse(socket: Duplex, r: HttpRefusal): void {
+  if (socket.destroyed) return;
+  const body = JSON.stringify({ error: { code: r.code, message: r.message, hint: r.hint } } satisfies ApiErrorBody);
+  const extra = r.status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${r.status} ${STATUS_TEXT[r.status] ?? 'Error'}\r\nContent-Type: application/json\r\n${extra}` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// hoop-agent --config hoop-agent.yaml
+// Exit codes: 0 stopped cleanly, 1 failed at run time, 2 bad config or flags.
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from './config.js';
+import { createLogger } from './log.js';
+import { startAgent } from './agent.js';
+
+const USAGE = `usage: hoop-agent --config FILE
+
+Runs the hoopctl agent next to the database: it verifies tokens, holds the database credentials and
+checks, masks and audits every statement. See README.md for the config format.
+
+options:
+  -c, --config FILE   the agent config (YAML), e.g. /etc/hoop/hoop-agent.yaml
+  -h, --help          this text
+environment:
+  HOOP_LOG_LEVEL      debug | info | warn | error (default info)`;
+
+async function run(): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    process.stderr.write(`hoop-agent: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (!values.config) {
+    process.stderr.write(`hoop-agent: --config is required\n${USAGE}\n`);
+    return 2;
+  }
+  const log = createLogger({ pretty: Boolean(process.stderr.isTTY) });
+  let config;
+  try {
+    config = await loadConfigFile(values.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(`hoop-agent: config: ${p}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const [host] = config.listen.split(/:(?=\d+$)/);
+  if (!config.tls && !['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host)) {
+    process.stderr.write(
+      `hoop-agent: config: tls: listening on ${config.listen} without TLS would send PHI and tokens in clear; set tls.cert and tls.key, or listen on 127.0.0.1\n`,
+    );
+    return 2;
+  }
+  const agent = await startAgent({ config, log });
+  // A bad input must never take the agent down: log it and keep serving everyone else.
+  process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack ?? String(err) }));
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }));
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  log.info('agent stopping');
+  await agent.stop();
+  return 0;
+}
+
+run().then(
+  (code) => (process.exitCode = code),
+  (err) => {
+    process.stderr.write(`hoop-agent: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);

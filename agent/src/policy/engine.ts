@@ -1,0 +1,212 @@
+/**
+ * The policy engine: SQL text → per-statement facts and verdicts → one Decision. Pure: no I/O, no clock.
+ *
+ *   text ──parse (libpg-query)──▶ statements ──judge each──▶ StatementFacts ──strictest──▶ Decision
+ *                                   │ parse error → block P3.parse-error
+ *   judge = verdict of the statement node itself (rules.ts)
+ *         ⊕ verdicts of every nested statement, function call, relation, operator found by the walk
+ *         ⊕ P7 predicate check (strict profile) ; holds listed in approvalFreeFingerprints → allow
+ *
+ * The analysis of a text is cached (LRU). Statements that refer to session state (EXECUTE, FETCH,
+ * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
+ */
+import { fingerprintOf, loadParser, Lru, parseStatements } from './parse.js';
+import { findPredicateLeak, maskedColumns, type MaskedColumns } from './predicates.js';
+import {
+  allow, asVerdict, block, explainAnalyzes, functionVerdict, operatorVerdict, relationVerdict, statementVerdict, stricter,
+  tablesampleVerdict, type Action, type FunctionLists, type Verdict,
+} from './rules.js';
+import { PolicySession } from './session.js';
+import { walkTree } from './walk.js';
+
+export interface PolicyOptions {
+  /** more function names (or `prefix*`) to block */
+  extraBlockedFunctions?: string[];
+  /** functions an operator vouches for: `get_patient` or `public.get_patient` */
+  allowedFunctions?: string[];
+  /** libpg-query fingerprints of statements that may run without approval (never overrides a block) */
+  approvalFreeFingerprints?: string[];
+  /** P7 strict profile: only equality / IN / IS NULL on masked columns in predicates */
+  strictPredicates?: boolean;
+  /** `schema.table.column`, used by P7 */
+  maskedColumns?: string[];
+  /** decision cache size (entries); default 5,000 */
+  cacheSize?: number;
+}
+
+export interface StatementFacts {
+  /** node type, e.g. `SelectStmt` */
+  readonly kind: string;
+  /** this statement's own SQL text */
+  readonly text: string;
+  readonly action: Action;
+  readonly rule: string;
+  readonly reason: string;
+  /** can run inside a READ ONLY transaction (P8); false for writes, DDL and row locks */
+  readonly readOnly: boolean;
+  /** SELECT … FOR UPDATE/SHARE: allowed, but PostgreSQL refuses it in a READ ONLY transaction */
+  readonly locksRows: boolean;
+  /** contains `$n` parameters */
+  readonly hasParams: boolean;
+  /** relations as written, schema-qualified when they were (`public.patients`, `patients`); CTEs left out */
+  readonly relations: readonly string[];
+  /** functions called, as written (`pg_catalog.lower`, `get_patient`) */
+  readonly functions: readonly string[];
+  /** PREPARE name AS … */
+  readonly preparedName?: string;
+  /** DECLARE name CURSOR FOR … */
+  readonly cursorName?: string;
+  /** DECLARE … WITH HOLD: the cursor outlives its transaction */
+  readonly holdable?: boolean;
+  /** EXECUTE name */
+  readonly executesPrepared?: string;
+  /** FETCH / MOVE name */
+  readonly fetchesCursor?: string;
+  /** DEALLOCATE name ('*' for ALL) */
+  readonly deallocates?: string;
+  /** CLOSE name ('*' for ALL) */
+  readonly closesCursor?: string;
+  /** DISCARD ALL: every prepared statement and cursor is gone */
+  readonly discardsAll?: boolean;
+  /** COMMIT / ROLLBACK / ABORT / END: non-holdable cursors are gone */
+  readonly endsTransaction?: boolean;
+  /** EXPLAIN ANALYZE: the inner statement runs */
+  readonly analyzes?: boolean;
+  /** the statement inside PREPARE / DECLARE / EXPLAIN, judged on its own; for EXECUTE/FETCH, what runs */
+  readonly inner?: StatementFacts;
+}
+
+export interface Decision {
+  action: Action;
+  rule: string;
+  reason: string;
+  statements: StatementFacts[];
+  /** state changes to record once the statements ran (PolicySession.apply) */
+  effects?: Effect[];
+}
+
+export type Effect =
+  | { index: number; op: 'prepare'; name: string; facts: StatementFacts }
+  | { index: number; op: 'deallocate'; name: string }
+  | { index: number; op: 'declare'; name: string; facts: StatementFacts; holdable: boolean }
+  | { index: number; op: 'close'; name: string }
+  | { index: number; op: 'discard' }
+  | { index: number; op: 'endTransaction' };
+
+/** What the cache keeps for a text. */
+export type Analysis = { ok: true; statements: StatementFacts[] } | { ok: false; decision: Decision };
+
+const MAX_CACHED_TEXT = 64 * 1024; // a 2 MB comment-padded statement must not pin 2 MB × 5,000 entries
+const WRAPPERS = new Set(['ExplainStmt', 'PrepareStmt', 'DeclareCursorStmt']);
+const CURSOR_OPT_HOLD = 0x20;
+
+type Body = Record<string, unknown>;
+
+export class PolicyEngine {
+  readonly #cache: Lru<Analysis>;
+  readonly #lists: FunctionLists;
+  readonly #approvalFree: ReadonlySet<string>;
+  readonly #masked?: MaskedColumns;
+
+  constructor(opts: PolicyOptions = {}) {
+    this.#cache = new Lru(opts.cacheSize ?? 5000);
+    this.#lists = { extraBlocked: opts.extraBlockedFunctions ?? [], allowed: opts.allowedFunctions ?? [] };
+    this.#approvalFree = new Set(opts.approvalFreeFingerprints ?? []);
+    if (opts.strictPredicates && opts.maskedColumns?.length) this.#masked = maskedColumns(opts.maskedColumns);
+  }
+
+  /** Stateless: EXECUTE/FETCH of names not prepared/declared in the same text are blocked. */
+  classify(sql: string): Decision {
+    return new PolicySession(this).query(sql);
+  }
+
+  /** A new per-connection state tracker (prepared statements, cursors, portals). */
+  session(): PolicySession {
+    return new PolicySession(this);
+  }
+
+  /** Parse and judge every statement of `sql`; cached by exact text. */
+  analyze(sql: string): Analysis {
+    const hit = this.#cache.get(sql);
+    if (hit) return hit;
+    const parsed = parseStatements(sql);
+    const analysis: Analysis = parsed.ok
+      ? { ok: true, statements: parsed.statements.map((s) => this.#judge(s.kind, s.body, s.text, s.text)) }
+      : { ok: false, decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${parsed.error}), so it is blocked.`), statements: [] } };
+    if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
+    return analysis;
+  }
+
+  /** Judge one statement node: its own verdict, what it contains, P7, and approval-free fingerprints. */
+  #judge(kind: string, body: Body, text: string, fingerprintText: string): StatementFacts {
+    let verdict = statementVerdict(kind, body);
+    const extra: { -readonly [K in keyof StatementFacts]?: StatementFacts[K] } = {};
+
+    const innerNode = WRAPPERS.has(kind) ? Object.entries((body.query ?? {}) as Body)[0] : undefined;
+    const inner = innerNode ? this.#judge(innerNode[0], innerNode[1] as Body, text, fingerprintText) : undefined;
+    if (WRAPPERS.has(kind) && !inner) verdict = block('P3.unknown-statement', `${kind} without a statement is not understood.`);
+    if (inner) extra.inner = inner;
+    if (kind === 'ExplainStmt' && inner) {
+      // EXPLAIN ANALYZE runs the statement; plain EXPLAIN only plans it, so only blocks carry over.
+      extra.analyzes = explainAnalyzes(body);
+      verdict = extra.analyzes ? asVerdict(inner) : inner.action === 'block' ? asVerdict(inner)
+        : allow('P5.explain', 'Plain EXPLAIN plans the statement without running it.');
+    } else if (kind === 'PrepareStmt' && inner) {
+      // Preparing runs nothing; EXECUTE is judged by the prepared statement. A blocked one is refused now.
+      extra.preparedName = String(body.name ?? '');
+      verdict = inner.action === 'block' ? asVerdict(inner) : allow('P5.prepare', 'PREPARE stores the statement; EXECUTE is judged by it.');
+    } else if (kind === 'DeclareCursorStmt' && inner) {
+      extra.cursorName = String(body.portalname ?? '');
+      extra.holdable = ((Number(body.options) || 0) & CURSOR_OPT_HOLD) !== 0;
+      verdict = inner.action === 'allow' ? allow('P5.cursor', 'Cursor over a read.') : asVerdict(inner);
+    } else if (kind === 'ExecuteStmt') {
+      extra.executesPrepared = String(body.name ?? '');
+    } else if (kind === 'FetchStmt') {
+      extra.fetchesCursor = String(body.portalname ?? '');
+    } else if (kind === 'ClosePortalStmt') {
+      extra.closesCursor = typeof body.portalname === 'string' ? body.portalname : '*';
+    } else if (kind === 'DeallocateStmt') {
+      extra.deallocates = body.isall || typeof body.name !== 'string' ? '*' : body.name;
+    } else if (kind === 'DiscardStmt') {
+      extra.discardsAll = body.target === 'DISCARD_ALL';
+    } else if (kind === 'TransactionStmt') {
+      extra.endsTransaction = /^TRANS_STMT_(COMMIT|ROLLBACK)$/.test(String(body.kind));
+    }
+
+    const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);
+    for (const s of tree.statements) verdict = stricter(verdict, statementVerdict(s.kind, s.body));
+    for (const f of tree.functions) verdict = stricter(verdict, functionVerdict(f, this.#lists));
+    for (const r of tree.relations) verdict = stricter(verdict, relationVerdict(r));
+    for (const o of tree.qualifiedOperators) verdict = stricter(verdict, operatorVerdict(o));
+    for (const m of tree.tablesampleMethods) verdict = stricter(verdict, tablesampleVerdict(m));
+    if (tree.tooDeep) verdict = stricter(verdict, block('P3.too-deep', 'The statement is nested too deeply to be checked.'));
+
+    if (this.#masked && !WRAPPERS.has(kind)) {
+      const leak = findPredicateLeak(kind, body, this.#masked);
+      if (leak) verdict = stricter(verdict, block('P7.predicate', `Only equality (=, IN) with constants is allowed on masked columns in conditions and ordering (${leak}).`));
+    }
+    if (verdict.action === 'hold' && this.#approvalFree.size > 0) {
+      const fp = fingerprintOf(fingerprintText);
+      if (fp && this.#approvalFree.has(fp)) verdict = allow('P4.approval-free', 'This statement shape is approved in advance for this connection.');
+    }
+
+    const locksRows = tree.locksRows || (inner?.locksRows ?? false);
+    return {
+      kind, text, ...verdict,
+      readOnly: verdict.action === 'allow' && !locksRows && (inner?.readOnly ?? true),
+      locksRows,
+      hasParams: tree.hasParams || (inner?.hasParams ?? false),
+      relations: unique([...tree.relations.filter((r) => !r.cte).map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name)), ...(inner?.relations ?? [])]),
+      functions: unique([...tree.functions.map((f) => (f.schema ? `${f.schema}.${f.name}` : f.name)), ...(inner?.functions ?? [])]),
+      ...extra,
+    };
+  }
+}
+
+const unique = (xs: string[]): string[] => [...new Set(xs)];
+
+/** Load the parser (WASM) once and build an engine. */
+export async function loadPolicyEngine(opts?: PolicyOptions): Promise<PolicyEngine> {
+  await loadParser();
+  return new PolicyEngine(opts);
+}

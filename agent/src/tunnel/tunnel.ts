@@ -1,0 +1,61 @@
+// One authenticated WebSocket from one `hoopctl connect` process. Every stream it opens becomes a Postgres
+// session bound to the identity and connection that were checked at the upgrade: a stream id means
+// nothing outside its own socket, so no other tunnel can attach to it.
+import { randomUUID } from 'node:crypto';
+import type WebSocket from 'ws';
+import { OpenPayload, decodeJson } from '../../../shared/tunnel/frame.js';
+import { TunnelMux } from '../../../shared/tunnel/mux.js';
+import type { Logger } from '../log.js';
+import type { ResolvedConnection } from '../config.js';
+import type { Principal } from '../identity/access.js';
+import { PgSession, type SessionDeps } from '../session/session.js';
+
+export interface TunnelContext {
+  identity: Principal;
+  connection: ResolvedConnection;
+  clientAddr: string;
+  log: Logger;
+  /** Everything a session needs except the identity and connection, which come from the upgrade. */
+  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log'>;
+  maxStreams: number;
+}
+
+const PING_EVERY_MS = 20_000;
+
+export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
+  const log = ctx.log.child({ tunnel: randomUUID().slice(0, 8), sub: ctx.identity.sub, connection: ctx.connection.name });
+  log.info('tunnel open', { clientAddr: ctx.clientAddr });
+  const mux: TunnelMux = new TunnelMux(ws, {
+    maxStreams: ctx.maxStreams,
+    onOpen(streamId, payload) {
+      const open = decodeJson(OpenPayload, payload);
+      return new PgSession(
+        { ...ctx.sessionDeps, identity: ctx.identity, connection: ctx.connection, log },
+        {
+          send: (data) => mux.send(streamId, data),
+          close: (reason) => mux.close(streamId, reason),
+          drained: () => mux.drained(streamId),
+        },
+        { sessionId: randomUUID(), streamId, clientAddr: open.clientAddr ?? ctx.clientAddr, cliVersion: open.cliVersion },
+      );
+    },
+    onProtocolError(err) {
+      log.warn('tunnel protocol error', { error: err.message });
+    },
+  });
+
+  // Liveness: a peer that stops answering pings is gone; its sessions are ended upstream.
+  let alive = true;
+  ws.on('pong', () => (alive = true));
+  const timer = setInterval(() => {
+    if (!alive) return ws.terminate();
+    alive = false;
+    ws.ping();
+  }, PING_EVERY_MS);
+  timer.unref();
+  ws.on('close', (code) => {
+    clearInterval(timer);
+    log.info('tunnel closed', { code });
+  });
+  return mux;
+}

@@ -1,0 +1,104 @@
+// `hoopctl connect NAME`: open the tunnel, listen on a local port, relay until interrupted.
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { ExitCode, UserError } from '../errors.js';
+import type { Output } from '../output.js';
+import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
+import { startLocalListener, psqlLine } from '../services/local-listener.js';
+import { untilSignal } from '../signals.js';
+
+export interface ConnectOptions {
+  port?: number;
+  agent?: string;
+  token?: string;
+  ca?: string;
+  insecure?: boolean;
+}
+
+export function registerConnect(program: Command, run: (fn: (out: Output) => Promise<void>) => Promise<void>): void {
+  program
+    .command('connect')
+    .argument('<name>', 'connection name, as configured on the agent (e.g. prod-db)')
+    .description('open a local port that psql, pg_dump or any Postgres driver can use without a password')
+    .option('-p, --port <port>', 'local port to listen on (default: a free one)', parsePort)
+    .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
+    .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the one `hoopctl login` stored)')
+    .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
+    .option('--insecure', 'allow ws:// to a non-loopback agent (testing only: PHI would travel in clear)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ hoopctl connect prod-db
+  $ hoopctl connect prod-db --port 6543 &     # in CI: then run psql/pg_dump against port 6543
+  $ hoopctl connect prod-db --json            # JSON Lines events on stdout (listening, approvals…)
+
+The port listens on 127.0.0.1 only. Connect with user "noop"; no password is needed: the agent holds
+the database credential and checks every statement against its policy.`,
+    )
+    .action((name: string, opts: ConnectOptions) => run((out) => connect(name, opts, out)));
+}
+
+function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UserError('BAD_PORT', `not a port: ${v}`, { exitCode: ExitCode.Usage });
+  return n;
+}
+
+export async function connect(name: string, opts: ConnectOptions, out: Output): Promise<void> {
+  const agent = opts.agent ?? process.env.HOOPCTL_AGENT;
+  if (!agent) {
+    throw new UserError('NO_AGENT', 'no agent URL', { hint: 'Pass --agent wss://host:port or set HOOPCTL_AGENT.', exitCode: ExitCode.Usage });
+  }
+  const token = opts.token ?? process.env.HOOPCTL_TOKEN;
+  if (!token) {
+    throw new UserError('NOT_AUTHENTICATED', 'no access token', {
+      hint: 'Run `hoopctl login`, or pass --token / set HOOPCTL_TOKEN in CI.',
+      exitCode: ExitCode.NotAuthenticated,
+    });
+  }
+  const client = new TunnelClient({
+    agentUrl: agent,
+    connection: name,
+    getToken: () => token,
+    allowInsecure: opts.insecure,
+    ca: opts.ca ? readFileSync(opts.ca) : undefined,
+    onState: (s) => reportState(s, out),
+    onEvent: (e) => {
+      out.event({ ...e });
+      if (!out.json && e.message) out.info(e.message);
+    },
+  });
+  try {
+    await client.start();
+  } catch (err) {
+    // Unreachable is worth waiting out (the agent may be restarting); anything else needs the user.
+    if (!(err instanceof UserError) || err.code !== 'AGENT_UNREACHABLE') throw err;
+    reportState({ state: 'disconnected', error: err, retryInMs: 0 }, out);
+  }
+  client.keepAlive();
+  const listener = await startLocalListener(client, opts.port ?? 0);
+  out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql: psqlLine(listener, name) });
+  if (!out.json) {
+    out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
+    out.result(null, () => psqlLine(listener, name));
+  }
+  await untilSignal();
+  await listener.close();
+  await client.stop();
+  out.event({ type: 'stopped' });
+}
+
+function reportState(s: TunnelState, out: Output): void {
+  switch (s.state) {
+    case 'connected':
+      out.event({ type: 'tunnel', state: 'connected' });
+      return;
+    case 'disconnected':
+      out.event({ type: 'tunnel', state: 'disconnected', error: { code: s.error.code, message: s.error.message } });
+      if (!out.json) out.info(`hoopctl: ${s.error.message}; retrying${s.retryInMs ? ` in ${Math.round(s.retryInMs / 1000)}s` : ''}`);
+      return;
+    case 'connecting':
+      return;
+  }
+}

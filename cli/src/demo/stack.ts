@@ -1,0 +1,110 @@
+// The whole product on one machine, on its embedded defaults: a real PostgreSQL with a sample clinic
+// holding fake PHI, a local OIDC issuer, hoop-agent holding the database credential, and the CLI's
+// tunnel with its local port. `hoopctl demo`, the end-to-end tests and the benchmark all start this.
+import { randomBytes } from 'node:crypto';
+import { startPostgres, type LocalPostgres } from './postgres.js';
+import { startLocalIssuer, type LocalIssuer } from './issuer.js';
+import { seedDemo } from './seed.js';
+import { resolveConfig } from '../../../agent/src/config.js';
+import { startAgent, type AgentOptions, type RunningAgent } from '../../../agent/src/agent.js';
+import { silentLogger, type Logger } from '../../../agent/src/log.js';
+import { TunnelClient, type TunnelClientOptions } from '../services/tunnel-client.js';
+import { startLocalListener, type LocalListener } from '../services/local-listener.js';
+
+export const DEMO_CONNECTION = 'demo-db';
+export const DEMO_DATABASE = 'clinic';
+/** The CI identity the demo connects as (client credentials, group data-eng). */
+export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
+
+export interface DemoStackOptions {
+  /** Local port for psql; 0 = a free one. */
+  port?: number;
+  /** Number of sample patients. */
+  patients?: number;
+  agentLog?: Logger;
+  /** Overrides for the agent (gate, audit…), for tests. */
+  agent?: Partial<Omit<AgentOptions, 'config'>>;
+  tunnel?: Partial<TunnelClientOptions>;
+  /** Progress lines while starting (stderr in the CLI). */
+  progress?: (step: string) => void;
+}
+
+export interface DemoStack {
+  pg: LocalPostgres;
+  issuer: LocalIssuer;
+  agent: RunningAgent;
+  client: TunnelClient;
+  listener: LocalListener;
+  /** libpq URL of the tunnel's local port. */
+  tunnelUrl: string;
+  /** Direct superuser URL of the demo database (for tests and the benchmark's baseline). */
+  directUrl: string;
+  agentDbPassword: string;
+  token(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoStack> {
+  const progress = opts.progress ?? (() => {});
+  const stops: Array<() => Promise<unknown>> = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => {});
+  };
+  try {
+    progress('starting PostgreSQL (embedded)');
+    const pg = await startPostgres();
+    stops.push(() => pg.stop());
+    const agentDbPassword = randomBytes(18).toString('base64url');
+    progress('loading the sample clinic (fake PHI)');
+    await pg.exec(`CREATE DATABASE ${DEMO_DATABASE}`);
+    await seedDemo((sql) => pg.exec(sql, DEMO_DATABASE), { patients: opts.patients, agentPassword: agentDbPassword });
+
+    progress('starting the local OIDC issuer');
+    const issuer = await startLocalIssuer();
+    stops.push(() => issuer.stop());
+
+    progress('starting hoop-agent');
+    const config = await resolveConfig(
+      {
+        listen: '127.0.0.1:0',
+        dataDir: '.hoop/demo-agent',
+        identity: { issuers: [{ issuer: issuer.issuer, audience: issuer.audience }] },
+        connections: {
+          [DEMO_CONNECTION]: {
+            postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
+            access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
+            approval: { approvers: { groups: ['compliance'] } },
+          },
+        },
+      },
+      { HOOP_DEMO_DB_PASSWORD: agentDbPassword },
+    );
+    const agent = await startAgent({ config, log: opts.agentLog ?? silentLogger, ...opts.agent });
+    stops.push(() => agent.stop());
+
+    const token = () => issuer.clientCredentialsToken(DEMO_CLIENT.id, DEMO_CLIENT.secret);
+    progress('opening the tunnel');
+    const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: token, ...opts.tunnel });
+    await client.start();
+    client.keepAlive();
+    stops.push(() => client.stop());
+    const listener = await startLocalListener(client, opts.port ?? 0);
+    stops.push(() => listener.close());
+
+    return {
+      pg,
+      issuer,
+      agent,
+      client,
+      listener,
+      tunnelUrl: `postgres://noop@${listener.host}:${listener.port}/${DEMO_CONNECTION}`,
+      directUrl: pg.url(DEMO_DATABASE),
+      agentDbPassword,
+      token,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

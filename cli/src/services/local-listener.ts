@@ -1,0 +1,44 @@
+// The local port psql connects to. Bound to loopback only: other hosts never reach it.
+import net from 'node:net';
+import { ExitCode, UserError } from '../errors.js';
+import type { TunnelClient } from './tunnel-client.js';
+
+export interface LocalListener {
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startLocalListener(client: TunnelClient, port = 0, host = '127.0.0.1'): Promise<LocalListener> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    void client.attach(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new UserError('PORT_IN_USE', `port ${port} on ${host} is already in use`, {
+              hint: 'Pick another with --port, or omit --port to get a free one.',
+              exitCode: ExitCode.Usage,
+            })
+          : err,
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    host,
+    port: (server.address() as net.AddressInfo).port,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export function psqlLine(l: Pick<LocalListener, 'host' | 'port'>, connection: string): string {
+  return `psql "host=${l.host} port=${l.port} user=noop dbname=${connection}"`;
+}

@@ -1,0 +1,242 @@
+// The CLI end of the tunnel: one WebSocket per `hoopctl connect` process, kept open with reconnect and
+// backoff, and a stream inside it for every local TCP connection. Services print nothing; they report
+// state through callbacks and throw UserErrors the command turns into sentences.
+import net from 'node:net';
+import WebSocket from 'ws';
+import { MAX_FRAME_BYTES, type TunnelEvent } from '../../../shared/tunnel/frame.js';
+import { TunnelMux } from '../../../shared/tunnel/mux.js';
+import type { ApiErrorBody } from '../../../shared/errors.js';
+import { ExitCode, UserError } from '../errors.js';
+import { CLI_VERSION } from '../version.js';
+import { refuseLocalClient } from './local-refusal.js';
+
+export type TunnelState =
+  | { state: 'connecting'; attempt: number }
+  | { state: 'connected' }
+  | { state: 'disconnected'; error: UserError; retryInMs: number };
+
+export interface TunnelClientOptions {
+  agentUrl: string;
+  connection: string;
+  /** Called for every (re)connect, so a refreshed token is picked up. */
+  getToken(): Promise<string> | string;
+  /** Allow ws:// to a host other than loopback (never needed in production). */
+  allowInsecure?: boolean;
+  /** CA certificate (PEM) to trust for the agent's TLS, in addition to the system store. */
+  ca?: Buffer;
+  onState?(s: TunnelState): void;
+  onEvent?(e: TunnelEvent): void;
+  /** How long a new local connection waits for the tunnel before it is refused. */
+  waitForTunnelMs?: number;
+}
+
+const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000, 15000];
+
+export class TunnelClient {
+  private ws?: WebSocket;
+  private mux?: TunnelMux;
+  private nextStreamId = 1;
+  private stopped = false;
+  private attempt = 0;
+  private retryTimer?: NodeJS.Timeout;
+  private waiters: Array<() => void> = [];
+  private readonly url: URL;
+  private lastError?: UserError;
+
+  constructor(private readonly opts: TunnelClientOptions) {
+    this.url = tunnelUrl(opts.agentUrl, opts.connection, opts.allowInsecure ?? false);
+  }
+
+  get endpoint(): string {
+    return this.url.toString();
+  }
+
+  get connected(): boolean {
+    return this.mux !== undefined;
+  }
+
+  /** Opens the tunnel. Rejects on errors a retry cannot fix (401, 403, 404, bad URL, TLS). */
+  async start(): Promise<void> {
+    await this.open();
+  }
+
+  /** Keeps the tunnel open: reconnects with backoff whenever it drops, until stop(). */
+  keepAlive(): void {
+    this.ws?.once('close', () => this.scheduleReconnect());
+  }
+
+  /** Attaches a local client socket as a new stream (or refuses it when the tunnel stays down). */
+  async attach(socket: net.Socket): Promise<void> {
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    if (!this.mux) {
+      const up = await this.waitForTunnel(this.opts.waitForTunnelMs ?? 10_000);
+      if (!up || socket.destroyed) {
+        const why = this.lastError?.message ?? `the agent at ${this.endpoint} is not reachable`;
+        return refuseLocalClient(socket, `hoopctl: ${why}; retrying in the background`);
+      }
+    }
+    const mux = this.mux!;
+    const id = this.nextStreamId++;
+    mux.open(
+      id,
+      {
+        write: (data) => socket.write(data),
+        pause: () => socket.pause(),
+        resume: () => socket.resume(),
+        close: () => socket.end(),
+      },
+      { clientAddr: `${socket.remoteAddress}:${socket.remotePort}`, cliVersion: CLI_VERSION },
+    );
+    socket.on('data', (chunk: Buffer) => mux.send(id, chunk));
+    socket.on('drain', () => mux.drained(id));
+    socket.on('close', () => mux.close(id));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    const ws = this.ws;
+    if (!ws || ws.readyState === ws.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      ws.once('close', () => resolve());
+      ws.close(1000, 'hoopctl connect stopping');
+      setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 2000).unref();
+    });
+  }
+
+  private async open(): Promise<void> {
+    this.opts.onState?.({ state: 'connecting', attempt: this.attempt });
+    const token = await this.opts.getToken();
+    const ws = new WebSocket(this.url, {
+      headers: { authorization: `Bearer ${token}`, 'user-agent': `hoopctl/${CLI_VERSION}` },
+      perMessageDeflate: false,
+      maxPayload: MAX_FRAME_BYTES,
+      handshakeTimeout: 10_000,
+      ca: this.opts.ca,
+      // Certificates are always verified: there is no switch to turn that off (TLS downgrade defence).
+      rejectUnauthorized: true,
+    });
+    this.ws = ws;
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d.length + body.length < 8192 ? d : ''));
+        res.on('end', () => reject(refusalError(res.statusCode ?? 0, body, this.opts.connection)));
+      });
+      ws.once('error', (err) => reject(networkError(err, this.endpoint)));
+    });
+    ws.on('error', () => {}); // 'close' follows; reconnect handles it
+    this.attempt = 0;
+    this.lastError = undefined;
+    this.mux = new TunnelMux(ws, { onEvent: (e) => this.opts.onEvent?.(e) });
+    ws.once('close', () => (this.mux = undefined));
+    this.opts.onState?.({ state: 'connected' });
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (0.8 + Math.random() * 0.4);
+    this.attempt++;
+    this.retryTimer = setTimeout(() => {
+      this.open().then(
+        () => this.keepAlive(),
+        (err: UserError) => {
+          this.lastError = err;
+          this.opts.onState?.({ state: 'disconnected', error: err, retryInMs: delay });
+          this.scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.retryTimer.unref?.();
+  }
+
+  private waitForTunnel(ms: number): Promise<boolean> {
+    if (this.mux) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(false);
+      }, ms);
+      this.waiters.push(done);
+    });
+  }
+}
+
+/** `https://agent:8443` or `wss://agent:8443` + connection → `wss://agent:8443/tunnel/<connection>`. */
+export function tunnelUrl(agentUrl: string, connection: string, allowInsecure: boolean): URL {
+  let u: URL;
+  try {
+    u = new URL(agentUrl);
+  } catch {
+    throw new UserError('BAD_AGENT_URL', `not a URL: ${agentUrl}`, { hint: 'Use --agent wss://host:port', exitCode: ExitCode.Usage });
+  }
+  const scheme = { 'https:': 'wss:', 'wss:': 'wss:', 'http:': 'ws:', 'ws:': 'ws:' }[u.protocol];
+  if (!scheme) throw new UserError('BAD_AGENT_URL', `unsupported scheme ${u.protocol} in ${agentUrl}`, { exitCode: ExitCode.Usage });
+  const loopback = ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(u.hostname);
+  if (scheme === 'ws:' && !loopback && !allowInsecure) {
+    throw new UserError('INSECURE_AGENT_URL', `refusing an unencrypted tunnel to ${u.host}: PHI would cross the network in clear`, {
+      hint: 'Use wss:// (the agent serves TLS); ws:// is only for an agent on this machine.',
+      exitCode: ExitCode.Usage,
+    });
+  }
+  u.protocol = scheme;
+  u.pathname = `${u.pathname.replace(/\/$/, '')}/tunnel/${encodeURIComponent(connection)}`;
+  return u;
+}
+
+function refusalError(status: number, body: string, connection: string): UserError {
+  let parsed: ApiErrorBody['error'] | undefined;
+  try {
+    parsed = (JSON.parse(body) as ApiErrorBody).error;
+  } catch {
+    /* not our agent, or a proxy page */
+  }
+  const message = parsed?.message ?? `the agent answered HTTP ${status}`;
+  switch (status) {
+    case 401:
+      return new UserError('NOT_AUTHENTICATED', `the agent did not accept your token: ${message}`, {
+        hint: 'Run `hoopctl login` (or set HOOPCTL_TOKEN in CI), then try again.',
+        exitCode: ExitCode.NotAuthenticated,
+      });
+    case 403:
+      return new UserError('FORBIDDEN', `not allowed to use ${connection}: ${message}`, {
+        hint: parsed?.hint ?? 'Ask the connection owner to grant your identity access.',
+        exitCode: ExitCode.Forbidden,
+      });
+    case 404:
+      return new UserError('UNKNOWN_CONNECTION', message, {
+        hint: 'Check the connection name; `hoopctl whoami` lists the ones you may use.',
+        exitCode: ExitCode.Usage,
+      });
+    default:
+      return new UserError('AGENT_REFUSED', `the agent refused the tunnel (HTTP ${status}): ${message}`, {
+        hint: parsed?.hint,
+        exitCode: ExitCode.Failure,
+      });
+  }
+}
+
+function networkError(err: Error & { code?: string }, endpoint: string): UserError {
+  const tls = /certificate|self[- ]signed|SSL|TLS/i.test(err.message) || err.code?.startsWith('ERR_TLS') || err.code?.includes('CERT');
+  if (tls) {
+    return new UserError('TLS_FAILED', `could not verify the agent's TLS certificate at ${endpoint}: ${err.message}`, {
+      hint: 'Pass the agent CA with --ca FILE if it uses a private CA. Verification is never turned off.',
+      exitCode: ExitCode.Unreachable,
+    });
+  }
+  return new UserError('AGENT_UNREACHABLE', `could not reach the agent at ${endpoint} (${err.code ?? err.message})`, {
+    hint: 'Check --agent / HOOPCTL_AGENT and that hoop-agent is running.',
+    exitCode: ExitCode.Unreachable,
+  });
+}

@@ -1,0 +1,222 @@
+// Streams over one WebSocket, with per-stream credit and whole-socket backpressure. Both ends use it:
+// the CLI attaches a local TCP socket to each stream, the agent a Postgres session.
+//
+//   local source ──send()──► credit left? ──► ws.send(DATA) ──► peer ──► end.write() ──► drained ──► WINDOW
+//                              no: end.pause() until WINDOW arrives
+//   ws.bufferedAmount above HIGH_WATER: pause every source until that message is flushed.
+import type WebSocket from 'ws';
+import {
+  FrameType,
+  INITIAL_WINDOW,
+  FrameError,
+  decodeFrame,
+  encodeClose,
+  encodeData,
+  encodeJson,
+  encodeWindow,
+  readWindowCredit,
+  type TunnelEvent,
+} from './frame.js';
+
+const HIGH_WATER = 8 * 1024 * 1024;
+/** Return credit in batches: one WINDOW frame per quarter window consumed, not per read. */
+const CREDIT_BATCH = INITIAL_WINDOW / 4;
+
+/** The local side of a stream: a TCP socket (CLI) or a Postgres session (agent). */
+export interface StreamEnd {
+  /** Bytes from the peer; always taken. Return false when they are still queued; call mux.drained() later. */
+  write(data: Buffer): boolean;
+  /** Stop / restart producing bytes for send(). */
+  pause(): void;
+  resume(): void;
+  /** The peer closed the stream, or the tunnel went away. Release everything. */
+  close(reason?: string): void;
+}
+
+interface StreamState {
+  end: StreamEnd;
+  sendCredit: number;
+  /** Bytes received and consumed but not yet granted back to the peer. */
+  unreported: number;
+  /** Bytes received but not yet consumed (the local end said "full"). */
+  pending: number;
+  pausedForCredit: boolean;
+}
+
+export interface MuxHooks {
+  /** Agent side: a stream was opened by the peer. Return its end, or throw to refuse it. */
+  onOpen?(streamId: number, payload: Buffer): StreamEnd;
+  /** CLI side: an event from the agent. */
+  onEvent?(event: TunnelEvent, raw: Buffer): void;
+  /** The peer broke the frame protocol; the mux has closed the socket. */
+  onProtocolError?(err: Error): void;
+  /** Max concurrently open streams (agent side). */
+  maxStreams?: number;
+}
+
+export class TunnelMux {
+  private readonly streams = new Map<number, StreamState>();
+  private wsPaused = false;
+  private closed = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly hooks: MuxHooks = {},
+  ) {
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('close', () => this.shutdown('tunnel closed'));
+    ws.on('error', () => this.shutdown('tunnel error'));
+  }
+
+  get size(): number {
+    return this.streams.size;
+  }
+
+  /** Registers a locally created stream (CLI) and announces it to the peer with `openPayload`. */
+  open(streamId: number, end: StreamEnd, openPayload: unknown): void {
+    this.register(streamId, end);
+    this.ws.send(encodeJson(FrameType.Open, streamId, openPayload));
+  }
+
+  /** Sends bytes produced by the local end. Pauses it when its credit or the socket runs out. */
+  send(streamId: number, data: Buffer): void {
+    const s = this.streams.get(streamId);
+    if (!s || this.closed) return;
+    s.sendCredit -= data.length;
+    this.sendRaw(encodeData(streamId, data));
+    if (s.sendCredit <= 0 && !s.pausedForCredit) {
+      s.pausedForCredit = true;
+      s.end.pause();
+    }
+  }
+
+  /** The local end consumed what it refused earlier: grant the peer its credit back. */
+  drained(streamId: number): void {
+    const s = this.streams.get(streamId);
+    if (!s) return;
+    s.unreported += s.pending;
+    s.pending = 0;
+    this.grant(streamId, s);
+  }
+
+  event(streamId: number, event: TunnelEvent): void {
+    if (!this.closed) this.sendRaw(encodeJson(FrameType.Event, streamId, event));
+  }
+
+  /** Closes one stream from the local side; the peer's end is told. */
+  close(streamId: number, reason?: string): void {
+    if (!this.streams.delete(streamId)) return;
+    if (!this.closed && this.ws.readyState === this.ws.OPEN) this.sendRaw(encodeClose(streamId, reason));
+  }
+
+  /** Ends every stream (the socket went away or is being shut down). */
+  shutdown(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const [, s] of this.streams) s.end.close(reason);
+    this.streams.clear();
+  }
+
+  private register(streamId: number, end: StreamEnd): StreamState {
+    const s: StreamState = { end, sendCredit: INITIAL_WINDOW, unreported: 0, pending: 0, pausedForCredit: false };
+    this.streams.set(streamId, s);
+    if (this.wsPaused) end.pause();
+    return s;
+  }
+
+  private sendRaw(frame: Buffer): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount + frame.length > HIGH_WATER && !this.wsPaused) {
+      // The socket is backed up: stop every source until this frame (and all before it) is flushed.
+      this.wsPaused = true;
+      for (const [, s] of this.streams) s.end.pause();
+      this.ws.send(frame, () => this.resumeAll());
+      return;
+    }
+    this.ws.send(frame);
+  }
+
+  private resumeAll(): void {
+    this.wsPaused = false;
+    for (const [, s] of this.streams) if (!s.pausedForCredit) s.end.resume();
+  }
+
+  private grant(streamId: number, s: StreamState): void {
+    if (s.unreported >= CREDIT_BATCH) {
+      this.sendRaw(encodeWindow(streamId, s.unreported));
+      s.unreported = 0;
+    }
+  }
+
+  private fail(err: Error): void {
+    this.hooks.onProtocolError?.(err);
+    this.ws.close(1002, err.message.slice(0, 120));
+    this.shutdown('tunnel protocol error');
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.closed) return;
+    if (!isBinary) return this.fail(new FrameError('text messages are not part of the tunnel protocol'));
+    let frame;
+    try {
+      frame = decodeFrame(data);
+    } catch (err) {
+      return this.fail(err as Error);
+    }
+    const { type, streamId, payload } = frame;
+    const s = this.streams.get(streamId);
+    switch (type) {
+      case FrameType.Data: {
+        if (!s) return; // raced with a close; the bytes have nowhere to go
+        // write() always takes the bytes; false only means "slow down", like net.Socket#write.
+        const consumed = s.end.write(payload);
+        if (!consumed || s.pending > 0) s.pending += payload.length;
+        else {
+          s.unreported += payload.length;
+          this.grant(streamId, s);
+        }
+        // A peer that ignores our window is broken: cap what it can make us hold.
+        if (s.pending > INITIAL_WINDOW * 2) this.fail(new FrameError(`stream ${streamId} exceeded its window`));
+        return;
+      }
+      case FrameType.Window: {
+        if (!s) return;
+        s.sendCredit += readWindowCredit(payload);
+        if (s.pausedForCredit && s.sendCredit > 0) {
+          s.pausedForCredit = false;
+          if (!this.wsPaused) s.end.resume();
+        }
+        return;
+      }
+      case FrameType.Close: {
+        if (!s) return;
+        this.streams.delete(streamId);
+        s.end.close(payload.length ? payload.toString('utf8') : undefined);
+        return;
+      }
+      case FrameType.Open: {
+        if (!this.hooks.onOpen) return this.fail(new FrameError('OPEN is only sent by the CLI'));
+        if (s) return this.fail(new FrameError(`stream ${streamId} is already open`));
+        if (this.streams.size >= (this.hooks.maxStreams ?? 1024))
+          return void this.sendRaw(encodeClose(streamId, 'too many streams on this tunnel'));
+        let end: StreamEnd;
+        try {
+          end = this.hooks.onOpen(streamId, payload);
+        } catch (err) {
+          return void this.sendRaw(encodeClose(streamId, (err as Error).message));
+        }
+        this.register(streamId, end);
+        return;
+      }
+      case FrameType.Event: {
+        if (!this.hooks.onEvent) return this.fail(new FrameError('EVENT is only sent by the agent'));
+        try {
+          this.hooks.onEvent(JSON.parse(payload.toString('utf8')) as TunnelEvent, payload);
+        } catch {
+          /* an event we cannot read is informational only */
+        }
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,65 @@
+// The whole product for a test file: real PostgreSQL, real OIDC issuer, real agent, real tunnel.
+import { afterAll, beforeAll } from 'vitest';
+import { spawn, type SpawnOptions } from 'node:child_process';
+import pg from 'pg';
+import { startDemoStack, type DemoStack, type DemoStackOptions } from '../../cli/src/demo/stack.js';
+
+/** Starts one stack for the file; the returned object is filled in by beforeAll. */
+export function useStack(opts: DemoStackOptions = {}): { get(): DemoStack } {
+  let stack: DemoStack | undefined;
+  beforeAll(async () => {
+    stack = await startDemoStack({ patients: 2000, ...opts });
+  }, 120_000);
+  afterAll(async () => {
+    await stack?.stop();
+  }, 60_000);
+  return {
+    get() {
+      if (!stack) throw new Error('stack not started');
+      return stack;
+    },
+  };
+}
+
+/** A node-postgres client on the tunnel's local port (no password). */
+export async function tunnelClient(stack: DemoStack, extra: pg.ClientConfig = {}): Promise<pg.Client> {
+  const c = new pg.Client({ host: stack.listener.host, port: stack.listener.port, user: 'noop', database: 'demo-db', ...extra });
+  await c.connect();
+  return c;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a real program (psql, pg_dump, the CLI) to completion; `during` can act while it runs. */
+export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: string; during?: (p: ReturnType<typeof spawn>) => void; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    p.on('error', reject);
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    if (opts.input !== undefined) p.stdin!.end(opts.input);
+    else p.stdin!.end();
+    opts.during?.(p);
+  });
+}
+
+/** psql against the tunnel, in a plain C locale, never prompting for a password. */
+export function psql(stack: DemoStack, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+  return run(
+    'psql',
+    [`host=${stack.listener.host} port=${stack.listener.port} user=noop dbname=demo-db`, '-X', '-v', 'ON_ERROR_STOP=0', ...args],
+    { env: { ...process.env, PGPASSWORD: '', PGCONNECT_TIMEOUT: '10' }, ...opts },
+  );
+}
