@@ -5,7 +5,7 @@
 // @see https://www.postgresql.org/docs/current/protocol-message-formats.html
 import { Auth, Backend, ErrorField, MAX_CANCEL_SECRET_BYTES, TxStatus, type TxStatusName } from './codes.js';
 import { ProtocolError } from './errors.js';
-import { Reader, readI32 } from './reader.js';
+import { Reader } from './reader.js';
 import { Writer } from './writer.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -445,6 +445,3 @@ export function parseAuthentication(body: Buffer): AuthRequest {
   r.done();
   return m;
 }
-
-/** Reads the Int32 length word at `at` (exported for relays that peek at headers themselves). */
-export { readI32 };

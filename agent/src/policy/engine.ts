@@ -131,10 +131,19 @@ export class PolicyEngine {
     if (hit) return hit;
     const parsed = parseStatements(sql);
     const analysis: Analysis = parsed.ok
-      ? { ok: true, statements: parsed.statements.map((s) => this.#judge(s.kind, s.body, s.text, s.text)) }
+      ? { ok: true, statements: parsed.statements.map((s) => this.#judgeSafely(s.kind, s.body, s.text)) }
       : { ok: false, decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${parsed.error}), so it is blocked.`), statements: [] } };
     if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
     return analysis;
+  }
+
+  /** A bug or a stack overflow in the rules must refuse the statement, never let it through. */
+  #judgeSafely(kind: string, body: Body, text: string): StatementFacts {
+    try {
+      return this.#judge(kind, body, text, text);
+    } catch {
+      return { kind, text, ...block('P3.internal', 'The gateway could not check this statement, so it is blocked.'), readOnly: false, locksRows: false, hasParams: false, relations: [], functions: [] };
+    }
   }
 
   /** Judge one statement node: its own verdict, what it contains, P7, and approval-free fingerprints. */
@@ -181,7 +190,7 @@ export class PolicyEngine {
     for (const m of tree.tablesampleMethods) verdict = stricter(verdict, tablesampleVerdict(m));
     if (tree.tooDeep) verdict = stricter(verdict, block('P3.too-deep', 'The statement is nested too deeply to be checked.'));
 
-    if (this.#masked && !WRAPPERS.has(kind)) {
+    if (this.#masked && !WRAPPERS.has(kind) && !tree.tooDeep) {
       const leak = findPredicateLeak(kind, body, this.#masked);
       if (leak) verdict = stricter(verdict, block('P7.predicate', `Only equality (=, IN) with constants is allowed on masked columns in conditions and ordering (${leak}).`));
     }

@@ -157,7 +157,7 @@ export class PgSession {
 
   private onStartupBytes(data: Buffer): void {
     // The framer yields one startup message at a time: what follows depends on our answer.
-    for (let raws = this.framer.push(data); raws.length > 0; raws = this.framer.push(EMPTY)) {
+    for (let raws = this.framer.push(data); raws.length > 0; raws = this.framer.nextStartup()) {
       const msg = parseStartup(raws[0].body);
       switch (msg.kind) {
         case 'SSLRequest':
@@ -423,5 +423,3 @@ export class PgSession {
     void this.deps.audit.sessionEnd?.(this.meta);
   }
 }
-
-const EMPTY = Buffer.alloc(0);
