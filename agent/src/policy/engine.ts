@@ -10,7 +10,7 @@
  * The analysis of a text is cached (LRU). Statements that refer to session state (EXECUTE, FETCH,
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
  */
-import { fingerprintOf, loadParser, Lru, parseStatements } from './parse.js';
+import { fingerprintOf, loadParser, Lru, parseStatements, textAfterKeyword } from './parse.js';
 import { findPredicateLeak, maskedColumns, type MaskedColumns } from './predicates.js';
 import {
   allow, asVerdict, block, explainAnalyzes, functionVerdict, operatorVerdict, relationVerdict, statementVerdict, stricter,
@@ -152,7 +152,8 @@ export class PolicyEngine {
     const extra: { -readonly [K in keyof StatementFacts]?: StatementFacts[K] } = {};
 
     const innerNode = WRAPPERS.has(kind) ? Object.entries((body.query ?? {}) as Body)[0] : undefined;
-    const inner = innerNode ? this.#judge(innerNode[0], innerNode[1] as Body, text, fingerprintText) : undefined;
+    const innerText = kind === 'PrepareStmt' ? textAfterKeyword(text, 'AS') : kind === 'DeclareCursorStmt' ? textAfterKeyword(text, 'FOR') : undefined;
+    const inner = innerNode ? this.#judge(innerNode[0], innerNode[1] as Body, innerText ?? text, fingerprintText) : undefined;
     if (WRAPPERS.has(kind) && !inner) verdict = block('P3.unknown-statement', `${kind} without a statement is not understood.`);
     if (inner) extra.inner = inner;
     if (kind === 'ExplainStmt' && inner) {

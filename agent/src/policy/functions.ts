@@ -31,8 +31,7 @@ export const BLOCKED_FUNCTIONS: FunctionRule[] = [
   ...['query_to_xml*', 'cursor_to_xml*', 'table_to_xml*', 'schema_to_xml*', 'database_to_xml*', 'ts_stat', 'crosstab*']
     .map((pattern) => ({ pattern, rule: 'P3.function.sql-text', reason: RUNS_SQL })),
   ...['set_config', 'pg_reload_conf', 'pg_rotate_logfile*', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_promote',
-    'pg_switch_wal', 'pg_create_restore_point', 'pg_backup_*', 'pg_wal_replay_*', 'pg_log_backend_memory_contexts',
-    'pg_stat_reset*', 'pg_advisory_*', 'pg_try_advisory_*']
+    'pg_switch_wal', 'pg_create_restore_point', 'pg_backup_*', 'pg_wal_replay_*', 'pg_log_backend_memory_contexts']
     .map((pattern) => ({ pattern, rule: 'P3.function.control', reason: CONTROL })),
   ...['pg_create_*replication_slot', 'pg_drop_replication_slot', 'pg_copy_*replication_slot', 'pg_replication_*',
     'pg_logical_*', 'pg_sync_replication_slots']

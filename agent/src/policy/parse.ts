@@ -2,7 +2,7 @@
  * The libpg-query wrapper: the real PostgreSQL 18 grammar (WASM), split into statements with the exact
  * text of each, plus a small LRU used to cache decisions by statement text.
  */
-import { fingerprintSync, loadModule, parseSync } from 'libpg-query';
+import { fingerprintSync, loadModule, parseSync, scanSync } from 'libpg-query';
 
 /** A node as libpg-query's JSON has it: `{ SelectStmt: {...} }` (type name → body). */
 export type AstNode = Record<string, unknown>;
@@ -60,6 +60,25 @@ export function fingerprintOf(text: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The text after the first top-level `keyword` token: the query of `PREPARE p(int) AS …` ('AS') or of
+ * `DECLARE c CURSOR FOR …` ('FOR'), so approvers and the audit see the statement that will run.
+ */
+export function textAfterKeyword(text: string, keyword: string): string | undefined {
+  try {
+    let depth = 0;
+    for (const t of scanSync(text).tokens) {
+      if (t.text === '(') depth++;
+      else if (t.text === ')') depth--;
+      else if (depth === 0 && t.keywordKind > 0 && t.text.toUpperCase() === keyword)
+        return Buffer.from(text, 'utf8').subarray(t.end).toString('utf8').trim();
+    }
+  } catch {
+    // fall through: the caller keeps the whole text
+  }
+  return undefined;
 }
 
 /** A Map-based LRU: get() refreshes, set() evicts the oldest entry beyond `max`. */

@@ -304,6 +304,8 @@ export function findPredicateLeak(kind: string, body: Obj, masked: MaskedColumns
         visitExpr(sel.larg, outer, pred);
         visitExpr(sel.rarg, outer, pred);
         const out = selectTaint(sel, outer);
+        const ordinal = arr(sel.sortClause).some((i) => unwrap(unwrap(i)?.[1].node)?.[0] === 'A_Const');
+        if (ordinal && !isEmpty(out)) report('ORDER BY position of a masked output');
         visitSortItems(arr(sel.sortClause), [], [...outer, [{ alias: '', taint: out }]]);
         return;
       }

@@ -245,6 +245,9 @@ export interface FunctionLists {
 /** Verdict for one function call anywhere in the tree. */
 export function functionVerdict(fn: FunctionRef, lists: FunctionLists): Verdict {
   const shown = fn.schema ? `${fn.schema}.${fn.name}` : fn.name;
+  // set_config of an allowlisted setting is the same as SET of it (P3 allows those); any other → blocked below.
+  if (fn.name === 'set_config' && (!fn.schema || fn.schema === 'pg_catalog') && fn.firstArg !== undefined && SETTABLE.has(fn.firstArg.toLowerCase()))
+    return allow('P5.set', `Setting ${fn.firstArg} is allowed.`);
   const blocked = matchRule(BLOCKED_FUNCTIONS, fn.name)
     ?? lists.extraBlocked.map((p) => ({ pattern: p, rule: 'P3.function.configured', reason: 'is blocked by this connection’s policy' }))
       .find((r) => matchRule([r], fn.name) || matchRule([r], shown));

@@ -4,13 +4,16 @@
  * HAVING or a VALUES row is seen exactly like one in the target list. The rules judge what it collects.
  *
  * libpg-query wraps nodes that sit in generic positions (`{ FuncCall: {...} }`) but leaves typed fields
- * bare (`DeleteStmt.relation` is a RangeVar without the wrapper), so RangeVars are recognised by shape.
+ * bare (`DeleteStmt.relation` is a RangeVar, `CallStmt.funccall` a FuncCall, without the wrapper), so
+ * RangeVars and FuncCalls are recognised by shape.
  */
 
 export interface FunctionRef {
   schema?: string;
   name: string;
   nargs: number;
+  /** the first argument when it is a string constant (set_config('statement_timeout', …)) */
+  firstArg?: string;
 }
 export interface RelationRef {
   schema?: string;
@@ -60,12 +63,6 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
 
   const visitNode = (type: string, node: Obj, depth: number): void => {
     switch (type) {
-      case 'FuncCall': {
-        const parts = names(node.funcname);
-        const args = Array.isArray(node.args) ? node.args.length : 0;
-        facts.functions.push({ schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs: args });
-        break;
-      }
       case 'A_Expr': {
         const parts = names(node.name);
         if (parts.length > 1) facts.qualifiedOperators.push(parts.join('.'));
@@ -101,6 +98,14 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
     if (keys.length === 1 && /^[A-Z]/.test(keys[0]) && isObj(value[keys[0]])) {
       visitNode(keys[0], value[keys[0]] as Obj, depth);
       return;
+    }
+    // FuncCall bodies are recognised by shape too: CallStmt.funccall is a bare FuncCall.
+    if (Array.isArray(value.funcname) && 'funcformat' in value) {
+      const parts = names(value.funcname);
+      const nargs = Array.isArray(value.args) ? value.args.length : 0;
+      const first = Array.isArray(value.args) && isObj(value.args[0]) && isObj(value.args[0].A_Const) ? value.args[0].A_Const.sval : undefined;
+      const firstArg = isObj(first) && typeof first.sval === 'string' ? first.sval : undefined;
+      facts.functions.push({ schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs, firstArg });
     }
     if (typeof value.relname === 'string') {
       const schema = typeof value.schemaname === 'string' ? value.schemaname : undefined;

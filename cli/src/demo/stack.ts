@@ -19,6 +19,8 @@ export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
 export interface DemoStackOptions {
   /** Local port for psql; 0 = a free one. */
   port?: number;
+  /** PostgreSQL major version (default 18). */
+  pgVersion?: 15 | 18;
   /** Number of sample patients. */
   patients?: number;
   agentLog?: Logger;
@@ -52,7 +54,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
   };
   try {
     progress('starting PostgreSQL (embedded)');
-    const pg = await startPostgres();
+    const pg = await startPostgres({ version: opts.pgVersion });
     stops.push(() => pg.stop());
     const agentDbPassword = randomBytes(18).toString('base64url');
     progress('loading the sample clinic (fake PHI)');

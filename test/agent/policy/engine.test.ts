@@ -113,6 +113,10 @@ const BLOCK: Row[] = [
   { desc: 'logical decoding', sql: "SELECT * FROM pg_logical_slot_get_changes('s', NULL, NULL)", want: 'block' },
   { desc: 'pg_notify', sql: "SELECT pg_notify('c', ssn) FROM patients", want: 'block' },
   { desc: 'pg_sleep in CASE', sql: "SELECT CASE WHEN true THEN pg_sleep(2) END", want: 'block' },
+  { desc: 'CALL of a blocked function', sql: "CALL pg_read_file('/x')", want: 'block' },
+  { desc: 'in a COPY … WHERE', sql: 'COPY t FROM STDIN WHERE pg_sleep(1) IS NULL', want: 'block' },
+  { desc: 'set_config of a setting outside the allowlist', sql: "SELECT set_config('atk.x', (SELECT string_agg(ssn, ',') FROM patients), false)", want: 'block' },
+  { desc: 'set_config with a computed name', sql: "SELECT set_config(k, 'x', false) FROM t", want: 'block' },
   { desc: 'extra blocked by config', sql: 'SELECT my_export()', want: 'block', rule: 'P3.function.my_export' },
   // catalogs exposing values
   { desc: 'pg_stats', sql: "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'patients'", want: 'block', rule: 'P3.catalog.pg_stats' },
@@ -208,6 +212,7 @@ const ALLOW: Row[] = [
   { desc: 'SET "DateStyle" (quoted, mixed case)', sql: `SET "DateStyle" = 'ISO'`, want: 'allow' },
   { desc: 'SET TIME ZONE', sql: "SET TIME ZONE 'UTC'", want: 'allow' },
   { desc: 'SET application_name', sql: "SET application_name = 'etl'", want: 'allow' },
+  { desc: 'set_config of an allowlisted setting', sql: "SELECT set_config('statement_timeout', '5s', false)", want: 'allow', rule: 'P5.read' },
   { desc: 'RESET statement_timeout', sql: 'RESET statement_timeout', want: 'allow' },
   { desc: 'PREPARE / EXECUTE / DEALLOCATE a read', sql: 'PREPARE p(int) AS SELECT $1; EXECUTE p(1); DEALLOCATE p', want: 'allow' },
   { desc: 'DECLARE / FETCH / MOVE / CLOSE', sql: 'BEGIN; DECLARE c CURSOR FOR SELECT 1; FETCH 1 FROM c; MOVE c; CLOSE c; COMMIT', want: 'allow' },
