@@ -200,10 +200,13 @@ export class PolicyEngine {
       if (fp && this.#approvalFree.has(fp)) verdict = allow('P4.approval-free', 'This statement shape is approved in advance for this connection.');
     }
 
-    const locksRows = tree.locksRows || (inner?.locksRows ?? false);
+    // What runs now: DECLARE's query (at FETCH) and EXPLAIN ANALYZE's statement do; PREPARE's and
+    // plain EXPLAIN's do not (PostgreSQL accepts both in a READ ONLY transaction).
+    const runsInner = kind === 'DeclareCursorStmt' || (kind === 'ExplainStmt' && extra.analyzes === true);
+    const locksRows = tree.locksRows || (runsInner && (inner?.locksRows ?? false));
     return {
       kind, text, ...verdict,
-      readOnly: verdict.action === 'allow' && !locksRows && (inner?.readOnly ?? true),
+      readOnly: verdict.action === 'allow' && !locksRows && (!runsInner || (inner?.readOnly ?? true)),
       locksRows,
       hasParams: tree.hasParams || (inner?.hasParams ?? false),
       relations: unique([...tree.relations.filter((r) => !r.cte).map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name)), ...(inner?.relations ?? [])]),

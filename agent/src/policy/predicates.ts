@@ -115,7 +115,8 @@ export function findPredicateLeak(kind: string, body: Obj, masked: MaskedColumns
   };
 
   /** Which output columns of a sub-select carry masked values. */
-  const selectTaint = (sel: Obj, outer: Scopes): Taint => {
+  const selectTaint = (sel: Obj, outer: Scopes): Taint => withCtes(sel, outer, false, () => selectTaintIn(sel, outer));
+  const selectTaintIn = (sel: Obj, outer: Scopes): Taint => {
     if (sel.op && sel.op !== 'SETOP_NONE') {
       const l = selectTaint((unwrap(sel.larg)?.[1] ?? sel.larg) as Obj, outer);
       const r = selectTaint((unwrap(sel.rarg)?.[1] ?? sel.rarg) as Obj, outer);
@@ -283,23 +284,28 @@ export function findPredicateLeak(kind: string, body: Obj, masked: MaskedColumns
     }
   };
 
-  const withCtes = (sel: Obj, outer: Scopes, run: () => void): void => {
+  /** Bring a statement's CTEs into scope (checking their bodies when `check`), run `body`, drop them. */
+  function withCtes<T>(sel: Obj, outer: Scopes, check: boolean, body: () => T): T {
     const map = new Map<string, Taint>();
     ctes.push(map);
-    for (const c of arr(isObj(sel.withClause) ? sel.withClause.ctes : [])) {
-      const cte = unwrap(c)?.[1];
-      const q = unwrap(cte?.ctequery);
-      if (!cte || !q) continue;
-      visitStatement(q[0], q[1], outer, false);
-      const taint = q[0] === 'SelectStmt' ? selectTaint(q[1], outer) : 'all';
-      map.set(String(cte.ctename), arr(cte.aliascolnames).length && !isEmpty(taint) ? 'all' : taint);
+    try {
+      for (const c of arr(isObj(sel.withClause) ? sel.withClause.ctes : [])) {
+        const cte = unwrap(c)?.[1];
+        const q = unwrap(cte?.ctequery);
+        if (!cte || !q) continue;
+        if (check) visitStatement(q[0], q[1], outer, false);
+        // RETURNING of a data-modifying CTE and anything unusual: every column counts as masked.
+        const taint = q[0] === 'SelectStmt' ? selectTaint(q[1], outer) : 'all';
+        map.set(String(cte.ctename), arr(cte.aliascolnames).length && !isEmpty(taint) ? 'all' : taint);
+      }
+      return body();
+    } finally {
+      ctes.pop();
     }
-    run();
-    ctes.pop();
-  };
+  }
 
   const visitSelect = (sel: Obj, outer: Scopes, pred: boolean): void => {
-    withCtes(sel, outer, () => {
+    withCtes(sel, outer, true, () => {
       if (sel.op && sel.op !== 'SETOP_NONE') {
         visitExpr(sel.larg, outer, pred);
         visitExpr(sel.rarg, outer, pred);
@@ -327,7 +333,7 @@ export function findPredicateLeak(kind: string, body: Obj, masked: MaskedColumns
   const visitStatement = (type: string, n: Obj, outer: Scopes, pred: boolean): void => {
     if (type === 'SelectStmt') return visitSelect(n, outer, pred);
     if (type === 'UpdateStmt' || type === 'DeleteStmt' || type === 'MergeStmt' || type === 'InsertStmt') {
-      withCtes(n, outer, () => {
+      withCtes(n, outer, true, () => {
         const extra = [...arr(n.fromClause), ...arr(n.usingClause), ...(n.sourceRelation ? [n.sourceRelation] : [])];
         const scopes = [...outer, fromSources(n, outer, true, [{ RangeVar: n.relation }, ...extra])];
         visitExpr([n.whereClause, n.joinCondition], scopes, true);

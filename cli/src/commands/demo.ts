@@ -5,12 +5,16 @@ import { startDemoStack, DEMO_CONNECTION } from '../demo/stack.js';
 import { psqlLine } from '../services/local-listener.js';
 import { createLogger } from '../../../agent/src/log.js';
 import { untilSignal } from '../signals.js';
+import { UserError } from '../errors.js';
+
+/** A fixed default so the psql line in the README works as printed. */
+const DEFAULT_DEMO_PORT = 55432;
 
 export function registerDemo(program: Command, run: (fn: (out: Output) => Promise<void>) => Promise<void>): void {
   program
     .command('demo')
     .description('run the whole product locally: PostgreSQL with fake PHI, an OIDC issuer, hoop-agent and a tunnel')
-    .option('-p, --port <port>', 'local port for psql (default: a free one)', (v) => Number(v))
+    .option('-p, --port <port>', 'local port for psql (default 55432, or a free one if taken)', (v) => Number(v))
     .option('--quiet', 'do not print the agent log')
     .addHelpText(
       'after',
@@ -26,7 +30,13 @@ async function demo(opts: { port?: number; quiet?: boolean }, out: Output): Prom
     ? undefined
     : createLogger({ pretty: !out.json, write: (l) => process.stderr.write(`agent  ${l}\n`) });
   const t0 = performance.now();
-  const stack = await startDemoStack({ port: opts.port, agentLog, progress: (s) => out.info(`demo: ${s}…`) });
+  const stack = await startDemoStack({ port: opts.port ?? DEFAULT_DEMO_PORT, agentLog, progress: (s) => out.info(`demo: ${s}…`) }).catch((err) => {
+    // The default port is a convenience; if it is taken, any free port will do.
+    if (opts.port === undefined && err instanceof UserError && err.code === 'PORT_IN_USE') {
+      return startDemoStack({ port: 0, agentLog, progress: (s) => out.info(`demo: ${s}…`) });
+    }
+    throw err;
+  });
   const line = psqlLine(stack.listener, DEMO_CONNECTION);
   out.event({ type: 'ready', port: stack.listener.port, psql: line, agent: stack.agent.url, issuer: stack.issuer.issuer });
   if (!out.json) {
