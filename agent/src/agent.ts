@@ -6,7 +6,7 @@ import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
 import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
-import { allowAll, type Gate } from './session/gate.js';
+import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
 import { noAudit, type AuditSink } from './audit/sink.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
@@ -17,8 +17,6 @@ export interface AgentOptions {
   log?: Logger;
   /** Token verification; defaults to the configured issuers. Tests inject their own clock through it. */
   auth?: Authenticator;
-  /** Per connection: the statement gate. Defaults to allow-all until the policy engine is configured. */
-  gateFor?: (connection: string) => Gate;
   audit?: AuditSink;
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
@@ -40,6 +38,20 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
   const cancels = new CancelRegistry();
   const tunnels = new Set<TunnelMux>();
+  // One policy engine per connection (its overrides and masked columns), loaded before we listen.
+  const engines = new Map<string, PolicyEngine>();
+  for (const [name, conn] of config.connections) {
+    engines.set(
+      name,
+      await loadPolicyEngine({
+        extraBlockedFunctions: conn.policy.extraBlockedFunctions,
+        allowedFunctions: conn.policy.allowedFunctions,
+        approvalFreeFingerprints: conn.policy.approvalFree,
+        strictPredicates: conn.policy.strictPredicates,
+        maskedColumns: Object.keys(conn.masking),
+      }),
+    );
+  }
   const sockets = new Set<import('ws').WebSocket>();
 
   const server = createHttpServer({
@@ -64,14 +76,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         clientAddr,
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        policy: engines.get(name)!,
         sessionDeps: {
-          gate: opts.gateFor?.(name) ?? allowAll,
           audit: opts.audit ?? noAudit,
           cancels,
           maxMessageBytes: config.maxMessageBytes,
           startupTimeoutMs: opts.startupTimeoutMs ?? 15_000,
           async connectUpstream(params) {
-            const up = await connectUpstream({ ...target, params });
+            // P2/P8: the lexer-relevant settings and the read-only safety net are pinned at startup, where
+            // neither SET nor DISCARD ALL (which runs RESET ALL) can undo them.
+            const up = await connectUpstream({ ...target, params: { ...params, ...UPSTREAM_PINS } });
             return {
               ...up,
               cancel: () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret),
@@ -113,6 +127,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     },
   };
 }
+
+const UPSTREAM_PINS = { standard_conforming_strings: 'on', default_transaction_read_only: 'on' };
 
 function splitHostPort(listen: string): [string, string] {
   const i = listen.lastIndexOf(':');

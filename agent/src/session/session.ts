@@ -21,9 +21,9 @@ import type { Logger } from '../log.js';
 import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
 import type { CancelRegistry } from './cancel.js';
-import type { Gate, Verdict } from './gate.js';
+import type { Decision, PolicySession } from '../policy/index.js';
 import type { AuditSink } from '../audit/sink.js';
-import { Backend } from '../pgwire/codes.js';
+import { Backend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
   FrontendFramer,
@@ -65,7 +65,8 @@ export type UpstreamSession = UpstreamConnection & { cancel(): Promise<void> };
 export interface SessionDeps {
   connection: ResolvedConnection;
   identity: Principal;
-  gate: Gate;
+  /** This session's policy state: the one decision point every statement passes (policy/). */
+  policy: PolicySession;
   audit: AuditSink;
   cancels: CancelRegistry;
   connectUpstream(params: Record<string, string>): Promise<UpstreamSession>;
@@ -98,6 +99,11 @@ export class PgSession {
   private readonly nonce = randomBytes(6).toString('hex');
   private sentinelSeq = 0;
   private inCopyIn = false;
+  /**
+   * One entry per forwarded Query or Sync, in order: each is answered by exactly one ReadyForQuery.
+   * A Query's entry carries its decision and counts its CommandCompletes.
+   */
+  private readonly readyQueue: Array<{ decision?: Decision; completed: number }> = [];
   private applicationName = '';
   private readonly log: Logger;
 
@@ -272,13 +278,19 @@ export class PgSession {
     if (terminate) this.teardown();
   }
 
-  /** Decides one frontend message: the bytes to forward, null for nothing, or 'terminate'. */
+  /**
+   * Decides one frontend message: the bytes to forward, null for nothing, or 'terminate'.
+   * Statements are judged where they would run: a Query by its text, a Parse by its statement, a Bind
+   * by the statement it binds, an Execute by what its portal really runs (policy/session.ts).
+   */
   private judge(msg: FrontendMessage): Buffer | null | 'terminate' {
+    const policy = this.deps.policy;
     switch (msg.type) {
       case 'Terminate':
         return 'terminate';
       case 'FunctionCall':
         // The fast-path interface calls any function by OID, past every SQL-level check.
+        this.readyQueue.push({ completed: 0 });
         return this.refuse('Query', {
           action: 'block',
           rule: 'P3.protocol.function-call',
@@ -292,41 +304,62 @@ export class PgSession {
         if (msg.type !== 'CopyData') this.inCopyIn = false;
         return serializeFrontend(msg);
       case 'Query': {
-        const v = this.deps.gate.judgeQuery(msg.sql);
-        this.recordDecision(msg.sql, v);
-        return v.action === 'allow' ? serializeFrontend(msg) : this.refuse('Query', v);
+        const d = policy.query(msg.sql);
+        this.recordDecision(msg.sql, d);
+        this.readyQueue.push({ decision: d.action === 'allow' ? d : undefined, completed: 0 });
+        return d.action === 'allow' ? serializeFrontend(msg) : this.refuse('Query', d);
       }
-      case 'Parse': {
-        const v = this.deps.gate.judgeParse(msg.name, msg.sql);
-        this.recordDecision(msg.sql, v);
-        return v.action === 'allow' ? serializeFrontend(msg) : this.refuse('Parse', v, msg.name);
+      case 'Parse':
+        return this.decided(policy.parse(msg.name, msg.sql), msg, msg.sql);
+      case 'Bind':
+        return this.decided(policy.bind(msg.portal, msg.statement), msg);
+      case 'Execute': {
+        const d = policy.execute(msg.portal);
+        return this.decided(d, msg, d.statements[0]?.text ?? '');
       }
+      case 'Close':
+        policy.close(msg.target, msg.name);
+        return serializeFrontend(msg);
+      case 'Sync':
+        this.readyQueue.push({ completed: 0 });
+        return serializeFrontend(msg);
       default:
         return serializeFrontend(msg);
     }
   }
 
-  private recordDecision(sql: string, v: Verdict): void {
-    this.log.info('statement', { decision: v.action, rule: v.rule, sql });
+  /** An extended-protocol message: forwarded and its effects recorded, or replaced by a sentinel. */
+  private decided(d: Decision, msg: FrontendMessage, sql?: string): Buffer {
+    if (sql !== undefined) this.recordDecision(sql, d);
+    if (d.action !== 'allow') return this.refuse('Parse', d);
+    this.deps.policy.apply(d);
+    return serializeFrontend(msg);
   }
 
-  /** Replaces a refused message by a sentinel PostgreSQL rejects while parsing; see the header. */
-  private refuse(as: 'Query' | 'Parse', v: Verdict, name = ''): Buffer {
+  private recordDecision(sql: string, d: Decision): void {
+    this.log.info('statement', { decision: d.action, rule: d.rule, sql });
+  }
+
+  /**
+   * Replaces a refused message by a sentinel PostgreSQL rejects while parsing (see the header). In the
+   * extended protocol the sentinel is a Parse of a fresh name, so no statement of the client's changes.
+   */
+  private refuse(as: 'Query' | 'Parse', d: Pick<Decision, 'action' | 'rule' | 'reason'>): Buffer {
     const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
-    const held = v.action === 'hold';
+    const held = d.action === 'hold';
     this.sentinels.set(word, {
       severity: 'ERROR',
       code: SqlState.InsufficientPrivilege,
       message: held
-        ? `hoopctl: statement needs approval and was not run (${v.rule}): ${v.reason}`
-        : `hoopctl: statement blocked by policy (${v.rule}): ${v.reason}`,
+        ? `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`
+        : `hoopctl: statement blocked by policy (${d.rule}): ${d.reason}`,
       hint: held
         ? 'Writes and bulk exports wait for an approver; this agent does not hold statements for approval yet.'
         : 'Ask the connection owner to change the policy if this statement is needed.',
     });
     return as === 'Query'
       ? serializeFrontend({ type: 'Query', sql: word })
-      : serializeFrontend({ type: 'Parse', name, sql: word, paramTypes: [] });
+      : serializeFrontend({ type: 'Parse', name: word, sql: word, paramTypes: [] });
   }
 
   // ── Database → client ──────────────────────────────────────────────────────────────────────────
@@ -354,11 +387,18 @@ export class PgSession {
           }
           break;
         }
-        case Backend.ReadyForQuery:
+        case Backend.CommandComplete: {
+          const q = this.readyQueue[0];
+          if (q) q.completed++;
+          break;
+        }
+        case Backend.ReadyForQuery: {
           // A sentinel skipped by the server (after an earlier error in the same pipeline) never answers.
           this.sentinels.clear();
           this.inCopyIn = false;
+          this.onReadyForQuery(fr.buffer[offsets[i] + 5]);
           break;
+        }
         case Backend.CopyInResponse:
           this.inCopyIn = true;
           break;
@@ -377,6 +417,16 @@ export class PgSession {
     }
     parts.push(complete.subarray(at));
     this.out.send(Buffer.concat(parts));
+  }
+
+  /**
+   * ReadyForQuery ends a simple Query or a Sync. Record what the Query's statements did (only those
+   * that completed), and forget portals and cursors when no transaction is open any more.
+   */
+  private onReadyForQuery(status: number): void {
+    const q = this.readyQueue.shift();
+    if (q?.decision) this.deps.policy.apply(q.decision, q.completed);
+    if (status === TxStatus.Idle) this.deps.policy.endTransaction();
   }
 
   // ── Errors and teardown ────────────────────────────────────────────────────────────────────────

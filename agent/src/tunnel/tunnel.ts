@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
 import { PgSession, type SessionDeps } from '../session/session.js';
+import type { PolicyEngine } from '../policy/index.js';
 
 export interface TunnelContext {
   identity: Principal;
@@ -16,7 +17,9 @@ export interface TunnelContext {
   clientAddr: string;
   log: Logger;
   /** Everything a session needs except the identity and connection, which come from the upgrade. */
-  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log'>;
+  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy'>;
+  /** The connection's policy; each session gets its own state (prepared statements, portals). */
+  policy: PolicyEngine;
   maxStreams: number;
 }
 
@@ -30,7 +33,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
       return new PgSession(
-        { ...ctx.sessionDeps, identity: ctx.identity, connection: ctx.connection, log },
+        { ...ctx.sessionDeps, policy: ctx.policy.session(), identity: ctx.identity, connection: ctx.connection, log },
         {
           send: (data) => mux.send(streamId, data),
           close: (reason) => mux.close(streamId, reason),
