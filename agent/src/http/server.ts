@@ -48,12 +48,26 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   const tunnelsBySub = new Map<string, number>();
 
   const handler: http.RequestListener = (req, res) => {
-    if (req.method === 'GET' && req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, body: unknown) =>
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+    if (req.method === 'GET' && path === '/healthz') return send(200, { ok: true });
+    if (req.method === 'GET' && path === '/api/whoami') {
+      // Who the agent takes the caller for, and which connections that identity may use.
+      authenticate(req).then(
+        (who) =>
+          send(200, {
+            identity: { sub: who.sub, email: who.email, groups: who.groups, issuer: who.issuer },
+            connections: [...config.connections].map(([name, conn]) => {
+              const a = canUse(conn, name, who);
+              return a.allowed ? { name, allowed: true } : { name, allowed: false, reason: a.reason };
+            }),
+          }),
+        (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
+      );
       return;
     }
-    const body: ApiErrorBody = { error: { code: 'NOT_FOUND', message: `no such endpoint: ${req.method} ${req.url?.split('?')[0]}` } };
-    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    send(404, { error: { code: 'NOT_FOUND', message: `no such endpoint: ${req.method} ${path}` } } satisfies ApiErrorBody);
   };
   const server = config.tls
     ? https.createServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, handler)
@@ -104,15 +118,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       // Browsers attach ambient credentials and an Origin; the CLI sends no Origin (CSWSH defence).
       throw new HttpRefusal(403, 'ORIGIN_NOT_ALLOWED', `requests from origin ${origin.slice(0, 100)} are not allowed`);
     }
-    const token = bearerFrom(req.headers);
-    if (!token) throw new HttpRefusal(401, 'NO_TOKEN', 'no bearer token in the Authorization header', 'Run `hoopctl login` first.');
-    let identity: Principal;
-    try {
-      identity = await deps.auth.verify(token);
-    } catch (err) {
-      const e = err as { status?: number; code?: string; message: string };
-      throw new HttpRefusal(e.status ?? 401, e.code ?? 'TOKEN_INVALID', e.message, 'Run `hoopctl login` to get a fresh token.');
-    }
+    const identity = await authenticate(req);
     const connection = m[1];
     const conn = config.connections.get(connection);
     if (!conn) throw new HttpRefusal(404, 'UNKNOWN_CONNECTION', `the agent has no connection named ${connection}`);
@@ -120,6 +126,18 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     if (!access.allowed) throw new HttpRefusal(403, 'ACCESS_DENIED', access.reason, 'Ask the connection owner to add you to its access rules.');
     log.info('tunnel accepted', { sub: identity.sub, issuer: identity.issuer, connection });
     return { identity, connection };
+  }
+
+  /** The bearer token of a request, verified; a 401 HttpRefusal otherwise. Only the header counts. */
+  async function authenticate(req: http.IncomingMessage): Promise<Principal> {
+    const token = bearerFrom(req.headers);
+    if (!token) throw new HttpRefusal(401, 'NO_TOKEN', 'no bearer token in the Authorization header', 'Run `hoopctl login` first.');
+    try {
+      return await deps.auth.verify(token);
+    } catch (err) {
+      const e = err as { status?: number; code?: string; message: string };
+      throw new HttpRefusal(e.status ?? 401, e.code ?? 'TOKEN_INVALID', e.message, 'Run `hoopctl login` to get a fresh token.');
+    }
   }
 
   return server;

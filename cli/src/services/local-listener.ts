@@ -2,6 +2,8 @@
 import net from 'node:net';
 import { ExitCode, UserError } from '../errors.js';
 import type { TunnelClient } from './tunnel-client.js';
+import { peerUid } from './peer-uid.js';
+import { refuseLocalClient } from './local-refusal.js';
 
 export interface LocalListener {
   host: string;
@@ -11,11 +13,20 @@ export interface LocalListener {
 
 export async function startLocalListener(client: TunnelClient, port = 0, host = '127.0.0.1'): Promise<LocalListener> {
   const sockets = new Set<net.Socket>();
+  const me = process.getuid?.();
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    void client.attach(socket);
+    void admit(socket).then((ok) => (ok ? client.attach(socket) : undefined));
   });
+  /** Only this OS user's programs may use the tunnel: the identity behind it is this user's. */
+  async function admit(socket: net.Socket): Promise<boolean> {
+    if (me === undefined) return true;
+    const uid = await peerUid(socket.remoteAddress, socket.remotePort, (server.address() as net.AddressInfo).port);
+    if (uid === undefined || uid === me) return true;
+    refuseLocalClient(socket, `hoopctl: this tunnel belongs to another OS user (uid ${me}); connection from uid ${uid} refused`);
+    return false;
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(
