@@ -18,8 +18,8 @@ export interface VerifyOptions {
    * per agent may be any seq ≥ from and its prev is taken on trust (a partial export, `verify --from`).
    */
   from?: number;
-  /** Highest seq the caller knows was written (single agent): a shorter chain means a truncated tail. */
-  expectLast?: number;
+  /** The head the caller knows was written for one agent: a shorter chain means a truncated tail. */
+  expectLast?: { agentId: string; seq: number };
 }
 
 export async function verifyChain(
@@ -59,9 +59,9 @@ export async function verifyChain(
     heads.set(agent, { seq: e.seq, hash: e.hash });
     n++;
   }
-  if (opts.expectLast !== undefined) {
-    const last = heads.size ? Math.max(...[...heads.values()].map((h) => h.seq)) : 0;
-    if (last < opts.expectLast) return { ok: false, brokenAt: last + 1, reason: `chain ends at seq ${last}, ${opts.expectLast} were written` };
+  if (opts.expectLast) {
+    const last = heads.get(opts.expectLast.agentId)?.seq ?? (opts.from ?? 1) - 1;
+    if (last < opts.expectLast.seq) return { ok: false, brokenAt: last + 1, reason: `chain ends at seq ${last}, ${opts.expectLast.seq} were written` };
   }
   return { ok: true, events: n };
 }

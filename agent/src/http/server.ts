@@ -75,9 +75,17 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;
 
+  // Upgrades still being checked (token verification may wait on the issuer): bounded, so a flood of
+  // unauthenticated attempts cannot pile up work or memory.
+  let checking = 0;
+  const MAX_CHECKING = 256;
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
-    authorizeUpgrade(req).then(
+    if (checking >= MAX_CHECKING) return refuse(socket, new HttpRefusal(503, 'BUSY', 'too many connection attempts in progress; retry shortly'));
+    checking++;
+    authorizeUpgrade(req)
+      .finally(() => checking--)
+      .then(
       ({ identity, connection }) => {
         const owner = `${identity.issuer} ${identity.sub}`;
         const open = tunnelsBySub.get(owner) ?? 0;

@@ -6,6 +6,7 @@ import type { Output } from '../output.js';
 import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
 import { startLocalListener, psqlLine } from '../services/local-listener.js';
 import { untilSignal } from '../signals.js';
+import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
 export interface ConnectOptions {
   port?: number;
@@ -57,47 +58,60 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
       exitCode: ExitCode.NotAuthenticated,
     });
   }
+  // On a terminal a live screen; otherwise plain lines on stderr, or JSON Lines on stdout with --json.
+  const model = out.interactive ? new TunnelViewModel({ title: `hoopctl connect ${name}`, state: 'starting', notes: [] }) : undefined;
+  const screen = model && showTunnelScreen(model);
   const client = new TunnelClient({
     agentUrl: agent,
     connection: name,
     getToken: () => token,
     allowInsecure: opts.insecure,
     ca: opts.ca ? readFileSync(opts.ca) : undefined,
-    onState: (s) => reportState(s, out),
+    onState: (s) => reportState(s, out, model),
     onEvent: (e) => {
       out.event({ ...e });
-      if (!out.json && e.message) out.info(e.message);
+      if (e.message) model ? model.note(e.message) : out.json || out.info(e.message);
     },
   });
   try {
-    await client.start();
-  } catch (err) {
-    // Unreachable is worth waiting out (the agent may be restarting); anything else needs the user.
-    if (!(err instanceof UserError) || err.code !== 'AGENT_UNREACHABLE') throw err;
-    reportState({ state: 'disconnected', error: err, retryInMs: 0 }, out);
+    try {
+      await client.start();
+    } catch (err) {
+      // Unreachable is worth waiting out (the agent may be restarting); anything else needs the user.
+      if (!(err instanceof UserError) || err.code !== 'AGENT_UNREACHABLE') throw err;
+      reportState({ state: 'disconnected', error: err, retryInMs: 0 }, out, model);
+    }
+    client.keepAlive();
+    const listener = await startLocalListener(client, opts.port ?? 0);
+    const psql = psqlLine(listener, name);
+    out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql });
+    if (model) model.update({ psql, detail: `listening on ${listener.host}:${listener.port}` });
+    else if (!out.json) {
+      out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
+      out.result(null, () => psql);
+    }
+    await untilSignal();
+    await listener.close();
+    await client.stop();
+    out.event({ type: 'stopped' });
+  } finally {
+    screen?.unmount();
   }
-  client.keepAlive();
-  const listener = await startLocalListener(client, opts.port ?? 0);
-  out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql: psqlLine(listener, name) });
-  if (!out.json) {
-    out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
-    out.result(null, () => psqlLine(listener, name));
-  }
-  await untilSignal();
-  await listener.close();
-  await client.stop();
-  out.event({ type: 'stopped' });
 }
 
-function reportState(s: TunnelState, out: Output): void {
+function reportState(s: TunnelState, out: Output, model?: TunnelViewModel): void {
   switch (s.state) {
     case 'connected':
       out.event({ type: 'tunnel', state: 'connected' });
+      model?.update({ state: 'connected' });
       return;
-    case 'disconnected':
+    case 'disconnected': {
       out.event({ type: 'tunnel', state: 'disconnected', error: { code: s.error.code, message: s.error.message } });
-      if (!out.json) out.info(`hoopctl: ${s.error.message}; retrying${s.retryInMs ? ` in ${Math.round(s.retryInMs / 1000)}s` : ''}`);
+      const line = `${s.error.message}; retrying${s.retryInMs ? ` in ${Math.round(s.retryInMs / 1000)}s` : ''}`;
+      if (model) model.update({ state: 'reconnecting', detail: line });
+      else if (!out.json) out.info(`hoopctl: ${line}`);
       return;
+    }
     case 'connecting':
       return;
   }

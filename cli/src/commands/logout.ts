@@ -1,6 +1,6 @@
 // `hoopctl logout`: forget the stored tokens, in the keychain and in the file. Idempotent: logging out
 // twice is not an error. The refresh token is also revoked at the issuer when it offers revocation
-// (best effort, a few seconds at most), so a copy of the old credentials file is worth nothing.
+// (RFC 7009; best effort, a few seconds at most), so an old copy of the credentials is worth nothing.
 import type { Command } from 'commander';
 import type { Output } from '../output.js';
 import { discover, revokeToken } from '../services/oidc-client.js';
@@ -11,8 +11,8 @@ export interface LogoutResult {
   removed: Removed[];
   /** Whether the keychain was looked at; `unavailable` when it errored (nothing can be in it then). */
   keychain: 'checked' | 'unavailable' | 'skipped';
-  /** Refresh token revoked at the issuer: true, false (tried and failed), null (nothing to revoke). */
-  revoked: boolean | null;
+  /** The refresh token at the issuer: revoked, failed (tried), not-offered (no revocation endpoint), or null (none stored). */
+  revocation: 'revoked' | 'failed' | 'not-offered' | null;
 }
 
 export function registerLogout(program: Command, run: (fn: (out: Output) => Promise<void>) => Promise<void>): void {
@@ -28,18 +28,18 @@ export async function logout(out: Output, deps: { env?: Env } = {}): Promise<Log
   const settings = await loadSettings(env);
   const issuers = [settings.active, settings.issuer].filter((i): i is string => Boolean(i));
 
-  let revoked: boolean | null = null;
+  let revocation: LogoutResult['revocation'] = null;
   const current = settings.active ? await store.load(settings.active).catch(() => undefined) : undefined;
   if (current?.login.refreshToken && current.login.clientId) {
     const { login } = current;
-    revoked = await discover(login.issuer)
+    revocation = await discover(login.issuer)
       .then((meta) => revokeToken(meta, { clientId: login.clientId as string, token: login.refreshToken as string, hint: 'refresh_token' }))
-      .catch(() => false);
+      .catch(() => 'failed' as const);
   }
 
   const { removed, keychain } = await store.removeAll(issuers);
   await clearSetting('active', env);
-  const result: LogoutResult = { removed, keychain, revoked };
+  const result: LogoutResult = { removed, keychain, revocation };
   out.result(result, () => logoutText(result));
   return result;
 }
@@ -47,7 +47,7 @@ export async function logout(out: Output, deps: { env?: Env } = {}): Promise<Log
 function logoutText(r: LogoutResult): string {
   if (!r.removed.length) return 'Not logged in: there were no stored tokens to remove.';
   const lines = r.removed.map((x) => `Removed the login for ${x.issuer} from ${x.store === 'keychain' ? 'the OS keychain' : x.location}.`);
-  if (r.revoked === true) lines.push('The refresh token was revoked at the issuer.');
-  if (r.revoked === false) lines.push('The refresh token could not be revoked at the issuer; it expires on its own.');
+  if (r.revocation === 'revoked') lines.push('The refresh token was revoked at the issuer.');
+  if (r.revocation === 'failed') lines.push('The refresh token could not be revoked at the issuer; it expires on its own.');
   return lines.join('\n');
 }

@@ -151,7 +151,7 @@ export async function startLocalIssuer(opts: LocalIssuerOptions = {}): Promise<L
 
   // Imported here, not at the top: oidc-provider prints a warning on Node 20 when it loads, and a
   // process that only needs this module's types or constants should stay quiet.
-  const { default: ProviderClass, errors: oidcErrors } = await import('oidc-provider');
+  const { default: ProviderClass, errors: oidcErrors } = await importQuietly();
   const provider = new ProviderClass(issuer, {
     adapter: memoryAdapter(),
     jwks: { keys: [signingJwk] },
@@ -681,4 +681,20 @@ async function tokenRequest(issuer: string, form: Record<string, string>, author
 
 function oauthError(json: Record<string, unknown>): string {
   return [json.error, json.error_description].filter((x) => typeof x === 'string').join(': ') || 'no error body';
+}
+
+/**
+ * oidc-provider prints one "Unsupported runtime" warning on Node 20 when it is first imported. Node 20
+ * is what this project targets and the warning only confuses demo users, so that one line is dropped.
+ */
+async function importQuietly(): Promise<typeof import('oidc-provider')> {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (!String(args[0]).includes('Unsupported runtime')) warn(...args);
+  };
+  try {
+    return await import('oidc-provider');
+  } finally {
+    console.warn = warn;
+  }
 }

@@ -282,14 +282,17 @@ export async function refreshGrant(
   return tokenSetOf(json);
 }
 
-/** Best-effort token revocation (RFC 7009) at logout. Resolves false when it could not be done. */
-export async function revokeToken(meta: IssuerMetadata, opts: { clientId: string; token: string; hint: 'refresh_token' | 'access_token' }): Promise<boolean> {
-  if (!meta.revocation_endpoint) return false;
+/** Best-effort token revocation (RFC 7009) at logout; never throws. */
+export async function revokeToken(
+  meta: IssuerMetadata,
+  opts: { clientId: string; token: string; hint: 'refresh_token' | 'access_token' },
+): Promise<'revoked' | 'failed' | 'not-offered'> {
+  if (!meta.revocation_endpoint) return 'not-offered';
   try {
     const { status } = await httpJson('POST', meta.revocation_endpoint, { token: opts.token, token_type_hint: opts.hint, client_id: opts.clientId }, undefined, 'the issuer', 5000);
-    return status === 200;
+    return status === 200 ? 'revoked' : 'failed';
   } catch {
-    return false;
+    return 'failed';
   }
 }
 

@@ -1,0 +1,512 @@
+// The embedded state store (default): append-only, hash-chained JSON Lines files in dataDir/audit.
+//
+//   dataDir/audit/
+//     <agentId>.lock                        pid of the process that owns this agent's chain
+//     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
+//     approvals.jsonl                       approval records, a full record per change (last one wins)
+//     recordings/<sessionId>.jsonl          masked transcripts, one file per session
+//
+// One chain per agent: a chain needs a single writer that knows the head, and files give no cross-
+// process lock that survives SIGKILL cleanly; the lock file (stale when its pid is dead) keeps a second
+// process off the chain, and agents that share a directory would each write their own chain.
+//
+// Durability: a batch is one positional write at the durable end of the segment, then fdatasync (group
+// commit, see store.ts). At start the segments are read once to rebuild the index (session summaries
+// and the byte position of every event); anything after the last newline of the last segment is a torn
+// write from a crash (no append that resolved can be in it) and is truncated, so complete events keep
+// chaining. A failed write marks the file dirty: the handle is dropped, and the next batch or the health
+// probe reopens the file and truncates it back to the durable size before writing again.
+//
+// Recordings live in their own files, so retention deletes them without touching a chain segment.
+import { EventEmitter } from 'node:events';
+import { mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { AuditEvent, EventInput } from './events.js';
+import { GENESIS, canonicalJson } from './events.js';
+import { verifyChain, type VerifyResult } from './verify.js';
+import {
+  assertSessionId,
+  DEFAULT_RECORDING_LIMITS,
+  filterBounds,
+  foldSummary,
+  encodeCursor,
+  formatExport,
+  GroupCommit,
+  HealthLoop,
+  inRange,
+  isoTime,
+  RecordingCaps,
+  type ChainHead,
+  type Clock,
+  type ExportFormat,
+  type RecordingEntry,
+  type RecordingLimits,
+  type SealedEvent,
+  type SessionFilter,
+  type SessionPage,
+  type SessionSummary,
+  type StateStore,
+} from './store.js';
+import { ApprovalBook, notFound, type Approval, type ApprovalBackend, type ApprovalStatus } from './approvals.js';
+
+export interface JsonlStoreOptions {
+  dataDir: string;
+  agentId: string;
+  clock: Clock;
+  /** Rotate the segment when a batch would take it past this size. */
+  segmentBytes?: number;
+  recording?: RecordingLimits;
+}
+
+interface Segment {
+  firstSeq: number;
+  file: string;
+  /** Durable size: everything before it was fsync'd. */
+  size: number;
+}
+
+interface Entry {
+  s: SessionSummary;
+  /** Event locations, pairs of (segment index · 2^36 + byte offset, byte length). */
+  locs: number[];
+}
+
+const SEG_SHIFT = 2 ** 36;
+const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export class JsonlStore implements StateStore {
+  readonly agentId: string;
+  readonly approvals: ApprovalBook;
+  private readonly dir: string;
+  private readonly clock: Clock;
+  private readonly segmentBytes: number;
+  private readonly segments: Segment[] = [];
+  private fh?: FileHandle;
+  private dirty = false;
+  private commit!: GroupCommit;
+  private readonly healthLoop: HealthLoop;
+  private readonly caps: RecordingCaps;
+  // Session index, in first-event order (= start time order: chain timestamps never go backwards).
+  private readonly entries: Entry[] = [];
+  private readonly byId = new Map<string, number>();
+  private readonly bySub = new Map<string, number[]>();
+  private readonly byConn = new Map<string, number[]>();
+  private readonly approvalsById = new Map<string, Approval>();
+  private approvalsFh?: FileHandle;
+  private approvalsLock: Promise<unknown> = Promise.resolve();
+  private readonly approvalChanges = new EventEmitter();
+
+  private constructor(opts: JsonlStoreOptions) {
+    if (!AGENT_ID.test(opts.agentId)) throw new RangeError(`invalid agent id: ${opts.agentId}`);
+    this.agentId = opts.agentId;
+    this.dir = path.join(opts.dataDir, 'audit');
+    this.clock = opts.clock;
+    this.segmentBytes = opts.segmentBytes ?? 64 << 20;
+    this.caps = new RecordingCaps(opts.recording ?? DEFAULT_RECORDING_LIMITS);
+    this.healthLoop = new HealthLoop(() => this.commit.exclusive(() => this.reopen()));
+    this.approvalChanges.setMaxListeners(0);
+    const backend: ApprovalBackend = {
+      insert: (a) => this.withApprovals(async () => this.saveApproval(a)),
+      load: async (id) => this.approvalsById.get(id),
+      list: async (f) => [...this.approvalsById.values()].filter((a) => (!f.status || a.status === f.status) && (!f.connection || a.connection === f.connection)),
+      mutate: (id, fn) =>
+        this.withApprovals(async () => {
+          const cur = this.approvalsById.get(id);
+          if (!cur) throw notFound(id);
+          const next = fn(cur);
+          if (next !== cur) await this.saveApproval(next);
+          return next;
+        }),
+      changes: this.approvalChanges,
+    };
+    this.approvals = new ApprovalBook(backend, this.agentId, this.clock);
+  }
+
+  static async open(opts: JsonlStoreOptions): Promise<JsonlStore> {
+    const s = new JsonlStore(opts);
+    await s.start();
+    return s;
+  }
+
+  private async start(): Promise<void> {
+    await mkdir(path.join(this.dir, 'recordings'), { recursive: true });
+    await this.lock();
+    const prefix = this.agentId + '.';
+    const names = (await readdir(this.dir)).filter((n) => n.startsWith(prefix) && /^\d{12}\.jsonl$/.test(n.slice(prefix.length))).sort();
+    let head: ChainHead = { seq: 0, hash: GENESIS, ts: '' };
+    for (const name of names) {
+      const file = path.join(this.dir, name);
+      const buf = await readFile(file);
+      const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file, size: buf.length };
+      this.segments.push(seg);
+      const complete = buf.lastIndexOf(0x0a) + 1;
+      if (complete < buf.length && name === names.at(-1)) {
+        // A torn write from a crash: never acknowledged (its batch was not fsync'd), safe to cut.
+        const fh = await open(file, 'r+');
+        await fh.truncate(complete);
+        await fh.datasync();
+        await fh.close();
+        seg.size = complete;
+      }
+      const idx = this.segments.length - 1;
+      for (let off = 0; off < seg.size; ) {
+        const end = buf.indexOf(0x0a, off);
+        if (end < 0) break;
+        let e: AuditEvent | undefined;
+        try {
+          e = JSON.parse(buf.toString('utf8', off, end)) as AuditEvent;
+        } catch {
+          // A damaged record: left in place for `verify` to report; the index skips it.
+        }
+        if (e && Number.isSafeInteger(e.seq)) {
+          this.index(e, idx, off, end + 1 - off);
+          head = { seq: e.seq, hash: e.hash, ts: e.ts };
+        }
+        off = end + 1;
+      }
+    }
+    await this.loadApprovals();
+    this.commit = new GroupCommit(this.agentId, head, this.clock, (b) => this.writeBatch(b), this.healthLoop);
+  }
+
+  /** One process per agent chain: a live pid in the lock file refuses the second one. */
+  private async lock(): Promise<void> {
+    const file = path.join(this.dir, `${this.agentId}.lock`);
+    try {
+      const pid = Number((await readFile(file, 'utf8')).trim());
+      if (pid && pid !== process.pid && isAlive(pid)) throw new Error(`audit store ${this.dir} is in use by pid ${pid} (agent ${this.agentId})`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await writeFile(file, String(process.pid));
+  }
+
+  // ─── events ──────────────────────────────────────────────────────────────────────────────────────
+
+  append(e: EventInput): Promise<AuditEvent> {
+    return this.commit.append(e);
+  }
+
+  private async writeBatch(batch: SealedEvent[]): Promise<void> {
+    const lines = batch.map((s) => s.line + '\n');
+    const buf = Buffer.from(lines.join(''));
+    let seg = this.segments.at(-1);
+    if (!seg || (seg.size > 0 && seg.size + buf.length > this.segmentBytes)) seg = await this.rotate(batch[0].event.seq);
+    const fh = await this.handle();
+    const base = seg.size;
+    try {
+      for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, base + off)).bytesWritten;
+      await fh.datasync();
+    } catch (err) {
+      // Bytes of this batch may be on disk past the durable size, and after a failed fsync the kernel
+      // may have dropped dirty pages: drop the handle, truncate on reopen, and write the batch afresh.
+      this.dirty = true;
+      this.fh = undefined;
+      await fh.close().catch(() => {});
+      throw err;
+    }
+    seg.size += buf.length;
+    const idx = this.segments.length - 1;
+    let off = base;
+    for (let i = 0; i < batch.length; i++) {
+      const len = Buffer.byteLength(lines[i]);
+      this.index(batch[i].event, idx, off, len);
+      off += len;
+    }
+  }
+
+  private async rotate(firstSeq: number): Promise<Segment> {
+    if (this.fh) await this.fh.close().catch(() => {});
+    this.fh = undefined;
+    const file = path.join(this.dir, `${this.agentId}.${String(firstSeq).padStart(12, '0')}.jsonl`);
+    const fh = await open(file, 'a+');
+    await fh.datasync();
+    await fh.close();
+    await fsyncDir(this.dir); // the new name must survive a crash too
+    const seg = { firstSeq, file, size: 0 };
+    this.segments.push(seg);
+    return seg;
+  }
+
+  private async handle(): Promise<FileHandle> {
+    if (!this.fh || this.dirty) await this.reopen();
+    return this.fh!;
+  }
+
+  /** Reopens the current segment and cuts it back to the durable size. Also the health probe. */
+  private async reopen(): Promise<void> {
+    const seg = this.segments.at(-1);
+    if (!seg) return;
+    if (this.fh) await this.fh.close().catch(() => {});
+    this.fh = undefined;
+    const fh = await open(seg.file, 'r+');
+    try {
+      if (this.dirty) {
+        await fh.truncate(seg.size);
+        await fh.datasync();
+      }
+    } catch (err) {
+      await fh.close().catch(() => {});
+      throw err;
+    }
+    this.fh = fh;
+    this.dirty = false;
+  }
+
+  private index(e: AuditEvent, seg: number, off: number, len: number): void {
+    if (!e.sessionId) return;
+    let i = this.byId.get(e.sessionId);
+    const before = i === undefined ? undefined : this.entries[i].s;
+    const s = foldSummary(before, e);
+    if (i === undefined) {
+      i = this.entries.length;
+      this.entries.push({ s, locs: [] });
+      this.byId.set(e.sessionId, i);
+    } else this.entries[i].s = s;
+    this.entries[i].locs.push(seg * SEG_SHIFT + off, len);
+    // Secondary indexes get the session once, when its identity/connection first appears (usually event 1).
+    if (s.sub !== undefined && before?.sub === undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined && before?.connection === undefined) addSorted(this.byConn, s.connection, i);
+  }
+
+  async querySessions(f: SessionFilter): Promise<SessionPage> {
+    const { since, until, limit, cursor } = filterBounds(f);
+    const cand = f.sub !== undefined ? (this.bySub.get(f.sub) ?? []) : f.connection !== undefined ? (this.byConn.get(f.connection) ?? []) : undefined;
+    const n = cand ? cand.length : this.entries.length;
+    const at = (k: number) => this.entries[cand ? cand[k] : k].s;
+    let hi = n;
+    if (cursor && cursor.agentId === this.agentId) hi = lowerBound(n, (k) => at(k).firstSeq >= cursor.firstSeq);
+    if (until !== undefined) hi = Math.min(hi, lowerBound(n, (k) => at(k).startedAt >= until));
+    const out: SessionSummary[] = [];
+    for (let k = hi - 1; k >= 0 && out.length <= limit; k--) {
+      const s = at(k);
+      if (since !== undefined && s.startedAt < since) break;
+      if (f.sub !== undefined && s.sub !== f.sub) continue;
+      if (f.connection !== undefined && s.connection !== f.connection) continue;
+      if (f.decision !== undefined && !s.decisions.includes(f.decision)) continue;
+      out.push(s);
+    }
+    if (out.length <= limit) return { sessions: out };
+    out.length = limit;
+    return { sessions: out, nextCursor: encodeCursor(out[limit - 1]) };
+  }
+
+  async sessionEvents(sessionId: string): Promise<AuditEvent[]> {
+    const i = this.byId.get(sessionId);
+    if (i === undefined) return [];
+    const locs = this.entries[i].locs;
+    const handles = new Map<number, FileHandle>();
+    try {
+      const out: AuditEvent[] = [];
+      for (let k = 0; k < locs.length; k += 2) {
+        const seg = Math.floor(locs[k] / SEG_SHIFT);
+        let fh = handles.get(seg);
+        if (!fh) handles.set(seg, (fh = await open(this.segments[seg].file, 'r')));
+        const buf = Buffer.allocUnsafe(locs[k + 1]);
+        await fh.read(buf, 0, buf.length, locs[k] % SEG_SHIFT);
+        out.push(JSON.parse(buf.toString('utf8')) as AuditEvent);
+      }
+      return out;
+    } finally {
+      for (const fh of handles.values()) await fh.close();
+    }
+  }
+
+  /** Stored lines of the chain in order, up to each segment's durable size, from the segment holding `from`. */
+  private async *lines(from = 1): AsyncIterable<string> {
+    let first = 0;
+    while (first + 1 < this.segments.length && this.segments[first + 1].firstSeq <= from) first++;
+    for (const seg of this.segments.slice(first)) {
+      const size = seg.size;
+      const fh = await open(seg.file, 'r');
+      const buf = Buffer.allocUnsafe(size);
+      try {
+        for (let off = 0; off < size; ) {
+          const { bytesRead } = await fh.read(buf, off, size - off, off);
+          if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
+          off += bytesRead;
+        }
+      } finally {
+        await fh.close();
+      }
+      for (let off = 0; off < size; ) {
+        let end = buf.indexOf(0x0a, off);
+        if (end < 0) end = size;
+        yield buf.toString('utf8', off, end);
+        off = end + 1;
+      }
+    }
+  }
+
+  async verify(opts: { from?: number } = {}): Promise<VerifyResult> {
+    const from = opts.from ?? 1;
+    if (from <= 1) return verifyChain(this.lines(), { expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
+    const tail = async function* (lines: AsyncIterable<string>) {
+      for await (const l of lines) {
+        let seq: unknown;
+        try {
+          seq = (JSON.parse(l) as AuditEvent).seq;
+        } catch {
+          /* handed on: the verifier reports it */
+        }
+        if (typeof seq !== 'number' || seq >= from) yield l;
+      }
+    };
+    return verifyChain(tail(this.lines(from)), { from, expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
+  }
+
+  exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string> {
+    const since = filter.since === undefined ? undefined : isoTime(filter.since);
+    const until = filter.until === undefined ? undefined : isoTime(filter.until);
+    const self = this;
+    return formatExport(
+      (async function* () {
+        for await (const l of self.lines()) {
+          const ts = (JSON.parse(l) as AuditEvent).ts;
+          if (inRange(ts, since, until)) yield l;
+          else if (until !== undefined && ts >= until) return; // chain time never goes backwards
+        }
+      })(),
+      format,
+    );
+  }
+
+  // ─── recordings ──────────────────────────────────────────────────────────────────────────────────
+
+  private recordingFile(sessionId: string): string {
+    assertSessionId(sessionId);
+    return path.join(this.dir, 'recordings', `${sessionId}.jsonl`);
+  }
+
+  async appendRecording(sessionId: string, entry: RecordingEntry): Promise<void> {
+    const file = this.recordingFile(sessionId);
+    const now = new Date(this.clock()).toISOString();
+    const line = await this.caps.cap(sessionId, entry, now, () => stat(file).then((s) => s.size, () => 0));
+    if (line === undefined) return;
+    const fh = await open(file, 'a');
+    try {
+      await fh.write(line + '\n');
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async readRecording(sessionId: string): Promise<RecordingEntry[]> {
+    const text = await readFile(this.recordingFile(sessionId), 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    return text.split('\n').filter((l) => l).map((l) => JSON.parse(l) as RecordingEntry);
+  }
+
+  async applyRetention(recordingsOlderThanMs: number): Promise<{ removed: number }> {
+    const cutoff = new Date(this.clock() - recordingsOlderThanMs).toISOString();
+    const dir = path.join(this.dir, 'recordings');
+    let removed = 0;
+    for (const name of await readdir(dir)) {
+      if (!name.endsWith('.jsonl')) continue;
+      const lines = (await readFile(path.join(dir, name), 'utf8')).trimEnd().split('\n');
+      const last = lines.at(-1) ? (JSON.parse(lines.at(-1)!) as RecordingEntry).ts : undefined;
+      if (last !== undefined && last >= cutoff) continue;
+      await rm(path.join(dir, name), { force: true });
+      this.caps.forget(name.slice(0, -6));
+      removed++;
+    }
+    return { removed };
+  }
+
+  // ─── approvals ───────────────────────────────────────────────────────────────────────────────────
+
+  private async loadApprovals(): Promise<void> {
+    const file = path.join(this.dir, 'approvals.jsonl');
+    const buf = await readFile(file).catch(() => Buffer.alloc(0));
+    const complete = buf.lastIndexOf(0x0a) + 1;
+    for (const l of buf.toString('utf8', 0, complete).split('\n')) {
+      try {
+        if (l) this.approvalsById.set((JSON.parse(l) as Approval).id, JSON.parse(l) as Approval);
+      } catch {
+        // A line torn by an earlier failed write; the record's previous state stands.
+      }
+    }
+    this.approvalsFh = await open(file, 'a');
+    if (complete < buf.length) {
+      await this.approvalsFh.truncate(complete);
+      await this.approvalsFh.datasync();
+    }
+  }
+
+  /** Serialises approval read-modify-writes: this is what makes consume() single-use. */
+  private withApprovals<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.approvalsLock.then(fn, fn);
+    this.approvalsLock = run.catch(() => {});
+    return run;
+  }
+
+  private async saveApproval(a: Approval): Promise<void> {
+    await this.approvalsFh!.write(canonicalJson(a) + '\n');
+    await this.approvalsFh!.datasync();
+    this.approvalsById.set(a.id, a);
+    this.approvalChanges.emit('change', a.id);
+  }
+
+  // ─── lifecycle ───────────────────────────────────────────────────────────────────────────────────
+
+  health() {
+    return this.healthLoop.get();
+  }
+
+  async close(): Promise<void> {
+    await this.commit.drain();
+    this.healthLoop.stop();
+    await this.approvalsLock;
+    await this.fh?.close().catch(() => {});
+    await this.approvalsFh?.close().catch(() => {});
+    await rm(path.join(this.dir, `${this.agentId}.lock`), { force: true });
+  }
+}
+
+export type { ApprovalStatus };
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** First index k in [0, n) with pred(k) true, pred monotone (false…true); n if none. */
+function lowerBound(n: number, pred: (k: number) => boolean): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pred(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** Adds i to the ascending list under key unless present (sessions are indexed once per key). */
+function addSorted(m: Map<string, number[]>, key: string, i: number): void {
+  let list = m.get(key);
+  if (!list) m.set(key, (list = []));
+  if (list.at(-1) === i) return;
+  if (list.length === 0 || list.at(-1)! < i) {
+    list.push(i);
+    return;
+  }
+  const k = lowerBound(list.length, (j) => list[j] >= i);
+  if (list[k] !== i) list.splice(k, 0, i);
+}
+
