@@ -255,6 +255,10 @@ describe('policy engine: default rules', () => {
     expect(w.statements[0].relations).toEqual(['t']);
     expect(w.statements[0].readOnly).toBe(false);
     expect(engine.classify('SELECT $1::int').statements[0]).toMatchObject({ hasParams: true, readOnly: true });
+    // plain EXPLAIN and PREPARE run nothing, so PostgreSQL accepts them in a READ ONLY transaction
+    expect(engine.classify('EXPLAIN DELETE FROM t').statements[0].readOnly).toBe(true);
+    expect(engine.classify('PREPARE p AS DELETE FROM t').statements[0]).toMatchObject({ readOnly: true, preparedName: 'p', inner: { readOnly: false, text: 'DELETE FROM t' } });
+    expect(engine.classify('CALL p(1)').statements[0].functions).toEqual(['p']);
   });
 
   it('gives each statement of a multi-statement text its own text and verdict', () => {

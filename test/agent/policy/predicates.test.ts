@@ -23,6 +23,8 @@ const ROWS: { desc: string; sql: string; want: Action }[] = [
   { desc: 'qualified through an alias', sql: "SELECT p.id FROM public.patients AS p WHERE p.mrn LIKE 'M%'", want: 'block' },
   { desc: 'renamed through a sub-select', sql: "SELECT x FROM (SELECT ssn AS x FROM patients) s WHERE s.x LIKE '1%'", want: 'block' },
   { desc: 'renamed through a CTE', sql: "WITH c AS (SELECT ssn AS a FROM patients) SELECT 1 FROM c WHERE a LIKE '1%'", want: 'block' },
+  { desc: 'renamed through a CTE inside a sub-select', sql: "SELECT * FROM (WITH c AS (SELECT ssn AS a FROM patients) SELECT a FROM c) s WHERE s.a LIKE '1%'", want: 'block' },
+  { desc: 'renamed through two CTEs', sql: "WITH c AS (SELECT ssn AS a FROM patients), d AS (SELECT a AS b FROM c) SELECT 1 FROM d WHERE b > '1'", want: 'block' },
   { desc: 'star through a sub-select', sql: "SELECT id FROM (SELECT * FROM patients) s WHERE ssn LIKE '1%'", want: 'block' },
   { desc: 'whole-row reference', sql: "SELECT id FROM patients p WHERE p::text LIKE '%123%'", want: 'block' },
   { desc: 'sub-select in WHERE reads the value', sql: "SELECT 1 WHERE (SELECT ssn FROM patients WHERE id = 1) LIKE '1%'", want: 'block' },
@@ -47,6 +49,7 @@ const ROWS: { desc: string; sql: string; want: Action }[] = [
   { desc: 'value aggregates', sql: 'SELECT mode() WITHIN GROUP (ORDER BY phone), percentile_disc(0.5) WITHIN GROUP (ORDER BY dob), string_agg(ssn, \',\' ORDER BY ssn) FROM patients', want: 'allow' },
   { desc: 'same column name on an unmasked table', sql: "SELECT * FROM notes WHERE ssn LIKE 'x'", want: 'allow' },
   { desc: 'clean sub-select column', sql: "SELECT * FROM (SELECT id, full_name, ssn FROM patients) s WHERE s.full_name LIKE 'A%'", want: 'allow' },
+  { desc: 'clean CTE column', sql: "WITH c AS (SELECT full_name AS a FROM patients) SELECT 1 FROM c WHERE a > '1'", want: 'allow' },
   { desc: 'built-in set-returning function', sql: 'SELECT g FROM generate_series(1, 10) g WHERE g > 3 ORDER BY g', want: 'allow' },
 ];
 
