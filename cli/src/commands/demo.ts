@@ -1,7 +1,7 @@
 // `hoopctl demo`: the product end to end on this machine, nothing to configure. Ctrl-C stops it all.
 import type { Command } from 'commander';
 import type { Output } from '../output.js';
-import { startDemoStack, DEMO_CONNECTION, type DemoStackOptions } from '../demo/stack.js';
+import type { DemoStackOptions } from '../demo/stack.js';
 import { psqlLine } from '../services/local-listener.js';
 import { createLogger } from '../../../agent/src/log.js';
 import { untilSignal } from '../signals.js';
@@ -36,6 +36,8 @@ temporary database. Try:
 }
 
 async function demo(opts: DemoOptions, out: Output): Promise<void> {
+  // Loaded on demand: the embedded PostgreSQL and issuer are heavy and install exit hooks.
+  const { startDemoStack, DEMO_CONNECTION } = await import('../demo/stack.js');
   const model = out.interactive ? new TunnelViewModel({ title: 'hoopctl demo', state: 'starting', notes: [] }) : undefined;
   const screen = model && showTunnelScreen(model);
   try {
