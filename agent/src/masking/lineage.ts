@@ -436,7 +436,6 @@ class Analysis {
       const rel = this.lin.resolveRelation(schema, relname);
       cols = rel ? this.lin.relationCols(rel) : [{ name: '?column?', taint: unknownTaint(`relation:${schema ? `${schema}.` : ''}${relname}`), spread: true }];
     }
-    for (const c of cols) this.touch(c.taint);
     const renamed = renameCols(cols, alias ? names(alias.colnames) : []);
     const refname = alias ? String(alias.aliasname) : relname;
     return { entries: [{ refname, schema: alias ? undefined : schema, relname: alias ? undefined : relname, cols: renamed }], cols: renamed };

@@ -1,0 +1,583 @@
+/**
+ * The hot path: rewriting DataRows and CopyData of a result whose plan masks some columns.
+ *
+ *   upstream read ─► BackendFramer (types/offsets) ─► maskDataRows(chunk) ─► ONE output buffer
+ *                                                     │ no masked column → the chunk itself
+ *                                                     │ other messages   → copied by range
+ *                                                     └ DataRow          → walked by length words,
+ *                                                                          masked fields replaced,
+ *                                                                          length back-patched
+ *
+ * No field is decoded unless it is masked and its strategy needs the value (partial, hash).
+ * The output is allocated once per chunk from an upper bound (each masked field can grow by at
+ * most its strategy's `maxBytes`), so the loop has no growth checks. Short ranges are copied with
+ * byte loops (cheaper than Buffer#copy below a few dozen bytes; DESIGN.md performance notes).
+ *
+ * Never fails open: a malformed row (field count or lengths that don't add up) throws
+ * `MaskingError`; the caller refuses the result (ErrorResponse) instead of forwarding bytes.
+ *
+ * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-DATAROW
+ * @see https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9 (file formats)
+ */
+import type { ColumnMask } from './lineage.js';
+import { maskerFor, type FieldMasker, type MaskerOptions } from './strategies.js';
+
+export class MaskingError extends Error {
+  readonly code = 'MASKING_FAILED';
+}
+
+const DATA_ROW = 0x44; // 'D'
+const COPY_DATA = 0x64; // 'd'
+const SHORT = 48;
+
+/** Copies src[s, e) to dst at d; returns the new d. */
+function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): number {
+  const n = e - s;
+  if (n < SHORT) {
+    for (let i = 0; i < n; i++) dst[d + i] = src[s + i];
+    return d + n;
+  }
+  src.copy(dst, d, s, e);
+  return d + n;
+}
+
+/** partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters. */
+function writePartial(buf: Buffer, s: number, e: number, keep: number, out: Buffer, pos: number): number {
+  let chars = 0;
+  for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
+  if (chars <= keep) {
+    for (let k = 0; k < chars; k++) out[pos++] = 0x2a;
+    return pos;
+  }
+  let cut = e;
+  let seen = 0;
+  while (seen < keep && cut > s) {
+    cut--;
+    if ((buf[cut] & 0xc0) !== 0x80) seen++;
+  }
+  for (let k = chars - keep; k > 0; k--) out[pos++] = 0x2a;
+  for (let i = cut; i < e; i++) out[pos++] = buf[i];
+  return pos;
+}
+
+function putI32(b: Buffer, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = v >>> 16;
+  b[at + 2] = v >>> 8;
+  b[at + 3] = v;
+}
+
+/** Per-column maskers of one result: shared by DataRow and binary COPY rewriting. */
+class ColumnMaskers {
+  readonly n: number;
+  readonly masked: Uint8Array;
+  readonly consts: (Buffer | null | undefined)[];
+  readonly fns: (FieldMasker | undefined)[];
+  /** ≥ 0: partial(keep) on a text-like column, written in place without allocating */
+  readonly partialKeep: Int32Array;
+  /** upper bound of the bytes a row can grow by */
+  readonly growth: number;
+  readonly active: boolean;
+
+  constructor(plan: readonly ColumnMask[], formats: readonly (0 | 1)[], typeOids: readonly number[], opts: MaskerOptions) {
+    this.n = plan.length;
+    this.masked = new Uint8Array(this.n);
+    this.consts = new Array(this.n);
+    this.fns = new Array(this.n);
+    this.partialKeep = new Int32Array(this.n).fill(-1);
+    let growth = 0;
+    for (let c = 0; c < this.n; c++) {
+      const m = plan[c];
+      if (!m.masked) continue;
+      const format = (formats.length === 1 ? formats[0] : formats[c]) === 1 ? 1 : 0;
+      const info = maskerFor(m.strategy, typeOids[c] ?? 0, format, opts);
+      this.masked[c] = 1;
+      this.consts[c] = info.constant;
+      this.fns[c] = info.constant === undefined ? info.mask : undefined;
+      if (info.kind === 'partial' && info.constant === undefined && m.strategy.kind === 'partial') this.partialKeep[c] = m.strategy.keep;
+      growth += Math.max(info.maxBytes, 0);
+    }
+    this.growth = growth;
+    this.active = this.masked.some((x) => x === 1);
+  }
+
+  /** The replacement of field c (bytes buf[s, e)); null → SQL NULL. */
+  replace(c: number, buf: Buffer, s: number, e: number): Buffer | null {
+    const k = this.consts[c];
+    if (k !== undefined) return k;
+    try {
+      return this.fns[c]!(buf, s, e);
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** Rewrites the DataRows of one result (one RowDescription's worth of columns). */
+export class RowMasker {
+  private readonly cols: ColumnMaskers;
+
+  /**
+   * @param plan one mask per column (after `crossCheck`)
+   * @param formats format code per column (RowDescription), or one code for all
+   * @param typeOids type OID per column (RowDescription)
+   */
+  constructor(plan: readonly ColumnMask[], formats: readonly (0 | 1)[], typeOids: readonly number[], opts: MaskerOptions = {}) {
+    this.cols = new ColumnMaskers(plan, formats, typeOids, opts);
+  }
+
+  /** Whether any column is masked (false: forward DataRows untouched). */
+  get active(): boolean {
+    return this.cols.active;
+  }
+
+  /** Upper bound of how many bytes one row can grow. */
+  get maxGrowth(): number {
+    return this.cols.growth;
+  }
+
+  private slab: Buffer = Buffer.alloc(0);
+  private slabAt = 0;
+
+  /**
+   * Room for `n` bytes in the output slab. Outputs are carved from 1 MiB slabs that are never
+   * reused (a returned buffer stays valid after the next call), which amortises allocation.
+   */
+  take(n: number): { buf: Buffer; at: number } {
+    if (this.slab.length - this.slabAt < n) {
+      this.slab = Buffer.allocUnsafe(Math.max(n, 1 << 20));
+      this.slabAt = 0;
+    }
+    return { buf: this.slab, at: this.slabAt };
+  }
+
+  /** Marks the slab as used up to `pos` (after `take`). */
+  used(pos: number): void {
+    this.slabAt = pos;
+  }
+
+  /** One DataRow message `buf[start, end)` (type byte included) → the masked message. */
+  rewrite(buf: Buffer, start: number, end: number): Buffer {
+    const out = Buffer.allocUnsafe(end - start + this.cols.growth);
+    const n = this.writeRow(buf, start, end, out, 0);
+    return out.subarray(0, n);
+  }
+
+  /**
+   * Writes the masked form of DataRow `buf[start, end)` into `out` at `pos` (room for
+   * `end - start + maxGrowth` bytes is the caller's); returns the new position.
+   */
+  writeRow(buf: Buffer, start: number, end: number, out: Buffer, pos: number): number {
+    const cols = this.cols;
+    const masked = cols.masked;
+    if (end - start < 7 || buf[start] !== DATA_ROW) throw new MaskingError('not a DataRow');
+    out[pos] = DATA_ROW;
+    const lenAt = pos + 1;
+    pos += 5;
+    let i = start + 5;
+    const nf = (buf[i] << 8) | buf[i + 1];
+    if (nf !== cols.n) throw new MaskingError(`DataRow has ${nf} fields, the plan ${cols.n}`);
+    out[pos++] = buf[i++];
+    out[pos++] = buf[i++];
+    let run = i; // start of the pending range of untouched bytes
+    for (let c = 0; c < nf; c++) {
+      if (i + 4 > end) throw new MaskingError('DataRow truncated');
+      const len = (buf[i] << 24) | (buf[i + 1] << 16) | (buf[i + 2] << 8) | buf[i + 3];
+      const fieldEnd = len < 0 ? i + 4 : i + 4 + len;
+      if (len < -1 || fieldEnd > end) throw new MaskingError('DataRow field length out of bounds');
+      if (masked[c] === 0 || len < 0) {
+        i = fieldEnd;
+        continue;
+      }
+      pos = copyRange(buf, run, i, out, pos);
+      const keep = cols.partialKeep[c];
+      if (keep >= 0) {
+        const at = pos;
+        pos = writePartial(buf, i + 4, fieldEnd, keep, out, pos + 4);
+        putI32(out, at, pos - at - 4);
+        i = fieldEnd;
+        run = i;
+        continue;
+      }
+      const rep = cols.replace(c, buf, i + 4, fieldEnd);
+      if (rep === null) {
+        out[pos] = 0xff;
+        out[pos + 1] = 0xff;
+        out[pos + 2] = 0xff;
+        out[pos + 3] = 0xff;
+        pos += 4;
+      } else {
+        const rl = rep.length;
+        putI32(out, pos, rl);
+        pos += 4;
+        for (let k = 0; k < rl; k++) out[pos + k] = rep[k];
+        pos += rl;
+      }
+      i = fieldEnd;
+      run = i;
+    }
+    if (i !== end) throw new MaskingError('DataRow has trailing bytes');
+    pos = copyRange(buf, run, end, out, pos);
+    putI32(out, lenAt, pos - lenAt);
+    return pos;
+  }
+}
+
+/**
+ * Masks the DataRows among messages `from … to-1` of a framed chunk (BackendFramer's `buffer`,
+ * `types`, `offsets`) and returns ONE buffer with all of them: the chunk's own bytes when nothing
+ * needs rewriting, else a new buffer where untouched messages are copied by range.
+ */
+export function maskDataRows(buf: Buffer, types: Uint8Array, offsets: Uint32Array, from: number, to: number, masker: RowMasker): Buffer {
+  const start = offsets[from];
+  const stop = offsets[to];
+  if (!masker.active) return buf.subarray(start, stop);
+  let rows = 0;
+  for (let m = from; m < to; m++) if (types[m] === DATA_ROW) rows++;
+  if (rows === 0) return buf.subarray(start, stop);
+  const need = stop - start + rows * masker.maxGrowth;
+  const slab = masker.take(need);
+  const out = slab.buf;
+  let pos = slab.at;
+  const first = pos;
+  let run = start;
+  for (let m = from; m < to; m++) {
+    if (types[m] !== DATA_ROW) continue;
+    const s = offsets[m];
+    if (s > run) pos = copyRange(buf, run, s, out, pos);
+    pos = masker.writeRow(buf, s, offsets[m + 1], out, pos);
+    run = offsets[m + 1];
+  }
+  if (stop > run) pos = copyRange(buf, run, stop, out, pos);
+  masker.used(pos);
+  return out.subarray(first, pos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// COPY … TO STDOUT
+
+export interface CopyFormat {
+  format: 'text' | 'csv' | 'binary';
+  delimiter?: string;
+  quote?: string;
+  escape?: string;
+  null?: string;
+  header?: boolean;
+}
+
+/**
+ * Rewrites the CopyData payloads of one COPY OUT. Rows may be split across CopyData messages; the
+ * masker emits only complete rows and keeps the rest for the next payload. `end()` throws when an
+ * incomplete row is left (the caller refuses instead of forwarding it).
+ */
+export interface CopyMasker {
+  /** One CopyData payload (after the 5-byte header) → masked payload (possibly empty). */
+  push(payload: Buffer): Buffer;
+  end(): void;
+}
+
+/** A CopyMasker for the format of a COPY: `typeOids` per column (0 = unknown → NULL when masked). */
+export function copyMasker(plan: readonly ColumnMask[], typeOids: readonly number[], fmt: CopyFormat, opts: MaskerOptions = {}): CopyMasker {
+  if (fmt.format === 'binary') return new BinaryCopyMasker(plan, typeOids, opts);
+  return new TextCopyMasker(plan, typeOids, fmt, opts);
+}
+
+class TextCopyMasker implements CopyMasker {
+  private pending: Buffer | undefined;
+  private headerLeft: boolean;
+  private readonly cols: ColumnMaskers;
+  private readonly csv: boolean;
+  private readonly delim: number;
+  private readonly quote: number;
+  private readonly escape: number;
+  private readonly nullStr: Buffer;
+
+  constructor(plan: readonly ColumnMask[], typeOids: readonly number[], fmt: CopyFormat, opts: MaskerOptions) {
+    this.cols = new ColumnMaskers(plan, [0], typeOids, opts);
+    this.csv = fmt.format === 'csv';
+    this.delim = (fmt.delimiter ?? (this.csv ? ',' : '\t')).charCodeAt(0);
+    this.quote = (fmt.quote ?? '"').charCodeAt(0);
+    this.escape = (fmt.escape ?? fmt.quote ?? '"').charCodeAt(0);
+    this.nullStr = Buffer.from(fmt.null ?? (this.csv ? '' : '\\N'));
+    this.headerLeft = fmt.header === true;
+  }
+
+  push(payload: Buffer): Buffer {
+    const buf = this.pending ? Buffer.concat([this.pending, payload]) : payload;
+    this.pending = undefined;
+    if (!this.cols.active && !this.headerLeft) return buf;
+    const parts: Buffer[] = [];
+    let i = 0;
+    while (i < buf.length) {
+      const eol = this.rowEnd(buf, i);
+      if (eol < 0) break;
+      const line = buf.subarray(i, eol + 1);
+      if (this.headerLeft) {
+        this.headerLeft = false;
+        parts.push(line);
+      } else parts.push(this.csv ? this.csvRow(line) : this.textRow(line));
+      i = eol + 1;
+    }
+    if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  end(): void {
+    if (this.pending?.length) throw new MaskingError('COPY data ended inside a row');
+  }
+
+  /** Index of the newline ending the row that starts at i, or -1. */
+  private rowEnd(buf: Buffer, i: number): number {
+    if (!this.csv) return buf.indexOf(0x0a, i);
+    let inQuote = false;
+    for (let k = i; k < buf.length; k++) {
+      const b = buf[k];
+      if (inQuote) {
+        if (b === this.escape && this.escape !== this.quote && k + 1 < buf.length && (buf[k + 1] === this.quote || buf[k + 1] === this.escape)) k++;
+        else if (b === this.quote) inQuote = false;
+      } else if (b === this.quote) inQuote = true;
+      else if (b === 0x0a) return k;
+    }
+    return -1;
+  }
+
+  /** text format: fields split on the delimiter, backslash escapes, `\N` for NULL. */
+  private textRow(line: Buffer): Buffer {
+    const out: (Buffer | string)[] = [];
+    let c = 0;
+    let fs = 0;
+    const end = line.length - 1; // the newline
+    for (let k = 0; k <= end; k++) {
+      const b = line[k];
+      if (b === 0x5c && k < end) {
+        k++;
+        continue;
+      }
+      if (b === this.delim || k === end) {
+        const field = line.subarray(fs, k);
+        if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
+        if (this.cols.masked[c] && !field.equals(this.nullStr)) {
+          const raw = unescapeText(field);
+          const rep = this.cols.replace(c, raw, 0, raw.length);
+          out.push(rep === null ? this.nullStr : escapeText(rep, this.delim));
+        } else out.push(field);
+        out.push(line.subarray(k, k + 1));
+        c++;
+        fs = k + 1;
+      }
+    }
+    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
+    return Buffer.concat(out.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
+  }
+
+  /** csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. */
+  private csvRow(line: Buffer): Buffer {
+    const out: Buffer[] = [];
+    let c = 0;
+    let k = 0;
+    const end = line.length - 1;
+    const q = this.quote;
+    const esc = this.escape;
+    while (k <= end) {
+      const fs = k;
+      let quoted = false;
+      const value: number[] = [];
+      while (k < end && line[k] !== this.delim) {
+        if (line[k] === q) {
+          quoted = true;
+          k++;
+          while (k < end) {
+            if (line[k] === esc && k + 1 < end && (line[k + 1] === q || line[k + 1] === esc) && (esc !== q || line[k + 1] === q)) {
+              value.push(line[k + 1]);
+              k += 2;
+            } else if (line[k] === q) {
+              k++;
+              break;
+            } else value.push(line[k++]);
+          }
+        } else value.push(line[k++]);
+      }
+      const field = line.subarray(fs, k);
+      if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
+      if (this.cols.masked[c] && !(!quoted && field.equals(this.nullStr))) {
+        const raw = Buffer.from(value);
+        const rep = this.cols.replace(c, raw, 0, raw.length);
+        out.push(rep === null ? this.nullStr : quoteCsv(rep, q, esc));
+      } else out.push(field);
+      out.push(line.subarray(k, k + 1)); // delimiter or newline
+      c++;
+      k++;
+    }
+    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
+    return Buffer.concat(out);
+  }
+}
+
+const ESC: Record<number, number> = { 0x6e: 0x0a, 0x72: 0x0d, 0x74: 0x09, 0x62: 0x08, 0x66: 0x0c, 0x76: 0x0b };
+
+/** COPY text escapes → raw bytes (\n \r \t \b \f \v \ooo \xhh \<any>). */
+export function unescapeText(f: Buffer): Buffer {
+  if (!f.includes(0x5c)) return f;
+  const out: number[] = [];
+  for (let k = 0; k < f.length; k++) {
+    const b = f[k];
+    if (b !== 0x5c || k + 1 >= f.length) {
+      out.push(b);
+      continue;
+    }
+    const n = f[++k];
+    if (ESC[n] !== undefined) out.push(ESC[n]);
+    else if (n >= 0x30 && n <= 0x37) {
+      let v = n - 0x30;
+      for (let j = 0; j < 2 && k + 1 < f.length && f[k + 1] >= 0x30 && f[k + 1] <= 0x37; j++) v = v * 8 + (f[++k] - 0x30);
+      out.push(v & 0xff);
+    } else if (n === 0x78 && k + 1 < f.length && /[0-9a-fA-F]/.test(String.fromCharCode(f[k + 1]))) {
+      let h = String.fromCharCode(f[++k]);
+      if (k + 1 < f.length && /[0-9a-fA-F]/.test(String.fromCharCode(f[k + 1]))) h += String.fromCharCode(f[++k]);
+      out.push(parseInt(h, 16));
+    } else out.push(n);
+  }
+  return Buffer.from(out);
+}
+
+function escapeText(v: Buffer, delim: number): Buffer {
+  const out: number[] = [];
+  for (const b of v) {
+    if (b === 0x5c) out.push(0x5c, 0x5c);
+    else if (b === 0x0a) out.push(0x5c, 0x6e);
+    else if (b === 0x0d) out.push(0x5c, 0x72);
+    else if (b === 0x09) out.push(0x5c, 0x74);
+    else if (b === delim) out.push(0x5c, b);
+    else out.push(b);
+  }
+  return Buffer.from(out);
+}
+
+function quoteCsv(v: Buffer, q: number, esc: number): Buffer {
+  const out: number[] = [q];
+  for (const b of v) {
+    if (b === q || b === esc) out.push(esc);
+    out.push(b);
+  }
+  out.push(q);
+  return Buffer.from(out);
+}
+
+const PGCOPY = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+class BinaryCopyMasker implements CopyMasker {
+  private pending: Buffer | undefined;
+  private headerDone = false;
+  private trailerSeen = false;
+  private readonly cols: ColumnMaskers;
+
+  constructor(plan: readonly ColumnMask[], typeOids: readonly number[], opts: MaskerOptions) {
+    this.cols = new ColumnMaskers(plan, [1], typeOids, opts);
+  }
+
+  push(payload: Buffer): Buffer {
+    const buf = this.pending ? Buffer.concat([this.pending, payload]) : payload;
+    this.pending = undefined;
+    const out: Buffer[] = [];
+    let i = 0;
+    if (!this.headerDone) {
+      if (buf.length < 19) {
+        this.pending = Buffer.from(buf);
+        return Buffer.alloc(0);
+      }
+      if (!buf.subarray(0, 11).equals(PGCOPY)) throw new MaskingError('not a binary COPY stream');
+      const ext = buf.readUInt32BE(15);
+      if (buf.length < 19 + ext) {
+        this.pending = Buffer.from(buf);
+        return Buffer.alloc(0);
+      }
+      out.push(buf.subarray(0, 19 + ext));
+      i = 19 + ext;
+      this.headerDone = true;
+    }
+    const cols = this.cols;
+    for (;;) {
+      if (this.trailerSeen) {
+        if (i < buf.length) throw new MaskingError('data after the binary COPY trailer');
+        break;
+      }
+      if (buf.length - i < 2) break;
+      const nf = buf.readInt16BE(i);
+      if (nf === -1) {
+        out.push(buf.subarray(i, i + 2));
+        i += 2;
+        this.trailerSeen = true;
+        continue;
+      }
+      if (nf !== cols.n) throw new MaskingError(`binary COPY tuple has ${nf} fields, the plan ${cols.n}`);
+      // is the whole tuple here?
+      let k = i + 2;
+      let complete = true;
+      for (let c = 0; c < nf; c++) {
+        if (buf.length - k < 4) {
+          complete = false;
+          break;
+        }
+        const len = buf.readInt32BE(k);
+        if (len < -1) throw new MaskingError('bad field length in binary COPY');
+        k += 4 + Math.max(len, 0);
+        if (k > buf.length) {
+          complete = false;
+          break;
+        }
+      }
+      if (!complete) break;
+      const tuple = Buffer.allocUnsafe(k - i + cols.growth);
+      let pos = copyRange(buf, i, i + 2, tuple, 0);
+      let f = i + 2;
+      for (let c = 0; c < nf; c++) {
+        const len = buf.readInt32BE(f);
+        const fe = f + 4 + Math.max(len, 0);
+        if (!cols.masked[c] || len < 0) pos = copyRange(buf, f, fe, tuple, pos);
+        else {
+          const rep = cols.replace(c, buf, f + 4, fe);
+          if (rep === null) {
+            putI32(tuple, pos, -1);
+            pos += 4;
+          } else {
+            putI32(tuple, pos, rep.length);
+            pos = copyRange(rep, 0, rep.length, tuple, pos + 4);
+          }
+        }
+        f = fe;
+      }
+      out.push(tuple.subarray(0, pos));
+      i = k;
+    }
+    if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
+    return out.length === 1 ? out[0] : Buffer.concat(out);
+  }
+
+  end(): void {
+    if (this.pending?.length) throw new MaskingError('binary COPY ended inside a tuple');
+  }
+}
+
+/**
+ * Masks the CopyData messages among messages `from … to-1` of a framed chunk and returns one
+ * buffer (other messages copied; a CopyData whose masked payload is empty is dropped).
+ */
+export function maskCopyData(buf: Buffer, types: Uint8Array, offsets: Uint32Array, from: number, to: number, masker: CopyMasker): Buffer {
+  const parts: Buffer[] = [];
+  let run = offsets[from];
+  for (let m = from; m < to; m++) {
+    if (types[m] !== COPY_DATA) continue;
+    const s = offsets[m];
+    if (s > run) parts.push(buf.subarray(run, s));
+    const payload = masker.push(buf.subarray(s + 5, offsets[m + 1]));
+    if (payload.length) {
+      const head = Buffer.allocUnsafe(5);
+      head[0] = COPY_DATA;
+      putI32(head, 1, payload.length + 4);
+      parts.push(head, payload);
+    }
+    run = offsets[m + 1];
+  }
+  if (offsets[to] > run) parts.push(buf.subarray(run, offsets[to]));
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
