@@ -50,6 +50,16 @@ export function startupMessage(params: Record<string, string>): Buffer {
   return Buffer.concat([len, body]);
 }
 
+/** CancelRequest (untyped, sent on a fresh connection). */
+export function cancelRequest(pid: number, secret: Buffer): Buffer {
+  const b = Buffer.alloc(12 + secret.length);
+  b.writeInt32BE(b.length, 0);
+  b.writeInt32BE(80877102, 4);
+  b.writeInt32BE(pid, 8);
+  secret.copy(b, 12);
+  return b;
+}
+
 export function query(sql: string): Buffer {
   return typed('Q', cstr(sql));
 }
@@ -143,12 +153,17 @@ export class RawClient {
     }
   }
 
+  /** The BackendKeyData the agent issued at startup. */
+  key?: { pid: number; secret: Buffer };
+
   /** Sends a StartupMessage for the demo connection and reads up to the first ReadyForQuery. */
   async startup(params: Record<string, string> = { user: 'noop', database: 'demo-db' }): Promise<void> {
     this.write(startupMessage(params));
     const msgs = await this.until('Z', 10_000);
     const err = msgs.find((m) => m.type === 'E');
     if (err) throw new Error(`startup refused: ${JSON.stringify(parseErrorFields(err.body))}`);
+    const k = msgs.find((m) => m.type === 'K');
+    if (k) this.key = { pid: k.body.readInt32BE(0), secret: Buffer.from(k.body.subarray(4)) };
   }
 
   /** Simple query; returns the first column of each row (text) and any error. */
