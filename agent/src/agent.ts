@@ -1,13 +1,17 @@
 // hoop-agent assembled: config → token verifier → HTTP server → tunnels → sessions. `startAgent` is what
 // the binary, the demo, the tests and the benchmark all run, so they exercise the same path.
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import type { ResolvedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
 import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
 import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
-import { noAudit, type AuditSink } from './audit/sink.js';
+import type { StateStore } from './audit/store.js';
+import { JsonlStore } from './audit/jsonl-store.js';
+import { PgStore } from './audit/pg-store.js';
+import { makeRefusedEvent } from './audit/events.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
@@ -17,7 +21,10 @@ export interface AgentOptions {
   log?: Logger;
   /** Token verification; defaults to the configured issuers. Tests inject their own clock through it. */
   auth?: Authenticator;
-  audit?: AuditSink;
+  /** The state store (audit, recordings, approvals). Defaults to config.state: JSONL in dataDir, or PostgreSQL. */
+  store?: StateStore;
+  /** Milliseconds since the epoch; injected so tests control time. */
+  clock?: () => number;
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
   maxStreamsPerTunnel?: number;
@@ -29,6 +36,7 @@ export interface RunningAgent {
   port: number;
   /** Open tunnels (for tests and /metrics). */
   tunnels: Set<TunnelMux>;
+  store: StateStore;
   stop(): Promise<void>;
 }
 
@@ -36,6 +44,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config } = opts;
   const log = opts.log ?? createLogger();
   const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
+  const clock = opts.clock ?? Date.now;
+  const agentId = agentIdFor(config.listen);
+  const store =
+    opts.store ??
+    (config.state.url
+      ? await PgStore.open({ url: config.state.url, agentId, clock })
+      : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock }));
+  const ownsStore = !opts.store;
   const cancels = new CancelRegistry();
   const tunnels = new Set<TunnelMux>();
   // One policy engine per connection (its overrides and masked columns), loaded before we listen.
@@ -59,6 +75,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     auth,
     log,
     maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
+    onRefused(r, clientAddr, connection) {
+      const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
+      store.append(event).catch((err) => log.error('audit store unavailable; refusal not recorded', { error: (err as Error).message }));
+    },
     onTunnel(ws, identity, name, clientAddr) {
       const connection = config.connections.get(name)!;
       const target = {
@@ -78,7 +98,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
         policy: engines.get(name)!,
         sessionDeps: {
-          audit: opts.audit ?? noAudit,
+          audit: store,
+          clock,
           cancels,
           maxMessageBytes: config.maxMessageBytes,
           startupTimeoutMs: opts.startupTimeoutMs ?? 15_000,
@@ -119,16 +140,25 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     url,
     port,
     tunnels,
+    store,
     async stop() {
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
       for (const mux of tunnels) mux.shutdown('agent shutting down');
       server.closeAllConnections?.();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Sessions append their session_end as they close; give those a moment to land.
+      await new Promise((r) => setTimeout(r, 50));
+      if (ownsStore) await store.close();
     },
   };
 }
 
 const UPSTREAM_PINS = { standard_conforming_strings: 'on', default_transaction_read_only: 'on' };
+
+/** A stable id for this agent's audit chain: one chain per agent (see audit/store.ts). */
+function agentIdFor(listen: string): string {
+  return `agent-${hostname()}-${listen.split(':').pop()}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+}
 
 function splitHostPort(listen: string): [string, string] {
   const i = listen.lastIndexOf(':');

@@ -22,6 +22,9 @@ import { startLocalIssuer, type LocalIssuer } from '../../cli/src/demo/issuer.js
 import { resolveConfig } from '../../agent/src/config.js';
 import { startAgent, type RunningAgent } from '../../agent/src/agent.js';
 import { silentLogger } from '../../agent/src/log.js';
+import { JsonlStore } from '../../agent/src/audit/jsonl-store.js';
+import type { StateStore } from '../../agent/src/audit/store.js';
+import type { EventInput } from '../../agent/src/audit/events.js';
 import { TokenVerifier } from '../../agent/src/identity/verify.js';
 import { connectUpstream } from '../../agent/src/upstream/connect.js';
 import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
@@ -42,27 +45,30 @@ export interface AuditRecord {
   args: unknown[];
 }
 
-/** A sink that records whatever the agent reports, through any method name. */
+/**
+ * The agent's real state store, watched: every appended event is recorded (method = event type) so the
+ * judge can scan the audit trail, and `failing` makes appends reject as a broken store would (AD-006).
+ */
 export class CapturingAudit {
   readonly records: AuditRecord[] = [];
   failing = false;
   failures = 0;
-  readonly sink: Record<string, unknown>;
-  constructor() {
-    const skip = new Set(['then', 'catch', 'finally', 'toJSON', 'constructor', 'valueOf', 'toString', 'inspect', 'asymmetricMatch', '$$typeof']);
-    this.sink = new Proxy({} as Record<string, unknown>, {
-      get: (_t, prop) => {
-        if (typeof prop !== 'string' || skip.has(prop)) return undefined;
-        return (...args: unknown[]) => {
+  readonly sink: StateStore;
+  constructor(readonly store: StateStore) {
+    this.sink = new Proxy(store, {
+      get: (target, prop, receiver) => {
+        if (prop !== 'append') return Reflect.get(target, prop, receiver);
+        return (e: EventInput) => {
           if (this.failing) {
             this.failures++;
             return Promise.reject(new Error('audit store unavailable (attack runner AD-006)'));
           }
-          this.records.push({ method: prop, at: Date.now(), args: safeClone(args) });
-          return Promise.resolve();
+          return target.append(e).then((ev) => {
+            this.records.push({ method: ev.type, at: Date.now(), args: safeClone([ev]) });
+            return ev;
+          });
         };
       },
-      has: (_t, prop) => typeof prop === 'string' && !skip.has(prop),
     });
   }
   since(i: number): AuditRecord[] {
@@ -325,7 +331,11 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
       },
       { HOOP_ATTACKS_DB_PASSWORD: AGENT_DB_PASSWORD },
     );
-    const audit = new CapturingAudit();
+    const auditDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-attacks-audit-'));
+    stops.push(() => rm(auditDir, { recursive: true, force: true }));
+    const realStore = await JsonlStore.open({ dataDir: auditDir, agentId: 'attacks-agent', clock: Date.now });
+    stops.push(() => realStore.close());
+    const audit = new CapturingAudit(realStore);
     // The product's own verifier, configured with the local issuer plus the GitHub test double (whose
     // JWKS location cannot come from discovery here; the config schema has no jwksUri field).
     const auth = new TokenVerifier({
@@ -334,7 +344,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
         { issuer: GH_ISSUER, audience: 'pg-gateway', jwksUri: ghJwks },
       ],
     });
-    const agentOpts = { config, log: silentLogger, audit: audit.sink, auth, ...(opts.agentOverrides ?? {}) };
+    const agentOpts = { config, log: silentLogger, store: audit.sink, auth, ...(opts.agentOverrides ?? {}) };
     const agent = await startAgent(agentOpts as unknown as Parameters<typeof startAgent>[0]);
     stops.push(() => agent.stop());
 

@@ -14,6 +14,7 @@ export type EventType =
   | 'session_start'
   | 'session_end'
   | 'statement'
+  | 'statement_result'
   | 'refused'
   | 'approval_requested'
   | 'approval_decided'
@@ -166,12 +167,14 @@ function isPrincipal(w: Principal | Identity): w is Principal {
 export function makeSessionStartEvent(
   f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string },
 ): EventInput {
+  // The token's id (jti) ties the session to one issued credential without storing the credential.
+  const jti = isPrincipal(f.who) && typeof f.who.claims.jti === 'string' ? f.who.claims.jti : undefined;
   return {
     type: 'session_start',
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName },
+    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, tokenId: jti },
   };
 }
 

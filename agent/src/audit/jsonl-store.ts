@@ -56,6 +56,14 @@ export interface JsonlStoreOptions {
   /** Rotate the segment when a batch would take it past this size. */
   segmentBytes?: number;
   recording?: RecordingLimits;
+  /**
+   * When an append counts as written. 'os' (default): once the kernel has the bytes, which survives the
+   * agent being killed (SIGKILL, OOM), with fdatasync batched in the background every `syncIntervalMs`;
+   * a per-statement fsync would cost the relay a disk flush on every query. 'disk': after fdatasync, for
+   * those who must survive power loss at that price.
+   */
+  durability?: 'os' | 'disk';
+  syncIntervalMs?: number;
 }
 
 interface Segment {
@@ -80,6 +88,8 @@ export class JsonlStore implements StateStore {
   private readonly dir: string;
   private readonly clock: Clock;
   private readonly segmentBytes: number;
+  private readonly durability: 'os' | 'disk';
+  private readonly syncIntervalMs: number;
   private readonly segments: Segment[] = [];
   private fh?: FileHandle;
   private dirty = false;
@@ -102,6 +112,8 @@ export class JsonlStore implements StateStore {
     this.dir = path.join(opts.dataDir, 'audit');
     this.clock = opts.clock;
     this.segmentBytes = opts.segmentBytes ?? 64 << 20;
+    this.durability = opts.durability ?? 'os';
+    this.syncIntervalMs = opts.syncIntervalMs ?? 100;
     this.caps = new RecordingCaps(opts.recording ?? DEFAULT_RECORDING_LIMITS);
     this.healthLoop = new HealthLoop(() => this.commit.exclusive(() => this.reopen()));
     this.approvalChanges.setMaxListeners(0);
@@ -208,7 +220,8 @@ export class JsonlStore implements StateStore {
     const base = seg.size;
     try {
       for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, base + off)).bytesWritten;
-      await fh.datasync();
+      if (this.durability === 'disk') await fh.datasync();
+      else this.scheduleSync(fh);
     } catch (err) {
       // Bytes of this batch may be on disk past the durable size, and after a failed fsync the kernel
       // may have dropped dirty pages: drop the handle, truncate on reopen, and write the batch afresh.
@@ -225,6 +238,18 @@ export class JsonlStore implements StateStore {
       this.index(batch[i].event, idx, off, len);
       off += len;
     }
+  }
+
+  private syncTimer?: NodeJS.Timeout;
+
+  /** Background fdatasync of what was written ('os' durability); a failure marks the store unhealthy. */
+  private scheduleSync(fh: FileHandle): void {
+    if (this.syncTimer) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      fh.datasync().catch((err) => this.healthLoop.failed(err));
+    }, this.syncIntervalMs);
+    this.syncTimer.unref();
   }
 
   private async rotate(firstSeq: number): Promise<Segment> {

@@ -25,6 +25,8 @@ export interface HttpDeps {
   /** Called once a tunnel upgrade passed every check. */
   onTunnel(ws: import('ws').WebSocket, identity: Principal, connection: string, clientAddr: string): void;
   maxTunnelsPerIdentity: number;
+  /** Every refused upgrade, for the audit trail (never with the token). */
+  onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
 
 export class HttpRefusal extends Error {
@@ -107,6 +109,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
         const refusal =
           err instanceof HttpRefusal ? err : new HttpRefusal(500, 'INTERNAL', 'internal error while checking the request');
         log.info('tunnel refused', { status: refusal.status, code: refusal.code, reason: refusal.message, addr: req.socket.remoteAddress });
+        deps.onRefused?.(refusal, req.socket.remoteAddress ?? '', /^\/tunnel\/([^/?]+)/.exec(req.url ?? '')?.[1]);
         refuse(socket, refusal);
       },
     );

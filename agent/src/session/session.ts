@@ -22,7 +22,9 @@ import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
 import type { CancelRegistry } from './cancel.js';
 import type { Decision, PolicySession } from '../policy/index.js';
-import type { AuditSink } from '../audit/sink.js';
+import type { StateStore } from '../audit/store.js';
+import { makeSessionEndEvent, makeSessionStartEvent, type EventInput } from '../audit/events.js';
+import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { Backend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
@@ -42,6 +44,7 @@ import {
   errorResponse,
   parameterStatus,
   parseErrorFields,
+  parseCommandComplete,
   readyForQuery,
   negotiateProtocolVersion,
   type PgErrorFields,
@@ -67,7 +70,10 @@ export interface SessionDeps {
   identity: Principal;
   /** This session's policy state: the one decision point every statement passes (policy/). */
   policy: PolicySession;
-  audit: AuditSink;
+  /** The audit trail: events are appended before what they describe reaches the database. */
+  audit: Pick<StateStore, 'append'>;
+  /** Milliseconds, monotonic enough for durations (injected: tests and replays control time). */
+  clock: () => number;
   cancels: CancelRegistry;
   connectUpstream(params: Record<string, string>): Promise<UpstreamSession>;
   log: Logger;
@@ -103,7 +109,16 @@ export class PgSession {
    * One entry per forwarded Query or Sync, in order: each is answered by exactly one ReadyForQuery.
    * A Query's entry carries its decision and counts its CommandCompletes.
    */
-  private readonly readyQueue: Array<{ decision?: Decision; completed: number }> = [];
+  private readonly readyQueue: ReadyEntry[] = [];
+  /** Batches waiting for their audit events to be durable, and the chain that keeps them in order. */
+  private auditing = 0;
+  private auditChain: Promise<void> = Promise.resolve();
+  /** The Bind of each open portal, for the parameters in the audit record. */
+  private readonly portalParams = new Map<string, Extract<FrontendMessage, { type: 'Bind' }>>();
+  private readonly maskedTables: Set<string>;
+  private readonly log_: StatementLog;
+  /** The session_start event is durable (so a session_end belongs in the trail too). */
+  private recorded = false;
   private applicationName = '';
   private readonly log: Logger;
 
@@ -114,6 +129,14 @@ export class PgSession {
   ) {
     this.framer = new FrontendFramer({ maxMessageBytes: deps.maxMessageBytes });
     this.log = deps.log.child({ session: meta.sessionId, stream: meta.streamId });
+    this.maskedTables = new Set(Object.keys(deps.connection.masking).map((c) => c.split('.')[1]));
+    this.log_ = new StatementLog({
+      sessionId: meta.sessionId,
+      who: deps.identity,
+      connection: deps.connection.name,
+      clock: deps.clock,
+      appendResult: (e) => void deps.audit.append(e).catch(() => {}),
+    });
     this.startupTimer = setTimeout(() => this.fatal(new ProtocolError('startup not completed in time', SqlState.ProtocolViolation)), deps.startupTimeoutMs);
     this.startupTimer.unref();
   }
@@ -139,7 +162,7 @@ export class PgSession {
     } catch (err) {
       this.fatal(err);
     }
-    return this.step !== 'Connecting' && !this.upstreamFull;
+    return this.step !== 'Connecting' && !this.upstreamFull && this.auditing === 0;
   }
 
   pause(): void {
@@ -156,7 +179,7 @@ export class PgSession {
   close(reason?: string): void {
     if (this.step === 'Closed') return;
     this.log.debug('client closed', { reason });
-    this.teardown();
+    this.teardown(reason ?? 'client closed the connection');
   }
 
   // ── Startup ────────────────────────────────────────────────────────────────────────────────────
@@ -185,7 +208,7 @@ export class PgSession {
       (ok) => this.log.info('cancel request', { forwarded: ok }),
       (err) => this.log.warn('cancel request failed', { error: String(err) }),
     );
-    this.teardown();
+    this.teardown('cancel request');
   }
 
   private onStartup(major: number, minor: number, params: Map<string, string>): void {
@@ -200,7 +223,33 @@ export class PgSession {
     if (clean.negotiate) this.out.send(negotiateProtocolVersion(0, clean.unsupportedOptions));
     this.applicationName = clean.upstreamParams.application_name ?? '';
     this.step = 'Connecting';
-    this.deps.connectUpstream(clean.upstreamParams).then(
+    // The session start is evidence first: if the audit store cannot take it, no database session opens.
+    const started = this.deps.audit.append(
+      makeSessionStartEvent({
+        sessionId: this.meta.sessionId,
+        who: this.deps.identity,
+        connection: conn.name,
+        clientAddr: this.meta.clientAddr,
+        cliVersion: this.meta.cliVersion,
+        applicationName: this.applicationName,
+      }),
+    );
+    started.then(
+      () => {
+        this.recorded = true;
+        this.connect(clean.upstreamParams);
+      },
+      (err) => {
+        this.log.error('audit store unavailable; refusing session', { error: (err as Error).message });
+        this.fatal(new StartupRefusal(SqlState.CannotConnectNow, 'hoopctl: the agent cannot record this session right now, so it is refused', 'Retry shortly; the agent recovers by itself when its audit store is writable again.'));
+      },
+    );
+  }
+
+  private connect(params: Record<string, string>): void {
+    if (this.step === 'Closed') return;
+    const conn = this.deps.connection;
+    this.deps.connectUpstream(params).then(
       (up) => this.onUpstreamReady(up),
       (err) => {
         this.log.warn('upstream connection failed', { error: (err as Error).message });
@@ -243,7 +292,6 @@ export class PgSession {
     this.out.send(Buffer.concat(parts));
     this.step = 'Ready';
     this.log.info('session ready', { applicationName: this.applicationName });
-    void this.deps.audit.sessionStart?.(this.meta, this.deps.identity, this.deps.connection.name, this.applicationName);
 
     if (up.leftover.length) this.onUpstreamBytes(up.leftover);
     // Bytes pipelined behind the StartupMessage: first those the framer held, then later arrivals.
@@ -260,83 +308,149 @@ export class PgSession {
     this.forward(this.framer.push(data));
   }
 
+  /**
+   * Judges every message of a client read, then forwards the result in one write. When statements are
+   * among them, their audit events are appended first and the bytes leave only once the store has them;
+   * a store that cannot write turns those statements into refusals (fail closed). Later reads queue
+   * behind, so the order on the wire never changes.
+   */
   private forward(raws: FrontendRaw[]): void {
     if (raws.length === 0) return;
-    const out: Buffer[] = [];
+    const batch: Outbound[] = [];
     let terminate = false;
     for (const raw of raws) {
-      const msg = parseFrontend(raw.type, raw.body);
-      const forwarded = this.judge(msg);
-      if (forwarded === 'terminate') {
+      const o = this.judge(parseFrontend(raw.type, raw.body));
+      if (o === 'terminate') {
         terminate = true;
         break;
       }
-      if (forwarded) out.push(forwarded);
+      if (o) batch.push(o);
     }
-    const sock = this.upstream!;
-    if (out.length && !sock.write(out.length === 1 ? out[0] : Buffer.concat(out))) this.upstreamFull = true;
-    if (terminate) this.teardown();
+    if (this.auditing === 0 && !batch.some((o) => o.event)) return this.send(batch, terminate);
+    this.auditing++;
+    this.auditChain = this.auditChain
+      .then(() => this.appendEvents(batch))
+      .then(() => this.send(batch, terminate))
+      .catch((err) => this.fatal(err))
+      .finally(() => {
+        if (--this.auditing === 0 && !this.upstreamFull) this.out.drained();
+      });
+  }
+
+  /** Appends the batch's statement events; on failure every statement of the batch is refused instead. */
+  private async appendEvents(batch: Outbound[]): Promise<void> {
+    const withEvents = batch.filter((o) => o.event);
+    if (withEvents.length === 0) return;
+    try {
+      const written = await Promise.all(withEvents.map((o) => this.deps.audit.append(o.event!)));
+      withEvents.forEach((o, i) => o.inFlight && (o.inFlight.seq = written[i]?.seq));
+    } catch (err) {
+      this.log.error('audit store unavailable; refusing statements', { error: (err as Error).message });
+      for (const o of withEvents) o.onAuditFailure?.(o);
+    }
+  }
+
+  private send(batch: Outbound[], terminate: boolean): void {
+    if (this.step === 'Closed') return;
+    if (batch.length) {
+      const bytes = batch.length === 1 ? batch[0].bytes : Buffer.concat(batch.map((o) => o.bytes));
+      if (!this.upstream!.write(bytes)) this.upstreamFull = true;
+    }
+    if (terminate) this.teardown('client terminated the session');
   }
 
   /**
-   * Decides one frontend message: the bytes to forward, null for nothing, or 'terminate'.
-   * Statements are judged where they would run: a Query by its text, a Parse by its statement, a Bind
-   * by the statement it binds, an Execute by what its portal really runs (policy/session.ts).
+   * Decides one frontend message: what to forward, nothing, or 'terminate'. Statements are judged where
+   * they would run: a Query by its text, a Parse by its statement, a Bind by the statement it binds, an
+   * Execute by what its portal really runs (policy/session.ts).
    */
-  private judge(msg: FrontendMessage): Buffer | null | 'terminate' {
+  private judge(msg: FrontendMessage): Outbound | null | 'terminate' {
     const policy = this.deps.policy;
     switch (msg.type) {
       case 'Terminate':
         return 'terminate';
-      case 'FunctionCall':
+      case 'FunctionCall': {
         // The fast-path interface calls any function by OID, past every SQL-level check.
         this.readyQueue.push({ completed: 0 });
-        return this.refuse('Query', {
-          action: 'block',
-          rule: 'P3.protocol.function-call',
-          reason: 'the FunctionCall protocol message is not allowed through hoopctl',
-        });
+        const d = { action: 'block', rule: 'P3.protocol.function-call', reason: 'the FunctionCall protocol message is not allowed through hoopctl' } as const;
+        return { bytes: this.refuse('Query', d), event: this.log_.statementEvent(`<FunctionCall oid ${msg.fnOid}>`, d.action, d.rule) };
+      }
       case 'CopyData':
       case 'CopyDone':
       case 'CopyFail':
         // Outside COPY FROM STDIN the server would reject these; we never forward them there.
         if (!this.inCopyIn) return null;
         if (msg.type !== 'CopyData') this.inCopyIn = false;
-        return serializeFrontend(msg);
+        return { bytes: serializeFrontend(msg) };
       case 'Query': {
         const d = policy.query(msg.sql);
-        this.recordDecision(msg.sql, d);
-        this.readyQueue.push({ decision: d.action === 'allow' ? d : undefined, completed: 0 });
-        return d.action === 'allow' ? serializeFrontend(msg) : this.refuse('Query', d);
+        this.logDecision(msg.sql, d);
+        const ready: ReadyEntry = { decision: d.action === 'allow' ? d : undefined, completed: 0 };
+        this.readyQueue.push(ready);
+        const event = this.log_.statementEvent(msg.sql, d.action, d.rule);
+        if (d.action !== 'allow') return { bytes: this.refuse('Query', d), event };
+        return {
+          bytes: serializeFrontend(msg),
+          event,
+          inFlight: this.log_.started('query', msg.sql),
+          onAuditFailure: (o) => {
+            ready.decision = undefined;
+            o.bytes = this.refuse('Query', AUDIT_DOWN);
+          },
+        };
       }
       case 'Parse':
         return this.decided(policy.parse(msg.name, msg.sql), msg, msg.sql);
-      case 'Bind':
-        return this.decided(policy.bind(msg.portal, msg.statement), msg);
+      case 'Bind': {
+        const o = this.decided(policy.bind(msg.portal, msg.statement), msg);
+        this.portalParams.set(msg.portal, msg);
+        return o;
+      }
       case 'Execute': {
         const d = policy.execute(msg.portal);
-        return this.decided(d, msg, d.statements[0]?.text ?? '');
+        const facts = d.statements[0];
+        const sql = facts?.text ?? '';
+        const bind = this.portalParams.get(msg.portal);
+        const params = bind && auditParams(bind.params, bind.paramFormats, this.touchesMasked(facts?.relations));
+        const event = this.log_.statementEvent(sql, d.action, d.rule, params);
+        this.logDecision(sql, d);
+        if (d.action !== 'allow') return { bytes: this.refuse('Parse', d), event };
+        this.deps.policy.apply(d);
+        return {
+          bytes: serializeFrontend(msg),
+          event,
+          inFlight: this.log_.started('execute', sql),
+          onAuditFailure: (o) => (o.bytes = this.refuse('Parse', AUDIT_DOWN)),
+        };
       }
       case 'Close':
         policy.close(msg.target, msg.name);
-        return serializeFrontend(msg);
+        if (msg.target === 'P') this.portalParams.delete(msg.name);
+        return { bytes: serializeFrontend(msg) };
       case 'Sync':
         this.readyQueue.push({ completed: 0 });
-        return serializeFrontend(msg);
+        return { bytes: serializeFrontend(msg) };
       default:
-        return serializeFrontend(msg);
+        return { bytes: serializeFrontend(msg) };
     }
   }
 
-  /** An extended-protocol message: forwarded and its effects recorded, or replaced by a sentinel. */
-  private decided(d: Decision, msg: FrontendMessage, sql?: string): Buffer {
-    if (sql !== undefined) this.recordDecision(sql, d);
-    if (d.action !== 'allow') return this.refuse('Parse', d);
+  /** Parse and Bind run nothing: forwarded with their effects recorded, or refused (and audited). */
+  private decided(d: Decision, msg: FrontendMessage, sql?: string): Outbound {
+    if (d.action !== 'allow') {
+      this.logDecision(sql ?? '', d);
+      return { bytes: this.refuse('Parse', d), event: this.log_.statementEvent(sql ?? '', d.action, d.rule) };
+    }
     this.deps.policy.apply(d);
-    return serializeFrontend(msg);
+    return { bytes: serializeFrontend(msg) };
   }
 
-  private recordDecision(sql: string, d: Decision): void {
+  private touchesMasked(relations: readonly string[] | undefined): boolean {
+    if (!relations || this.maskedTables.size === 0) return false;
+    return relations.some((r) => this.maskedTables.has(r.split('.').pop()!));
+  }
+
+  private logDecision(sql: string, d: Pick<Decision, 'action' | 'rule'>): void {
     this.log.info('statement', { decision: d.action, rule: d.rule, sql });
   }
 
@@ -344,19 +458,9 @@ export class PgSession {
    * Replaces a refused message by a sentinel PostgreSQL rejects while parsing (see the header). In the
    * extended protocol the sentinel is a Parse of a fresh name, so no statement of the client's changes.
    */
-  private refuse(as: 'Query' | 'Parse', d: Pick<Decision, 'action' | 'rule' | 'reason'>): Buffer {
+  private refuse(as: 'Query' | 'Parse', d: Refusal): Buffer {
     const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
-    const held = d.action === 'hold';
-    this.sentinels.set(word, {
-      severity: 'ERROR',
-      code: SqlState.InsufficientPrivilege,
-      message: held
-        ? `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`
-        : `hoopctl: statement blocked by policy (${d.rule}): ${d.reason}`,
-      hint: held
-        ? 'Writes and bulk exports wait for an approver; this agent does not hold statements for approval yet.'
-        : 'Ask the connection owner to change the policy if this statement is needed.',
-    });
+    this.sentinels.set(word, refusalFields(d));
     return as === 'Query'
       ? serializeFrontend({ type: 'Query', sql: word })
       : serializeFrontend({ type: 'Parse', name: word, sql: word, paramTypes: [] });
@@ -377,25 +481,27 @@ export class PgSession {
     for (let i = 0; i < count; i++) {
       switch (types[i]) {
         case Backend.ErrorResponse: {
-          if (this.sentinels.size === 0) break;
-          const text = parseErrorFields(fr.body(i)).message ?? '';
-          for (const [word, refusal] of this.sentinels) {
-            if (!text.includes(word)) continue;
-            this.sentinels.delete(word);
-            (rewrites ??= []).push({ at: offsets[i], end: offsets[i + 1], bytes: errorResponse(refusal) });
-            break;
-          }
+          const fields = parseErrorFields(fr.body(i));
+          const refusal = this.sentinelFor(fields.message ?? '');
+          if (refusal) (rewrites ??= []).push({ at: offsets[i], end: offsets[i + 1], bytes: errorResponse(refusal) });
+          else this.log_.onError(fields.code);
           break;
         }
         case Backend.CommandComplete: {
           const q = this.readyQueue[0];
           if (q) q.completed++;
+          this.log_.onCommandComplete(parseCommandComplete(fr.body(i)).rows ?? 0);
           break;
         }
+        case Backend.PortalSuspended:
+        case Backend.EmptyQueryResponse:
+          this.log_.onExecuteEnd();
+          break;
         case Backend.ReadyForQuery: {
           // A sentinel skipped by the server (after an earlier error in the same pipeline) never answers.
           this.sentinels.clear();
           this.inCopyIn = false;
+          this.log_.onReady();
           this.onReadyForQuery(fr.buffer[offsets[i] + 5]);
           break;
         }
@@ -417,6 +523,17 @@ export class PgSession {
     }
     parts.push(complete.subarray(at));
     this.out.send(Buffer.concat(parts));
+  }
+
+  /** The refusal a sentinel's syntax error stands for, if this error is one of ours. */
+  private sentinelFor(message: string): PgErrorFields | undefined {
+    if (this.sentinels.size === 0 || !message.includes(this.nonce)) return undefined;
+    for (const [word, refusal] of this.sentinels) {
+      if (!message.includes(word)) continue;
+      this.sentinels.delete(word);
+      return refusal;
+    }
+    return undefined;
   }
 
   /**
@@ -455,10 +572,10 @@ export class PgSession {
       this.log.error('session failed', { ref, error: (err as Error)?.stack ?? String(err) });
     }
     this.out.send(errorResponse(fields));
-    this.teardown();
+    this.teardown(`${fields.code}: ${fields.message}`);
   }
 
-  private teardown(): void {
+  private teardown(reason: string): void {
     if (this.step === 'Closed') return;
     this.step = 'Closed';
     clearTimeout(this.startupTimer);
@@ -470,6 +587,56 @@ export class PgSession {
       setTimeout(() => sock.destroy(), 2000).unref();
     }
     this.out.close();
-    void this.deps.audit.sessionEnd?.(this.meta);
+    if (!this.recorded) return; // a cancel request or a refused startup: no session to close
+    const end = makeSessionEndEvent({ sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.log_.count });
+    this.deps.audit.append(end).catch((err) => this.log.error('audit store unavailable; session end not recorded', { error: (err as Error).message }));
+  }
+}
+
+/** One frontend message's outcome: the bytes to forward and, for statements, the audit event. */
+interface Outbound {
+  bytes: Buffer;
+  event?: EventInput;
+  inFlight?: InFlight;
+  /** The audit store could not take the event: swap the bytes for a refusal. */
+  onAuditFailure?(o: Outbound): void;
+}
+
+interface ReadyEntry {
+  decision?: Decision;
+  completed: number;
+}
+
+type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable'; rule: string; reason: string };
+
+const AUDIT_DOWN: Refusal = {
+  action: 'unavailable',
+  rule: 'P9.audit-unavailable',
+  reason: 'the audit store cannot record it right now, so it was not run',
+};
+
+function refusalFields(d: Refusal): PgErrorFields {
+  switch (d.action) {
+    case 'hold':
+      return {
+        severity: 'ERROR',
+        code: SqlState.InsufficientPrivilege,
+        message: `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`,
+        hint: 'Writes and bulk exports wait for an approver; this agent does not hold statements for approval yet.',
+      };
+    case 'unavailable':
+      return {
+        severity: 'ERROR',
+        code: SqlState.CannotConnectNow,
+        message: `hoopctl: ${d.reason} (${d.rule})`,
+        hint: 'Retry shortly; the agent recovers by itself when its audit store is writable again.',
+      };
+    default:
+      return {
+        severity: 'ERROR',
+        code: SqlState.InsufficientPrivilege,
+        message: `hoopctl: statement blocked by policy (${d.rule}): ${d.reason}`,
+        hint: 'Ask the connection owner to change the policy if this statement is needed.',
+      };
   }
 }

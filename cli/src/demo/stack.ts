@@ -2,6 +2,9 @@
 // holding fake PHI, a local OIDC issuer, hoop-agent holding the database credential, and the CLI's
 // tunnel with its local port. `hoopctl demo`, the end-to-end tests and the benchmark all start this.
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { startPostgres, type LocalPostgres } from './postgres.js';
 import { startLocalIssuer, type LocalIssuer } from './issuer.js';
 import { seedDemo } from './seed.js';
@@ -66,10 +69,13 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
     stops.push(() => issuer.stop());
 
     progress('starting hoop-agent');
+    // The demo's audit trail lives and dies with the demo.
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-demo-agent-'));
+    stops.push(() => rm(dataDir, { recursive: true, force: true }));
     const config = await resolveConfig(
       {
         listen: '127.0.0.1:0',
-        dataDir: '.hoop/demo-agent',
+        dataDir,
         identity: { issuers: [{ issuer: issuer.issuer, audience: issuer.audience }] },
         connections: {
           [DEMO_CONNECTION]: {

@@ -57,12 +57,19 @@ export class TunnelClient {
 
   /** Opens the tunnel. Rejects on errors a retry cannot fix (401, 403, 404, bad URL, TLS). */
   async start(): Promise<void> {
-    await this.open();
+    try {
+      await this.open();
+    } catch (err) {
+      this.lastError = err as UserError;
+      throw err;
+    }
   }
 
   /** Keeps the tunnel open: reconnects with backoff whenever it drops, until stop(). */
   keepAlive(): void {
-    this.ws?.once('close', () => this.scheduleReconnect());
+    // If the first attempt already failed, its 'close' has fired: start retrying now.
+    if (!this.ws || this.ws.readyState === WebSocket.CLOSED) return this.scheduleReconnect();
+    this.ws.once('close', () => this.scheduleReconnect());
   }
 
   /** Attaches a local client socket as a new stream (or refuses it when the tunnel stays down). */
