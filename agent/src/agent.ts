@@ -8,6 +8,7 @@ import { createHttpServer, type Authenticator } from './http/server.js';
 import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
 import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
+import { ConnectionMasking } from './masking/connection.js';
 import type { StateStore } from './audit/store.js';
 import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
@@ -56,7 +57,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const tunnels = new Set<TunnelMux>();
   // One policy engine per connection (its overrides and masked columns), loaded before we listen.
   const engines = new Map<string, PolicyEngine>();
+  const maskers = new Map<string, ConnectionMasking>();
   for (const [name, conn] of config.connections) {
+    maskers.set(name, new ConnectionMasking(conn));
     engines.set(
       name,
       await loadPolicyEngine({
@@ -97,6 +100,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
         policy: engines.get(name)!,
+        masking: maskers.get(name)!,
         sessionDeps: {
           audit: store,
           clock,

@@ -174,7 +174,7 @@ export function makeSessionStartEvent(
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, tokenId: jti },
+    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti },
   };
 }
 

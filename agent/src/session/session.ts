@@ -25,6 +25,9 @@ import type { Decision, PolicySession } from '../policy/index.js';
 import type { StateStore } from '../audit/store.js';
 import { makeSessionEndEvent, makeSessionStartEvent, type EventInput } from '../audit/events.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
+import { ResultMasking } from './result-masking.js';
+import { normalizeSync } from 'libpg-query';
+import type { ConnectionMasking } from '../masking/connection.js';
 import { Backend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
@@ -72,6 +75,8 @@ export interface SessionDeps {
   policy: PolicySession;
   /** The audit trail: events are appended before what they describe reaches the database. */
   audit: Pick<StateStore, 'append'>;
+  /** The connection's masking; absent when it masks no column. */
+  masking?: ConnectionMasking;
   /** Milliseconds, monotonic enough for durations (injected: tests and replays control time). */
   clock: () => number;
   cancels: CancelRegistry;
@@ -117,6 +122,8 @@ export class PgSession {
   private readonly portalParams = new Map<string, Extract<FrontendMessage, { type: 'Bind' }>>();
   private readonly maskedTables: Set<string>;
   private readonly log_: StatementLog;
+  /** Lineage masking of this session's results (per-session statement, portal and cursor plans). */
+  private masking?: ResultMasking;
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
   private applicationName = '';
@@ -237,13 +244,26 @@ export class PgSession {
     started.then(
       () => {
         this.recorded = true;
-        this.connect(clean.upstreamParams);
+        this.prepareMasking().then(
+          () => this.connect(clean.upstreamParams),
+          (err) => {
+            this.log.error('masking catalog unavailable; refusing session', { error: (err as Error).message });
+            this.fatal(new StartupRefusal(SqlState.CannotConnectNow, 'hoopctl: the agent cannot prepare masking for this database right now, so the session is refused', 'Retry shortly; the agent log has the cause.'));
+          },
+        );
       },
       (err) => {
         this.log.error('audit store unavailable; refusing session', { error: (err as Error).message });
         this.fatal(new StartupRefusal(SqlState.CannotConnectNow, 'hoopctl: the agent cannot record this session right now, so it is refused', 'Retry shortly; the agent recovers by itself when its audit store is writable again.'));
       },
     );
+  }
+
+  /** Masking needs the catalog before the first result: no session runs unmasked (fail closed). */
+  private async prepareMasking(): Promise<void> {
+    const m = this.deps.masking;
+    if (!m) return;
+    this.masking = new ResultMasking(await m.current(), m.hashKey);
   }
 
   private connect(params: Record<string, string>): void {
@@ -373,6 +393,7 @@ export class PgSession {
         // The fast-path interface calls any function by OID, past every SQL-level check.
         this.readyQueue.push({ completed: 0 });
         const d = { action: 'block', rule: 'P3.protocol.function-call', reason: 'the FunctionCall protocol message is not allowed through hoopctl' } as const;
+        this.masking?.barrier();
         return { bytes: this.refuse('Query', d), event: this.log_.statementEvent(`<FunctionCall oid ${msg.fnOid}>`, d.action, d.rule) };
       }
       case 'CopyData':
@@ -387,8 +408,13 @@ export class PgSession {
         this.logDecision(msg.sql, d);
         const ready: ReadyEntry = { decision: d.action === 'allow' ? d : undefined, completed: 0 };
         this.readyQueue.push(ready);
-        const event = this.log_.statementEvent(msg.sql, d.action, d.rule);
-        if (d.action !== 'allow') return { bytes: this.refuse('Query', d), event };
+        if (d.action !== 'allow') {
+          this.masking?.barrier();
+          const event = this.log_.statementEvent(this.auditSql(msg.sql, this.masking?.sensitive(msg.sql) ?? false), d.action, d.rule);
+          return { bytes: this.refuse('Query', d), event };
+        }
+        const reads = this.masking?.query(d.statements.map((f) => f.text)) ?? false;
+        const event = this.log_.statementEvent(this.auditSql(msg.sql, reads), d.action, d.rule);
         return {
           bytes: serializeFrontend(msg),
           event,
@@ -399,21 +425,30 @@ export class PgSession {
           },
         };
       }
-      case 'Parse':
-        return this.decided(policy.parse(msg.name, msg.sql), msg, msg.sql);
-      case 'Bind': {
-        const o = this.decided(policy.bind(msg.portal, msg.statement), msg);
-        this.portalParams.set(msg.portal, msg);
-        return o;
+      case 'Parse': {
+        const d = policy.parse(msg.name, msg.sql);
+        if (d.action === 'allow') this.masking?.parse(msg.name, msg.sql);
+        return this.decided(d, msg, msg.sql);
       }
+      case 'Bind': {
+        const d = policy.bind(msg.portal, msg.statement);
+        if (d.action === 'allow') this.masking?.bind(msg.portal, msg.statement, msg.resultFormats);
+        this.portalParams.set(msg.portal, msg);
+        return this.decided(d, msg);
+      }
+      case 'Describe':
+        this.masking?.describe(msg.target, msg.name);
+        return { bytes: serializeFrontend(msg) };
       case 'Execute': {
         const d = policy.execute(msg.portal);
         const facts = d.statements[0];
         const sql = facts?.text ?? '';
         const bind = this.portalParams.get(msg.portal);
-        const params = bind && auditParams(bind.params, bind.paramFormats, this.touchesMasked(facts?.relations));
-        const event = this.log_.statementEvent(sql, d.action, d.rule, params);
         this.logDecision(sql, d);
+        const reads = d.action === 'allow' ? (this.masking?.execute(msg.portal) ?? false) : (this.masking?.sensitive(sql) ?? false);
+        const sensitive = reads || this.touchesMasked(facts?.relations);
+        const params = bind && auditParams(bind.params, bind.paramFormats, sensitive);
+        const event = this.log_.statementEvent(this.auditSql(sql, sensitive), d.action, d.rule, params);
         if (d.action !== 'allow') return { bytes: this.refuse('Parse', d), event };
         this.deps.policy.apply(d);
         return {
@@ -425,10 +460,12 @@ export class PgSession {
       }
       case 'Close':
         policy.close(msg.target, msg.name);
+        this.masking?.close(msg.target, msg.name);
         if (msg.target === 'P') this.portalParams.delete(msg.name);
         return { bytes: serializeFrontend(msg) };
       case 'Sync':
         this.readyQueue.push({ completed: 0 });
+        this.masking?.barrier();
         return { bytes: serializeFrontend(msg) };
       default:
         return { bytes: serializeFrontend(msg) };
@@ -439,10 +476,24 @@ export class PgSession {
   private decided(d: Decision, msg: FrontendMessage, sql?: string): Outbound {
     if (d.action !== 'allow') {
       this.logDecision(sql ?? '', d);
-      return { bytes: this.refuse('Parse', d), event: this.log_.statementEvent(sql ?? '', d.action, d.rule) };
+      const text = sql ?? '';
+      return { bytes: this.refuse('Parse', d), event: this.log_.statementEvent(this.auditSql(text, this.masking?.sensitive(text) ?? false), d.action, d.rule) };
     }
     this.deps.policy.apply(d);
     return { bytes: serializeFrontend(msg) };
+  }
+
+  /**
+   * The SQL as the audit trail keeps it. A statement that may read masked columns keeps its shape but
+   * not its literals (`mrn = 'MRN-…'` → `mrn = $1`): the trail must never hold what masking hides.
+   */
+  private auditSql(sql: string, sensitive: boolean): string {
+    if (!sensitive || !this.deps.masking) return sql;
+    try {
+      return normalizeSync(sql);
+    } catch {
+      return '<statement not recorded: it could not be normalised>';
+    }
   }
 
   private touchesMasked(relations: readonly string[] | undefined): boolean {
@@ -477,13 +528,13 @@ export class PgSession {
     const count = fr.push(chunk);
     if (count === 0) return;
     const { types, offsets } = fr;
-    let rewrites: Array<{ at: number; end: number; bytes: Buffer }> | undefined;
+    let rewrites: Map<number, Buffer> | undefined;
     for (let i = 0; i < count; i++) {
       switch (types[i]) {
         case Backend.ErrorResponse: {
           const fields = parseErrorFields(fr.body(i));
           const refusal = this.sentinelFor(fields.message ?? '');
-          if (refusal) (rewrites ??= []).push({ at: offsets[i], end: offsets[i + 1], bytes: errorResponse(refusal) });
+          if (refusal) (rewrites ??= new Map()).set(i, errorResponse(refusal));
           else this.log_.onError(fields.code);
           break;
         }
@@ -513,13 +564,15 @@ export class PgSession {
           throw new ProtocolError('unexpected CopyBothResponse from the database');
       }
     }
+    // Masking sees every chunk (it tracks which statement owns which rows) and applies our rewrites too.
+    if (this.masking) return this.out.send(this.masking.process(fr.buffer, types, offsets, count, rewrites));
     const complete = fr.complete;
     if (!rewrites) return this.out.send(complete);
     const parts: Buffer[] = [];
     let at = 0;
-    for (const r of rewrites) {
-      parts.push(complete.subarray(at, r.at), r.bytes);
-      at = r.end;
+    for (const [i, bytes] of rewrites) {
+      parts.push(complete.subarray(at, offsets[i]), bytes);
+      at = offsets[i + 1];
     }
     parts.push(complete.subarray(at));
     this.out.send(Buffer.concat(parts));

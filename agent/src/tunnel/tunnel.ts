@@ -10,6 +10,7 @@ import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
 import { PgSession, type SessionDeps } from '../session/session.js';
 import type { PolicyEngine } from '../policy/index.js';
+import type { ConnectionMasking } from '../masking/connection.js';
 
 export interface TunnelContext {
   identity: Principal;
@@ -17,7 +18,9 @@ export interface TunnelContext {
   clientAddr: string;
   log: Logger;
   /** Everything a session needs except the identity and connection, which come from the upgrade. */
-  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy'>;
+  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy' | 'masking'>;
+  /** The connection's masking (rules, catalog); each session gets its own result tracking. */
+  masking: ConnectionMasking;
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
   policy: PolicyEngine;
   maxStreams: number;
@@ -33,7 +36,14 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
       return new PgSession(
-        { ...ctx.sessionDeps, policy: ctx.policy.session(), identity: ctx.identity, connection: ctx.connection, log },
+        {
+          ...ctx.sessionDeps,
+          policy: ctx.policy.session(),
+          masking: ctx.masking.enabled ? ctx.masking : undefined,
+          identity: ctx.identity,
+          connection: ctx.connection,
+          log,
+        },
         {
           send: (data) => mux.send(streamId, data),
           close: (reason) => mux.close(streamId, reason),

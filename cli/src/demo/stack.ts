@@ -16,6 +16,15 @@ import { startLocalListener, type LocalListener } from '../services/local-listen
 
 export const DEMO_CONNECTION = 'demo-db';
 export const DEMO_DATABASE = 'clinic';
+/** What the demo masks: every direct identifier of a patient except the name. */
+export const DEMO_MASKING = {
+  'public.patients.ssn': 'redact',
+  'public.patients.mrn': { partial: 4 },
+  'public.patients.email': 'hash',
+  'public.patients.phone': 'redact',
+  'public.patients.date_of_birth': 'null',
+} as const;
+
 /** The CI identity the demo connects as (client credentials, group data-eng). */
 export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
 
@@ -81,6 +90,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
           [DEMO_CONNECTION]: {
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
+            masking: DEMO_MASKING,
             approval: { approvers: { groups: ['compliance'] } },
           },
         },

@@ -1,0 +1,72 @@
+// Masking for one connection: its rules, its hash key, and the catalog the lineage analysis resolves
+// names against (loaded once with the agent's own credential, reloaded when a result names a table the
+// catalog does not know).
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import type { ResolvedConnection } from '../config.js';
+import { loadCatalog, type Catalog } from './catalog.js';
+import { Lineage, type MaskRules } from './lineage.js';
+import { parseStrategy } from './strategies.js';
+
+export class ConnectionMasking {
+  readonly rules: MaskRules;
+  readonly hashKey: Buffer;
+  private lineage?: Promise<Lineage>;
+
+  constructor(private readonly conn: ResolvedConnection) {
+    this.rules = new Map(Object.entries(conn.masking).map(([col, s]) => [col, parseStrategy(s)]));
+    this.hashKey = hashKeyFor(conn);
+  }
+
+  get enabled(): boolean {
+    return this.rules.size > 0;
+  }
+
+  /** The lineage analyser over a fresh-enough catalog. Rejects when the catalog cannot be read. */
+  current(): Promise<Lineage> {
+    this.lineage ??= this.load().catch((err) => {
+      this.lineage = undefined; // try again next session
+      throw err;
+    });
+    return this.lineage;
+  }
+
+  /** Drops the cached catalog (after DDL, or when a result names an unknown table). */
+  invalidate(): void {
+    this.lineage = undefined;
+  }
+
+  private async load(): Promise<Lineage> {
+    const p = this.conn.postgres;
+    const client = new pg.Client({
+      host: p.host,
+      port: p.port,
+      database: p.database,
+      user: p.user,
+      password: this.conn.password,
+      application_name: 'hoop-agent catalog',
+      ssl:
+        p.sslmode === 'disable'
+          ? false
+          : { rejectUnauthorized: p.sslmode === 'verify-full', ca: p.sslrootcert ? readFileSync(p.sslrootcert) : undefined },
+      connectionTimeoutMillis: 10_000,
+    });
+    await client.connect();
+    try {
+      const catalog: Catalog = await loadCatalog(async (sql) => (await client.query(sql)).rows);
+      return new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+}
+
+/**
+ * The HMAC key of the `hash` strategy: from HOOP_MASKING_KEY_<CONNECTION> or HOOP_MASKING_KEY when set
+ * (stable across agents and restarts, so hashed values join across runs), else random per agent start.
+ */
+function hashKeyFor(conn: ResolvedConnection): Buffer {
+  const env = process.env[`HOOP_MASKING_KEY_${conn.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] ?? process.env.HOOP_MASKING_KEY;
+  return env ? createHash('sha256').update(env).digest() : randomBytes(32);
+}
