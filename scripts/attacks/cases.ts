@@ -2,6 +2,9 @@
 // outside (meta.judging of the corpus). Every function returns a Verdict and never throws for what
 // the product does; the runner turns a thrown error into a failed verdict.
 import http from 'node:http';
+import path from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
+import { verifyChain } from '../../agent/src/audit/verify.js';
 import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { createPublicKey, createPrivateKey, createSign, createHmac, type JsonWebKey } from 'node:crypto';
@@ -1196,7 +1199,25 @@ export async function runApprovalCase(c: Case, ctx: RunContext): Promise<Partial
       : { pass: false, observed: 'partial', reason: 'session lifecycle records incomplete (end reason / jti missing)', gap: 'product', evidence };
   }
   if (c.id === 'AD-007') {
-    return { pass: false, observed: 'not-implemented', reason: 'no audit store or verifier to tamper with (audit store not implemented)', gap: 'product', evidence };
+    // Leave some events, then tamper with a copy of the stored chain and ask the product's verifier.
+    const w = await stack.session();
+    await w.query('SELECT id FROM patients WHERE id = 1', 5000);
+    w.close();
+    await new Promise((r) => setTimeout(r, 300));
+    const dir = path.join(stack.auditDir, 'audit');
+    const files = (await readdir(dir)).filter((f) => f.endsWith('.jsonl') && !f.startsWith('approvals')).sort();
+    const lines = (await Promise.all(files.map((f) => readFile(path.join(dir, f), 'utf8')))).join('').split('\n').filter(Boolean);
+    const intact = await verifyChain(lines);
+    const edited = lines.map((l, i) => (i === Math.floor(lines.length / 2) ? l.replace('"type":"', '"type":"x') : l));
+    const deleted = lines.filter((_, i) => i !== Math.floor(lines.length / 3));
+    const swapped = [...lines];
+    [swapped[1], swapped[2]] = [swapped[2], swapped[1]];
+    const results = { intact, edited: await verifyChain(edited), deleted: await verifyChain(deleted), swapped: await verifyChain(swapped) };
+    evidence.push(`events ${lines.length}; ` + Object.entries(results).map(([k, v]) => `${k}: ${v.ok ? 'ok' : `broken at ${v.brokenAt} (${v.reason})`}`).join('; '));
+    const detected = intact.ok && !results.edited.ok && !results.deleted.ok && !results.swapped.ok;
+    return detected
+      ? { pass: true, observed: 'rejected', reason: 'the verifier reports every edit, deletion and reordering', evidence }
+      : { pass: false, observed: 'accepted', reason: 'a tampered chain verified', gap: 'product', evidence };
   }
   // Approval-workflow cases: no approvals API exists. Run the statement (if any) to show whether it is held.
   const sql = typeof c.sql === 'string' ? c.sql : /DELETE FROM notes WHERE id = 2/.test(String(c.flow ?? c.setup ?? '')) ? 'DELETE FROM notes WHERE id = 2' : undefined;

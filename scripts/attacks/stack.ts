@@ -247,6 +247,8 @@ export interface AttackStack {
   listener: LocalListener;
   fixture: Fixture;
   audit: CapturingAudit;
+  /** The agent's JSONL audit directory (segments under audit/). */
+  auditDir: string;
   tunnelUrl: string;
   /** sub of ci-nightly's client-credentials tokens ("nhi:ci-reporting" of the corpus). */
   ciSub: string;
@@ -365,6 +367,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
       listener,
       fixture,
       audit,
+      auditDir,
       tunnelUrl: `${agent.url}/tunnel/${CONNECTION}`,
       ciSub,
       gh,
