@@ -10,6 +10,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerLogin } from './commands/login.js';
 import { registerLogout } from './commands/logout.js';
 import { registerWhoami } from './commands/whoami.js';
+import { registerAudit } from './commands/audit.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('hoopctl')
@@ -32,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   registerLogout(program, run);
   registerConnect(program, run);
   registerDemo(program, run);
+  registerAudit(program, run);
   try {
     await program.parseAsync(argv);
   } catch (err) {
