@@ -11,6 +11,7 @@ import { registerLogin } from './commands/login.js';
 import { registerLogout } from './commands/logout.js';
 import { registerWhoami } from './commands/whoami.js';
 import { registerAudit } from './commands/audit.js';
+import { registerSessions } from './commands/sessions.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('hoopctl')
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   registerLogout(program, run);
   registerConnect(program, run);
   registerDemo(program, run);
+  registerSessions(program, run);
   registerAudit(program, run);
   try {
     await program.parseAsync(argv);

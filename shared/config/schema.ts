@@ -99,6 +99,8 @@ export const AgentConfig = z.strictObject({
   maxMessageBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(16 * 1024 * 1024),
   identity: z.strictObject({ issuers: z.array(Issuer).min(1) }),
   state: z.strictObject({ url: z.string().optional() }).prefault({}),
+  /** Who may read every session's audit trail (`hoopctl sessions`); anyone else sees only their own. */
+  reviewers: z.strictObject({ groups: z.array(z.string()).default([]) }).prefault({}),
   connections: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'connection names are lower-case letters, digits, - and _'), Connection)
     .refine((c) => Object.keys(c).length > 0, { message: 'define at least one connection' }),
 });

@@ -25,6 +25,8 @@ export interface HttpDeps {
   /** Called once a tunnel upgrade passed every check. */
   onTunnel(ws: import('ws').WebSocket, identity: Principal, connection: string, clientAddr: string): void;
   maxTunnelsPerIdentity: number;
+  /** The session history API (GET /api/sessions[/ID[/recording]]), already authenticated. */
+  sessions?(who: Principal, query: URLSearchParams, id?: string, recording?: boolean): Promise<unknown>;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -54,6 +56,21 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     const send = (status: number, body: unknown) =>
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
     if (req.method === 'GET' && path === '/healthz') return send(200, { ok: true });
+    const m = /^\/api\/sessions(?:\/([A-Za-z0-9_.-]{1,128})(\/recording)?)?$/.exec(path);
+    if (req.method === 'GET' && m && deps.sessions) {
+      const api = deps.sessions;
+      authenticate(req).then(
+        (who) => api(who, new URL(req.url ?? '/', 'http://agent').searchParams, m[1], Boolean(m[2])).then(
+          (body) => send(200, body),
+          (err: unknown) =>
+            err instanceof HttpRefusal
+              ? send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody)
+              : send(400, { error: { code: 'BAD_REQUEST', message: (err as Error).message } } satisfies ApiErrorBody),
+        ),
+        (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
+      );
+      return;
+    }
     if (req.method === 'GET' && path === '/api/whoami') {
       // Who the agent takes the caller for, and which connections that identity may use.
       authenticate(req).then(

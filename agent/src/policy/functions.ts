@@ -58,6 +58,10 @@ export const HELD_FUNCTIONS: FunctionRule[] = [
  * Built-ins known not to write, run SQL text, or reach outside the database. Anything else (user-defined,
  * extension, VOLATILE side-effecting built-ins) is held: P4 "calls that may write". Matched only when the
  * call is unqualified or qualified with `pg_catalog` (a `public.lower` is somebody's own function).
+ *
+ * The catalog helpers at the end (partition tree, `pg_get_*def`, `*_is_visible`, `acldefault`, sizes…) are
+ * what psql's \d family and pg_dump --schema-only call (captured in test/agent/policy/fixtures/): they
+ * return object definitions, names, privileges and sizes, never column values.
  */
 export const SAFE_FUNCTIONS: ReadonlySet<string> = new Set(`
   count sum avg min max bool_and bool_or every array_agg string_agg json_agg jsonb_agg json_agg_strict jsonb_agg_strict
@@ -112,6 +116,18 @@ export const SAFE_FUNCTIONS: ReadonlySet<string> = new Set(`
   to_regoperator to_regtypemod currval lastval pg_jit_available pg_trigger_depth pg_listening_channels
   pg_notification_queue_usage pg_my_temp_schema pg_is_other_temp_schema pg_get_keywords pg_collation_for
   system_user current_role current_user session_user
+  has_foreign_data_wrapper_privilege has_language_privilege has_server_privilege has_tablespace_privilege
+  has_parameter_privilege has_largeobject_privilege acldefault aclexplode makeaclitem
+  pg_partition_ancestors pg_partition_root pg_partition_tree pg_get_partkeydef pg_get_partition_constraintdef
+  pg_get_statisticsobjdef pg_get_statisticsobjdef_columns pg_get_statisticsobjdef_expressions pg_get_function_sqlbody
+  pg_get_function_arg_default pg_get_replica_identity_index pg_get_publication_tables pg_relation_is_publishable
+  pg_describe_object pg_identify_object pg_identify_object_as_address pg_get_object_address pg_options_to_table
+  pg_index_has_property pg_index_column_has_property pg_indexam_has_property pg_get_triggerdef pg_get_acl
+  pg_collation_is_visible pg_conversion_is_visible pg_opclass_is_visible pg_operator_is_visible
+  pg_opfamily_is_visible pg_statistics_obj_is_visible pg_ts_config_is_visible pg_ts_dict_is_visible
+  pg_ts_parser_is_visible pg_ts_template_is_visible
+  pg_tablespace_location pg_tablespace_size getdatabaseencoding pg_char_to_encoding pg_collation_actual_version
+  pg_database_collation_actual_version pg_sequence_parameters pg_get_catalog_foreign_keys ts_token_type
 `.split(/\s+/).filter(Boolean));
 
 /** Table sampling methods shipped with PostgreSQL; others are extension code (held). */
@@ -143,6 +159,96 @@ export const SETTABLE = new Set([
   'application_name', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'datestyle',
   'intervalstyle', 'timezone', 'extra_float_digits', 'client_min_messages',
 ]);
+
+/** A setting a client may change only to some values: `accepts` gets the value as one list of elements. */
+export interface SettingValueRule {
+  /** true when every element of the new value is one the rule vouches for */
+  accepts(elements: readonly string[]): boolean;
+  /**
+   * `scalar`: one value. `list`: comma-separated; each SET argument and set_config's text are split like
+   * the server does. `quoted-list` (search_path, GUC_LIST_QUOTE): each SET argument is one element verbatim,
+   * set_config's text is split.
+   */
+  shape: 'scalar' | 'list' | 'quoted-list';
+  /** why these values cannot widen what the session sees or does */
+  why: string;
+}
+
+const BOOLEAN = new Set(['on', 'off', 'true', 'false', 'yes', 'no', '1', '0', 't', 'f', 'y', 'n']);
+const TRUE = new Set(['on', 'true', 'yes', '1', 't', 'y']);
+const single = (test: (v: string) => boolean) => (xs: readonly string[]): boolean => xs.length === 1 && test(xs[0].toLowerCase());
+
+/**
+ * P3 exceptions for the tools CI jobs run (pg_dump --schema-only, psql): settings outside SETTABLE that
+ * may be SET / set_config'd, but only to the listed values. RESET / SET … TO DEFAULT of them stay blocked
+ * (the default may be whatever the operator configured, which the rule cannot see).
+ */
+export const SETTABLE_VALUES: ReadonlyMap<string, SettingValueRule> = new Map<string, SettingValueRule>([
+  // Only '' or pg_catalog: both remove user schemas from name resolution (pg_catalog is searched first
+  // anyway, and pg_temp is still searched only for relations, exactly as before), so a name can only stop
+  // resolving, never resolve to something new. A list with user schemas is refused even after pg_catalog:
+  // masking resolves unqualified names against the search_path read at connect (masking/catalog.ts), and
+  // `pg_catalog, other` would make the server read other.patients while lineage checks public.patients.
+  // pg_temp tricks (`pg_temp, public`) and quoted look-alikes ("PG_CATALOG" is another schema) fail too.
+  ['search_path', { shape: 'quoted-list', accepts: (xs) => xs.every((x) => x === '' || x === 'pg_catalog'),
+    why: 'an empty search_path or pg_catalog alone only makes name resolution stricter' }],
+  // Only changes where a sequential scan starts: row order, never which rows.
+  ['synchronize_seqscans', { shape: 'scalar', accepts: single((v) => BOOLEAN.has(v)), why: 'it only changes where a table scan starts' }],
+  // off: a query that row-level security would filter fails instead of running; on is the default. Roles
+  // that bypass RLS bypass it either way. Neither value can show a row that was hidden.
+  ['row_security', { shape: 'scalar', accepts: single((v) => BOOLEAN.has(v)), why: 'it can only make a query fail, never show more rows' }],
+  // Forbids reading views / foreign tables (pg_dump's CVE-2024-7348 guard): only ever restricts.
+  ['restrict_nonsystem_relation_kind', {
+    shape: 'list', accepts: (xs) => xs.length > 0 && xs.every((x) => x === 'view' || x === 'foreign-table'),
+    why: 'it only forbids reading views or foreign tables' }],
+  // Isolation and DEFERRABLE change which snapshot a read sees, not what it may read; READ ONLY only ever
+  // narrows. transaction_read_only = off is the read-write switch: refused.
+  ...['transaction_isolation', 'default_transaction_isolation'].map((n): [string, SettingValueRule] =>
+    [n, { shape: 'scalar', accepts: single((v) => ['serializable', 'repeatable read', 'read committed', 'read uncommitted'].includes(v)), why: 'the isolation level changes the snapshot, not what may be read' }]),
+  ...['transaction_deferrable', 'default_transaction_deferrable'].map((n): [string, SettingValueRule] =>
+    [n, { shape: 'scalar', accepts: single((v) => BOOLEAN.has(v)), why: 'DEFERRABLE only delays a serializable read-only transaction' }]),
+  ...['transaction_read_only', 'default_transaction_read_only'].map((n): [string, SettingValueRule] =>
+    [n, { shape: 'scalar', accepts: single((v) => TRUE.has(v)), why: 'READ ONLY only forbids writes' }]),
+]);
+
+/**
+ * A list setting's text as the server splits it (SplitIdentifierString): comma-separated, blanks around
+ * elements dropped, unquoted elements lower-cased, double-quoted ones verbatim (`""` is a quote).
+ * Returns undefined for text the server would reject or that this reading is not sure about.
+ */
+export function splitSettingList(text: string): string[] | undefined {
+  const out: string[] = [];
+  let i = 0;
+  const blank = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\f' || c === '\v';
+  while (blank(text[i])) i++;
+  if (i === text.length) return out;
+  for (;;) {
+    let el = '';
+    if (text[i] === '"') {
+      for (i++; ; i++) {
+        if (i >= text.length) return undefined;
+        if (text[i] === '"') {
+          if (text[i + 1] !== '"') break;
+          i++;
+        }
+        el += text[i];
+      }
+      i++;
+      if (el === '') return undefined;
+    } else {
+      while (i < text.length && text[i] !== ',' && !blank(text[i]) && text[i] !== '"') el += text[i++];
+      // Non-ASCII case folding depends on the server's encoding and locale: not worth guessing.
+      if (el === '' || /[^\x20-\x7e]/.test(el)) return undefined;
+      el = el.toLowerCase();
+    }
+    out.push(el);
+    while (blank(text[i])) i++;
+    if (i === text.length) return out;
+    if (text[i] !== ',') return undefined;
+    i++;
+    while (blank(text[i])) i++;
+  }
+}
 
 /** First rule whose pattern matches `name`; a pattern holds at most one `*` (any run of characters). */
 export function matchRule(rules: FunctionRule[], name: string): FunctionRule | undefined {

@@ -3,7 +3,9 @@
  * relation, each with the reason a psql user reads. Statement types not listed here are blocked:
  * the allowlist of reads is explicit, so a statement type added by a future grammar fails closed.
  */
-import { BLOCKED_FUNCTIONS, BLOCKED_RELATIONS, HELD_FUNCTIONS, SAFE_FUNCTIONS, SAFE_TABLESAMPLE, SETTABLE, matchRule } from './functions.js';
+import {
+  BLOCKED_FUNCTIONS, BLOCKED_RELATIONS, HELD_FUNCTIONS, SAFE_FUNCTIONS, SAFE_TABLESAMPLE, SETTABLE, SETTABLE_VALUES, matchRule, splitSettingList,
+} from './functions.js';
 import type { FunctionRef, RelationRef } from './walk.js';
 
 export type Action = 'allow' | 'block' | 'hold';
@@ -33,6 +35,9 @@ export const hold = (rule: string, reason: string): Verdict => ({ action: 'hold'
 export const block = (rule: string, reason: string): Verdict => ({ action: 'block', rule, reason });
 
 type Body = Record<string, unknown>;
+
+/** LockStmt.mode of ACCESS SHARE (lockdefs.h AccessShareLock) */
+const ACCESS_SHARE_LOCK = 1;
 
 const DDL_CODE = 'creates code that would run later, out of sight of the gateway';
 const HELD_DDL = 'changes the schema and needs approval';
@@ -159,7 +164,12 @@ export function statementVerdict(kind: string, body: Body): Verdict {
     case 'LoadStmt':
       return block('P3.load', 'LOAD loads a shared library into the server.');
     case 'LockStmt':
-      return block('P3.lock', 'LOCK TABLE can stop every other session and is not allowed.');
+      // ACCESS SHARE is the lock every SELECT already takes and holds to the end of its transaction; it
+      // conflicts only with ACCESS EXCLUSIVE (DROP, TRUNCATE, ALTER, VACUUM FULL), so it adds nothing a read
+      // in a transaction could not do. pg_dump takes it on every table it dumps. Stronger modes stop
+      // other sessions' writes or reads (corpus CB-043): blocked.
+      if (body.mode === ACCESS_SHARE_LOCK) return allow('P5.lock.access-share', 'LOCK … IN ACCESS SHARE MODE takes only the lock a SELECT takes.');
+      return block('P3.lock', 'LOCK TABLE can stop every other session and is not allowed; only IN ACCESS SHARE MODE is.');
     case 'VacuumStmt':
       return block('P3.maintenance', `${body.is_vacuumcmd ? 'VACUUM' : 'ANALYZE'} ${MAINTENANCE}.`);
     case 'ClusterStmt':
@@ -215,7 +225,64 @@ function setVerdict(body: Body): Verdict {
   if (name === 'client_encoding' || name === 'standard_conforming_strings' || name === 'backslash_quote' || name === 'escape_string_warning')
     return block('P2.lexing', `${name} is pinned by the gateway so it and the server read SQL identically.`);
   if (SETTABLE.has(name)) return allow('P5.set', `Setting ${name} is allowed.`);
+  const limited = SETTABLE_VALUES.get(name);
+  if (limited) {
+    // Only SET … TO <constants>; RESET / DEFAULT / FROM CURRENT go back to a value the rule cannot see.
+    const values = kind === 'VAR_SET_VALUE' ? constantArgs(body.args) : undefined;
+    const elements = values && (limited.shape === 'quoted-list' ? values : limited.shape === 'list' ? splitAll(values) : values);
+    if (elements && limited.accepts(elements)) return allow('P5.set.limited', `Setting ${name} to this value is allowed: ${limited.why}.`);
+    return block('P3.set', `${name} may only be set to values that cannot widen what this session sees (${limited.why}); this change is not allowed.`);
+  }
   return block('P3.set', `Changing ${name || 'this setting'} is not allowed through the gateway.`);
+}
+
+/** SET arguments as text when every one is a constant (`off`, `'x'`, `0`, `1.5`), else undefined. */
+function constantArgs(args: unknown): string[] | undefined {
+  if (!Array.isArray(args) || args.length === 0) return undefined;
+  const out: string[] = [];
+  for (const a of args) {
+    const c = (a as Body).A_Const as Body | undefined;
+    if (!c || c.isnull) return undefined;
+    const sval = (c.sval as Body | undefined)?.sval;
+    const ival = c.ival as Body | undefined;
+    const fval = (c.fval as Body | undefined)?.fval;
+    if (typeof sval === 'string') out.push(sval);
+    else if (ival) out.push(String(ival.ival ?? 0)); // libpg-query drops a zero ival: `{ ival: {} }`
+    else if (typeof fval === 'string') out.push(fval);
+    else return undefined;
+  }
+  return out;
+}
+
+function splitAll(values: string[]): string[] | undefined {
+  const out: string[] = [];
+  for (const v of values) {
+    const parts = splitSettingList(v);
+    if (!parts) return undefined;
+    out.push(...parts);
+  }
+  return out;
+}
+
+/**
+ * set_config(name, value, is_local) of a setting a client may SET. The value must be a string constant
+ * (or, for the unrestricted SETTABLE names, a client-supplied `$n`): a computed value could carry column
+ * data into a setting, where SHOW, current_setting() and other sessions' pg_stat_activity read it with no
+ * masking lineage (corpus MK-032).
+ */
+function setConfigVerdict(fn: FunctionRef): Verdict | undefined {
+  if (fn.name !== 'set_config' || (fn.schema && fn.schema !== 'pg_catalog') || fn.firstArg === undefined) return undefined;
+  const name = fn.firstArg.toLowerCase();
+  if (SETTABLE.has(name)) {
+    if (fn.secondArg !== undefined || fn.secondArgIsParam) return allow('P5.set', `Setting ${fn.firstArg} is allowed.`);
+    return block('P3.function.set_config', `set_config(${fn.firstArg}) is only allowed with a constant value, so it is blocked.`);
+  }
+  const limited = SETTABLE_VALUES.get(name);
+  if (!limited || fn.secondArg === undefined) return undefined;
+  const elements = limited.shape === 'scalar' ? [fn.secondArg] : splitSettingList(fn.secondArg);
+  return elements && limited.accepts(elements)
+    ? allow('P5.set.limited', `Setting ${name} to this value is allowed: ${limited.why}.`)
+    : undefined;
 }
 
 function copyVerdict(body: Body): Verdict {
@@ -245,9 +312,9 @@ export interface FunctionLists {
 /** Verdict for one function call anywhere in the tree. */
 export function functionVerdict(fn: FunctionRef, lists: FunctionLists): Verdict {
   const shown = fn.schema ? `${fn.schema}.${fn.name}` : fn.name;
-  // set_config of an allowlisted setting is the same as SET of it (P3 allows those); any other → blocked below.
-  if (fn.name === 'set_config' && (!fn.schema || fn.schema === 'pg_catalog') && fn.firstArg !== undefined && SETTABLE.has(fn.firstArg.toLowerCase()))
-    return allow('P5.set', `Setting ${fn.firstArg} is allowed.`);
+  // set_config of an allowlisted setting (to an allowed constant) is the same as SET of it; any other → blocked below.
+  const setting = setConfigVerdict(fn);
+  if (setting) return setting;
   const blocked = matchRule(BLOCKED_FUNCTIONS, fn.name)
     ?? lists.extraBlocked.map((p) => ({ pattern: p, rule: 'P3.function.configured', reason: 'is blocked by this connection’s policy' }))
       .find((r) => matchRule([r], fn.name) || matchRule([r], shown));

@@ -14,6 +14,12 @@ export interface FunctionRef {
   nargs: number;
   /** the first argument when it is a string constant (set_config('statement_timeout', …)) */
   firstArg?: string;
+  /** the first argument when it is a bare one-part column reference (`set_config(name, …) FROM pg_settings`) */
+  firstArgColumn?: string;
+  /** the second argument when it is a string constant (set_config(…, '5s', …)) */
+  secondArg?: string;
+  /** the second argument is a `$n` parameter */
+  secondArgIsParam?: boolean;
 }
 export interface RelationRef {
   schema?: string;
@@ -103,9 +109,16 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
     if (Array.isArray(value.funcname) && 'funcformat' in value) {
       const parts = names(value.funcname);
       const nargs = Array.isArray(value.args) ? value.args.length : 0;
-      const first = Array.isArray(value.args) && isObj(value.args[0]) && isObj(value.args[0].A_Const) ? value.args[0].A_Const.sval : undefined;
-      const firstArg = isObj(first) && typeof first.sval === 'string' ? first.sval : undefined;
-      facts.functions.push({ schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs, firstArg });
+      const args = Array.isArray(value.args) ? value.args : [];
+      const ref: FunctionRef = { schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs };
+      const firstArg = stringConstant(args[0]);
+      if (firstArg !== undefined) ref.firstArg = firstArg;
+      const column = isObj(args[0]) && isObj(args[0].ColumnRef) ? names(args[0].ColumnRef.fields) : [];
+      if (column.length === 1 && column[0] !== '') ref.firstArgColumn = column[0];
+      const secondArg = stringConstant(args[1]);
+      if (secondArg !== undefined) ref.secondArg = secondArg;
+      if (isObj(args[1]) && isObj(args[1].ParamRef)) ref.secondArgIsParam = true;
+      facts.functions.push(ref);
     }
     if (typeof value.relname === 'string') {
       const schema = typeof value.schemaname === 'string' ? value.schemaname : undefined;
@@ -132,6 +145,12 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
 
   visit(body, 0, skip);
   return facts;
+}
+
+/** `'text'` as an argument: `{ A_Const: { sval: { sval } } }` */
+function stringConstant(arg: unknown): string | undefined {
+  const sval = isObj(arg) && isObj(arg.A_Const) && isObj(arg.A_Const.sval) ? arg.A_Const.sval.sval : undefined;
+  return typeof sval === 'string' ? sval : undefined;
 }
 
 function cteNames(withClause: unknown): string[] {

@@ -1,6 +1,7 @@
 // `hoopctl whoami`: who the stored (or given) token says you are, and, when an agent is known, which
 // connections that agent lets this identity use (GET /api/whoami with the token).
 import type { Command } from 'commander';
+import { agentApiUrl } from '../services/agent-api.js';
 import { request } from 'undici';
 import type { Output } from '../output.js';
 import { describeIdentity, resolveLogin, type Identity } from '../services/credentials.js';
@@ -66,15 +67,7 @@ export async function whoami(opts: WhoamiOptions, out: Output, deps: { env?: Env
 
 /** `wss://h:p/x` → `https://h:p/x/api/whoami` (ws → http only on loopback: the token must not travel in clear). */
 export function agentWhoamiUrl(agentUrl: string): URL {
-  const u = new URL(agentUrl);
-  const scheme = ({ 'wss:': 'https:', 'https:': 'https:', 'ws:': 'http:', 'http:': 'http:' } as Record<string, string>)[u.protocol];
-  if (!scheme) throw new Error(`unsupported scheme ${u.protocol}`);
-  const loopback = ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(u.hostname);
-  if (scheme === 'http:' && !loopback) throw new Error(`refusing to send the token in clear to ${u.host}; use wss://`);
-  u.protocol = scheme;
-  u.pathname = `${u.pathname.replace(/\/$/, '')}/api/whoami`;
-  u.search = '';
-  return u;
+  return agentApiUrl(agentUrl, '/api/whoami');
 }
 
 async function askAgent(agentUrl: string, token: string): Promise<AgentView> {

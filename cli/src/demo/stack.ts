@@ -86,6 +86,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
         listen: '127.0.0.1:0',
         dataDir,
         identity: { issuers: [{ issuer: issuer.issuer, audience: issuer.audience }] },
+        reviewers: { groups: ['compliance'] },
         connections: {
           [DEMO_CONNECTION]: {
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },

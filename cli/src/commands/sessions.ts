@@ -1,0 +1,116 @@
+// `hoopctl sessions`: the audit trail as people read it. List with filters, show one session's events.
+import type { Command } from 'commander';
+import { ExitCode, UserError } from '../errors.js';
+import type { Output } from '../output.js';
+import { getJson } from '../services/agent-api.js';
+import { resolveToken } from '../services/credentials.js';
+import { loadSettings } from '../services/settings.js';
+
+interface SessionSummary {
+  sessionId: string;
+  sub?: string;
+  email?: string;
+  connection?: string;
+  startedAt: string;
+  endedAt?: string;
+  statements: number;
+  refused: number;
+  decisions: string[];
+  applicationName?: string;
+}
+
+interface AuditEvent {
+  seq: number;
+  ts: string;
+  type: string;
+  data: Record<string, unknown>;
+}
+
+interface ListOptions {
+  agent?: string;
+  token?: string;
+  user?: string;
+  connection?: string;
+  since?: string;
+  until?: string;
+  decision?: string;
+  limit?: string;
+  cursor?: string;
+}
+
+export function registerSessions(program: Command, run: (fn: (out: Output) => Promise<void>) => Promise<void>): void {
+  const sessions = program
+    .command('sessions')
+    .description('list sessions from the audit trail: who ran what, when, under which decision')
+    .option('--agent <url>', 'agent URL (env HOOPCTL_AGENT; default: the one `hoopctl login` remembered)')
+    .option('--token <token>', 'access token (env HOOPCTL_TOKEN; default: the stored login)')
+    .option('--user <sub>', "only this identity's sessions (reviewers only, for others than yourself)")
+    .option('--connection <name>', 'only sessions on this connection')
+    .option('--since <time>', 'started at or after (ISO time, e.g. 2026-11-29T00:00:00Z)')
+    .option('--until <time>', 'started before (ISO time)')
+    .option('--decision <d>', 'with at least one statement decided so: allow | block | hold')
+    .option('--limit <n>', 'at most this many (default 50)')
+    .option('--cursor <c>', 'continue after the page that printed this cursor')
+    .addHelpText('after', '\nExamples:\n  $ hoopctl sessions --decision block --since 2026-11-01T00:00:00Z\n  $ hoopctl sessions show 3f2c…  --json')
+    .action((opts: ListOptions) => run((out) => list(opts, out)));
+  sessions
+    .command('show')
+    .argument('<id>', 'session id (from `hoopctl sessions`)')
+    .description("one session's events in order: start, every statement with its decision and result, end")
+    .option('--agent <url>', 'agent URL')
+    .option('--token <token>', 'access token')
+    .action((id: string, opts: ListOptions) => run((out) => show(id, opts, out)));
+}
+
+async function agentAndToken(opts: ListOptions): Promise<{ agent: string; token: string }> {
+  const agent = opts.agent ?? process.env.HOOPCTL_AGENT ?? (await loadSettings()).agent;
+  if (!agent) throw new UserError('NO_AGENT', 'no agent URL', { hint: 'Pass --agent or set HOOPCTL_AGENT.', exitCode: ExitCode.Usage });
+  return { agent, token: await resolveToken({ flagToken: opts.token, env: process.env, now: Date.now }) };
+}
+
+async function list(opts: ListOptions, out: Output): Promise<void> {
+  const { agent, token } = await agentAndToken(opts);
+  const page = await getJson<{ sessions: SessionSummary[]; nextCursor?: string }>(agent, '/api/sessions', token, {
+    user: opts.user,
+    connection: opts.connection,
+    since: opts.since,
+    until: opts.until,
+    decision: opts.decision,
+    limit: opts.limit,
+    cursor: opts.cursor,
+  });
+  out.result(page, () => sessionsTable(page.sessions, page.nextCursor));
+}
+
+async function show(id: string, opts: ListOptions, out: Output): Promise<void> {
+  const { agent, token } = await agentAndToken(opts);
+  const doc = await getJson<{ sessionId: string; events: AuditEvent[] }>(agent, `/api/sessions/${encodeURIComponent(id)}`, token);
+  out.result(doc, () => doc.events.map(eventLine).join('\n'));
+}
+
+export function sessionsTable(rows: SessionSummary[], next?: string): string {
+  if (rows.length === 0) return 'no sessions match';
+  const head = ['STARTED', 'IDENTITY', 'CONNECTION', 'STMTS', 'DECISIONS', 'SESSION'];
+  const body = rows.map((r) => [r.startedAt.replace('T', ' ').slice(0, 19), r.email ?? r.sub ?? '?', r.connection ?? '?', String(r.statements), r.decisions.join(',') || '-', r.sessionId]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const fmt = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  return [fmt(head), ...body.map(fmt), ...(next ? [`more: --cursor ${next}`] : [])].join('\n');
+}
+
+function eventLine(e: AuditEvent): string {
+  const d = e.data;
+  const t = e.ts.replace('T', ' ').slice(0, 23);
+  switch (e.type) {
+    case 'statement':
+      return `${t}  #${e.seq} ${String(d.decision).padEnd(5)} ${d.rule}  ${oneLine(String(d.sql ?? ''))}${Array.isArray(d.params) ? `  params=${JSON.stringify(d.params)}` : ''}`;
+    case 'statement_result':
+      return `${t}  #${e.seq}   → ${d.sqlstate} rows=${d.rows} ${d.durationMs}ms (statement #${d.statementSeq ?? '?'})${d.note ? ` ${d.note}` : ''}`;
+    default:
+      return `${t}  #${e.seq} ${e.type} ${JSON.stringify(d)}`;
+  }
+}
+
+function oneLine(s: string): string {
+  const x = s.replace(/\s+/g, ' ').trim();
+  return x.length > 120 ? x.slice(0, 117) + '...' : x;
+}
