@@ -1,0 +1,422 @@
+// `npm run bench`: throughput of three paths to the same PostgreSQL, measured interleaved in one run
+// (round-robin, the path order rotated every round) so that machine noise hits every path alike:
+//
+//   direct   client ─────────────────────────────────────────────────────────▶ PostgreSQL
+//   relay    client ──▶ relay.ts (one process, TCP pipe) ─────────────────────▶ PostgreSQL
+//   hoopctl  client ──▶ hoopctl connect ══ WebSocket ══▶ hoop-agent ───────────▶ PostgreSQL
+//
+// The agent, the CLI and the relay are child processes (the built dist/ binaries users run), so their
+// CPU is read from /proc around every workload. PostgreSQL (embedded) and the OIDC issuer live in this
+// process's care and are not measured. This is a benchmark, not a test: it asserts nothing and exits 0
+// whether or not the targets are met.
+//
+//   npm run bench -- [--rounds 3] [--seconds 5] [--connects 100] [--rows 1000000] [--json FILE]
+//                    [--agent-log-level warn|info] [--only KEY,…] [--no-build]
+//   npm run bench -- --profile SECONDS [--profile-workload pgbench|bulk]   (agent + CLI under --cpu-prof)
+import { mkdtemp, rm, writeFile, readFile, readdir } from 'node:fs/promises';
+import { openSync, closeSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { startPostgres, type LocalPostgres } from '../cli/src/demo/postgres.js';
+import { startLocalIssuer, type LocalIssuer } from '../cli/src/demo/issuer.js';
+import { freePort } from '../shared/net.js';
+import { installCleanup, run, startService, stopProcess, CLK_TCK, type Service } from './bench/procs.js';
+import { bulkRead, connectLoop, pgbench, pgEnv, type Measured, type Target } from './bench/workloads.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values: opt } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '5' },
+    connects: { type: 'string', default: '100' },
+    rows: { type: 'string', default: '1000000' },
+    json: { type: 'string' },
+    'agent-log-level': { type: 'string', default: 'warn' },
+    'no-build': { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    'profile-workload': { type: 'string', default: 'pgbench' },
+    only: { type: 'string' },
+  },
+});
+const ROUNDS = Number(opt.rounds);
+const SECONDS = Number(opt.seconds);
+const CONNECTS = Number(opt.connects);
+const ROWS = Number(opt.rows);
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+type PathName = 'direct' | 'relay' | 'hoopctl';
+const PATHS: PathName[] = ['direct', 'relay', 'hoopctl'];
+
+interface Workload {
+  key: string;
+  title: string;
+  /** Throughput unit shown in the table, and how to get it from a measurement. */
+  unit: string;
+  value(m: Measured): number;
+  /** CPU is reported per this unit: µs per statement, ms per MB, ms per connection. */
+  cpuUnit: string;
+  cpuPer(cpuMs: number, m: Measured): number;
+  /** Target ratio to direct; `lowerIsBetter` for times. */
+  target?: number;
+  lowerIsBetter?: boolean;
+  run(t: Target): Promise<Measured>;
+}
+
+const BULK_SQL = 'SELECT id, name, amount, created FROM bench_rows';
+
+const ALL_WORKLOADS: Workload[] = [
+  {
+    key: 'pgbench_1_simple',
+    title: `pgbench -S, 1 client, -M simple (${SECONDS} s)`,
+    unit: 'tps',
+    value: (m) => m.units / m.seconds,
+    cpuUnit: 'µs/stmt',
+    cpuPer: (ms, m) => (ms * 1000) / m.units,
+    target: 0.33,
+    run: (t) => pgbench(t, { clients: 1, threads: 1, mode: 'simple', seconds: SECONDS }),
+  },
+  {
+    key: 'pgbench_16_prepared',
+    title: `pgbench -S, 16 clients, -M prepared, -j 2 (${SECONDS} s)`,
+    unit: 'tps',
+    value: (m) => m.units / m.seconds,
+    cpuUnit: 'µs/stmt',
+    cpuPer: (ms, m) => (ms * 1000) / m.units,
+    run: (t) => pgbench(t, { clients: 16, threads: 2, mode: 'prepared', seconds: SECONDS }),
+  },
+  {
+    key: 'bulk_read',
+    title: `bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, one simple-protocol SELECT`,
+    unit: 'MB/s',
+    value: (m) => m.units / 1e6 / m.seconds,
+    cpuUnit: 'ms/MB',
+    cpuPer: (ms, m) => ms / (m.units / 1e6),
+    target: 0.95,
+    run: (t) => bulkRead(t, BULK_SQL),
+  },
+  {
+    key: 'connect',
+    title: `connect + SELECT 1 + Terminate, ${CONNECTS} sequential connections`,
+    unit: 'ms/conn',
+    value: (m) => (m.seconds * 1000) / m.units,
+    cpuUnit: 'ms/conn',
+    cpuPer: (ms, m) => ms / m.units,
+    target: 1.3,
+    lowerIsBetter: true,
+    run: (t) => connectLoop(t, CONNECTS),
+  },
+];
+
+/** `--only key,key`: a subset of the workloads (keys as in the JSON output). */
+const WORKLOADS = opt.only ? ALL_WORKLOADS.filter((w) => opt.only!.split(',').includes(w.key)) : ALL_WORKLOADS;
+
+interface Sample {
+  round: number;
+  m: Measured;
+  value: number;
+  cpuMs: Record<string, number>;
+}
+
+interface Stack {
+  pg: LocalPostgres;
+  issuer: LocalIssuer;
+  agent: Service;
+  cli: Service;
+  relay: Service;
+  targets: Record<PathName, Target>;
+  tmp: string;
+}
+
+const stops: Array<() => Promise<unknown>> = [];
+/** The run's temp directory (agent and CLI logs), for the failure report; removed at exit. */
+let tmpDir: string | undefined;
+async function shutdown(): Promise<void> {
+  // Each step bounded: after Ctrl-C, PostgreSQL may already be gone and its stop() never settle.
+  const bounded = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(r, 5000).unref())]);
+  for (const s of stops.splice(0).reverse()) await bounded(s().catch((e) => log(`cleanup: ${String(e)}`)));
+}
+installCleanup(shutdown);
+process.on('exit', () => tmpDir && rmSync(tmpDir, { recursive: true, force: true }));
+
+async function ensurePgbench(): Promise<void> {
+  const has = await run('sh', ['-c', 'command -v pgbench && command -v psql']);
+  if (has.code === 0) return;
+  log('pgbench not found: installing postgresql-client (apt-get)');
+  for (const args of [['update'], ['install', '-y', 'postgresql-client']]) {
+    const r = await run('apt-get', args, { timeoutMs: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (r.code !== 0) throw new Error(`apt-get ${args.join(' ')} failed: ${r.stderr.slice(-500)}`);
+  }
+}
+
+async function setupDatabase(pg: LocalPostgres, agentPassword: string): Promise<void> {
+  await pg.exec('CREATE DATABASE bench');
+  await pg.exec(`CREATE ROLE gw_agent LOGIN PASSWORD '${agentPassword}'`);
+  log('pgbench -i -s 10');
+  const init = await run('pgbench', ['-i', '-s', '10', '-q', '-h', pg.host, '-p', String(pg.port), '-U', pg.superuser, 'bench'], {
+    env: pgEnv({ host: pg.host, port: pg.port, user: pg.superuser, password: pg.password, database: 'bench' }),
+  });
+  if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+  log(`bulk table: ${ROWS} rows`);
+  await pg.exec(
+    `CREATE TABLE bench_rows AS
+       SELECT g AS id, substr(md5(g::text), 1, 24) AS name, (g % 100000) / 100.0 AS amount,
+              timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' AS created
+       FROM generate_series(1, ${ROWS}) AS g`,
+    'bench',
+  );
+  await pg.exec('VACUUM ANALYZE bench_rows', 'bench');
+  await pg.exec('GRANT CONNECT ON DATABASE bench TO gw_agent; GRANT SELECT ON ALL TABLES IN SCHEMA public TO gw_agent', 'bench');
+}
+
+async function waitHttp(url: string): Promise<void> {
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function startAgentAndCli(
+  s: Pick<Stack, 'pg' | 'issuer' | 'tmp'>,
+  agentPassword: string,
+  token: string,
+  logLevel: string,
+  profDir?: string,
+): Promise<{ agent: Service; cli: Service; localPort: number }> {
+  const agentPort = await freePort();
+  const config = `listen: 127.0.0.1:${agentPort}
+dataDir: ${path.join(s.tmp, 'agent-data')}
+identity: { issuers: [ { issuer: "${s.issuer.issuer}", audience: ${s.issuer.audience} } ] }
+connections:
+  bench-db:
+    postgres: { host: ${s.pg.host}, port: ${s.pg.port}, database: bench, user: gw_agent, passwordEnv: BENCH_DB_PASSWORD }
+    access: [ { groups: [data-eng] } ]
+`;
+  const configFile = path.join(s.tmp, 'hoop-agent.yaml');
+  await writeFile(configFile, config);
+  const prof = (name: string) => (profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name)] : []);
+  const agentLog = openSync(path.join(s.tmp, 'agent.log'), 'a');
+  const agent = await startService('hoop-agent', process.execPath, [...prof('agent'), 'dist/agent/main.js', '--config', configFile], {
+    cwd: ROOT,
+    env: { ...process.env, HOOP_LOG_LEVEL: logLevel, BENCH_DB_PASSWORD: agentPassword },
+    stderrFd: agentLog,
+    ready: () => waitHttp(`http://127.0.0.1:${agentPort}/healthz`),
+  });
+  closeSync(agentLog);
+  stops.push(() => agent.stop());
+  const localPort = await freePort();
+  const cliLog = openSync(path.join(s.tmp, 'cli.log'), 'a');
+  const cli = await startService(
+    'hoopctl connect',
+    process.execPath,
+    [...prof('cli'), 'dist/cli/main.js', '--json', 'connect', 'bench-db', '--agent', `ws://127.0.0.1:${agentPort}`, '--port', String(localPort)],
+    { cwd: ROOT, env: { ...process.env, HOOPCTL_TOKEN: token }, stderrFd: cliLog, ready: /"type":"listening"/ },
+  );
+  closeSync(cliLog);
+  stops.push(() => cli.stop());
+  return { agent, cli, localPort };
+}
+
+async function startStack(): Promise<Stack & { agentPassword: string; token: string }> {
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'hoop-bench-'));
+  tmpDir = tmp;
+  stops.push(() => rm(tmp, { recursive: true, force: true }));
+  log('starting PostgreSQL (embedded)');
+  const pg = await startPostgres({ settings: { shared_buffers: '256MB' } });
+  stops.push(() => pg.stop());
+  const agentPassword = 'bench-' + Math.random().toString(36).slice(2);
+  await setupDatabase(pg, agentPassword);
+  const issuer = await startLocalIssuer({ accessTokenTtlSec: 3600 });
+  stops.push(() => issuer.stop());
+  const token = await issuer.clientCredentialsToken('ci-nightly', 'ci-nightly-secret');
+  log(`starting hoop-agent and hoopctl connect (agent log level ${opt['agent-log-level']})`);
+  const { agent, cli, localPort } = await startAgentAndCli({ pg, issuer, tmp }, agentPassword, token, opt['agent-log-level']!, undefined);
+  const relayPort = await freePort();
+  const relay = await startService('relay', process.execPath, ['--import', 'tsx', 'scripts/bench/relay.ts', String(relayPort), pg.host, String(pg.port)], {
+    cwd: ROOT,
+    ready: /relay listening/,
+  });
+  stops.push(() => relay.stop());
+  const direct: Target = { host: pg.host, port: pg.port, user: 'gw_agent', password: agentPassword, database: 'bench' };
+  return {
+    pg, issuer, agent, cli, relay, tmp, agentPassword, token,
+    targets: { direct, relay: { ...direct, port: relayPort }, hoopctl: { host: '127.0.0.1', port: localPort, user: 'noop', password: '', database: 'bench-db' } },
+  };
+}
+
+// ── Report ────────────────────────────────────────────────────────────────────────────────────────
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const fmt = (x: number) => (x >= 1000 ? Math.round(x).toLocaleString('en') : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+function summarise(w: Workload, samples: Record<PathName, Sample[]>) {
+  const direct = median(samples.direct.map((s) => s.value));
+  const paths = Object.fromEntries(
+    PATHS.map((p) => {
+      const xs = samples[p].map((s) => s.value);
+      const med = median(xs);
+      const cpu: Record<string, number> = {};
+      for (const proc of Object.keys(samples[p][0]?.cpuMs ?? {})) {
+        const ms = samples[p].reduce((a, s) => a + s.cpuMs[proc], 0);
+        const units: Measured = { units: samples[p].reduce((a, s) => a + s.m.units, 0), seconds: samples[p].reduce((a, s) => a + s.m.seconds, 0) };
+        cpu[proc] = w.cpuPer(ms, units);
+      }
+      // Per round, against the direct run of the same round (adjacent in time): robust to load drift.
+      const ratios = samples[p].map((x) => x.value / samples.direct.find((d) => d.round === x.round)!.value);
+      const ratio = median(ratios);
+      const met = w.target === undefined ? undefined : w.lowerIsBetter ? ratio <= w.target : ratio >= w.target;
+      return [p, { values: xs, median: med, min: Math.min(...xs), max: Math.max(...xs), ratio, ratios, ratioOfMedians: med / direct, targetMet: met, cpu }];
+    }),
+  );
+  return { key: w.key, title: w.title, unit: w.unit, cpuUnit: w.cpuUnit, target: w.target, lowerIsBetter: Boolean(w.lowerIsBetter), paths };
+}
+
+function render(r: ReturnType<typeof summarise>): string {
+  const rows = [['path', `${r.unit} median [min–max]`, 'vs direct [per round]', 'target', `agent CPU`, `CLI CPU`, `relay CPU`]];
+  for (const p of PATHS) {
+    const x = r.paths[p];
+    const tgt = p === 'hoopctl' && r.target !== undefined ? `${r.lowerIsBetter ? '≤' : '≥'} ${r.target} ${x.targetMet ? 'met' : 'MISSED'}` : '';
+    const cpu = (k: string) => (x.cpu[k] === undefined ? '' : `${fmt(x.cpu[k])} ${r.cpuUnit}`);
+    rows.push([p, `${fmt(x.median)} [${fmt(x.min)}–${fmt(x.max)}]`, `${r.lowerIsBetter ? '×' : ''}${x.ratio.toFixed(2)} [${x.ratios.map((v) => v.toFixed(2)).join(' ')}]`, tgt, cpu('agent'), cpu('cli'), cpu('relay')]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return [r.title, ...rows.map((row) => '  ' + row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd())].join('\n');
+}
+
+// ── Profile mode ──────────────────────────────────────────────────────────────────────────────────
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+async function topSelfTime(dir: string, n = 15): Promise<string> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
+  if (!files.length) return `  (no profile written in ${dir})`;
+  const prof = JSON.parse(await readFile(path.join(dir, files[0]), 'utf8')) as CpuProfile;
+  const byId = new Map(prof.nodes.map((nd) => [nd.id, nd.callFrame]));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < prof.samples.length; i++) {
+    const cf = byId.get(prof.samples[i])!;
+    const us = prof.timeDeltas[i + 1] ?? 0;
+    if (cf.functionName === '(idle)') continue;
+    const where = cf.url ? ` ${cf.url.replace(/^file:\/\//, '').replace(ROOT + '/', '').replace(/.*node_modules\//, '')}:${cf.lineNumber + 1}` : '';
+    const key = `${cf.functionName || '(anonymous)'}${where}`;
+    self.set(key, (self.get(key) ?? 0) + us);
+    total += us;
+  }
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, n);
+  return [`  busy ${(total / 1000).toFixed(0)} ms sampled; top self time:`, ...top.map(([k, us]) => `  ${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`)].join('\n');
+}
+
+async function profile(seconds: number): Promise<void> {
+  const s = await startStack();
+  // Replace the measured agent and CLI by profiled ones: same binaries, same config.
+  await s.cli.stop();
+  await s.agent.stop();
+  const profDir = path.join(s.tmp, 'prof');
+  const p = await startAgentAndCli(s, s.agentPassword, s.token, opt['agent-log-level']!, profDir);
+  const target = { ...s.targets.hoopctl, port: p.localPort };
+  if (opt['profile-workload'] === 'bulk') {
+    log(`profiling: bulk reads for ${seconds} s through hoopctl`);
+    let bytes = 0;
+    let secs = 0;
+    while (secs < seconds) {
+      const m = await bulkRead(target, BULK_SQL);
+      bytes += m.units;
+      secs += m.seconds;
+    }
+    console.log(`bulk read via hoopctl under --cpu-prof: ${fmt(bytes / 1e6 / secs)} MB/s, ${fmt(bytes / 1e6)} MB`);
+  } else {
+    log(`profiling: pgbench -S, 1 client, simple, ${seconds} s through hoopctl`);
+    const m = await pgbench(target, { clients: 1, threads: 1, mode: 'simple', seconds });
+    console.log(`pgbench -S 1 client via hoopctl under --cpu-prof: ${fmt(m.tps)} tps, ${m.units} statements`);
+  }
+  // SIGINT: both binaries stop cleanly on it, and --cpu-prof writes its file at exit.
+  await stopProcess(p.cli.proc, 10_000, 'SIGINT');
+  await stopProcess(p.agent.proc, 10_000, 'SIGINT');
+  console.log(`\nhoop-agent\n${await topSelfTime(path.join(profDir, 'agent'))}`);
+  console.log(`\nhoopctl connect\n${await topSelfTime(path.join(profDir, 'cli'))}`);
+}
+
+// ── Main ──────────────────────────────────────────────────────────────────────────────────────────
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  await ensurePgbench();
+  if (!opt['no-build']) {
+    log('building dist/ (npx tsup)');
+    const b = await run('npx', ['tsup'], { cwd: ROOT, timeoutMs: 300_000 });
+    if (b.code !== 0) throw new Error(`npx tsup failed:\n${b.stdout}\n${b.stderr}`);
+  }
+  if (opt.profile !== undefined) return profile(Number(opt.profile) || 10);
+
+  const s = await startStack();
+  const measured: Record<PathName, Service[]> = { direct: [], relay: [s.relay], hoopctl: [s.agent, s.cli] };
+  const names = new Map<Service, string>([[s.agent, 'agent'], [s.cli, 'cli'], [s.relay, 'relay']]);
+  const samples = Object.fromEntries(WORKLOADS.map((w) => [w.key, { direct: [], relay: [], hoopctl: [] }])) as Record<string, Record<PathName, Sample[]>>;
+
+  // Warm-up: JIT, shared buffers, the agent's first tunnel stream; not recorded.
+  log('warm-up');
+  for (const p of PATHS) {
+    await pgbench(s.targets[p], { clients: 4, threads: 2, mode: 'simple', seconds: 1 });
+    await bulkRead(s.targets[p], BULK_SQL);
+    await connectLoop(s.targets[p], 10);
+  }
+
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const w of WORKLOADS) {
+      // Rotate the order every round so no path is always first (warm caches) or last.
+      const order = PATHS.map((_, i) => PATHS[(i + round) % PATHS.length]);
+      for (const p of order) {
+        const before = measured[p].map((svc) => svc.cpuMs());
+        const m = await w.run(s.targets[p]);
+        const cpuMs = Object.fromEntries(measured[p].map((svc, i) => [names.get(svc)!, svc.cpuMs() - before[i]]));
+        samples[w.key][p].push({ round, m, value: w.value(m), cpuMs });
+        log(`round ${round + 1}/${ROUNDS} ${w.key.padEnd(20)} ${p.padEnd(8)} ${fmt(w.value(m))} ${w.unit}`);
+      }
+    }
+  }
+
+  const results = WORKLOADS.map((w) => summarise(w, samples[w.key]));
+  const header =
+    `hoopctl bench: ${ROUNDS} interleaved rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), node ${process.version}, ` +
+    `agent log level ${opt['agent-log-level']}; CPU from /proc (CLK_TCK ${CLK_TCK}, so ±10 ms per reading); MB = 10^6 bytes; "vs direct" = median of the per-round ratios (each path against the direct run of its round)`;
+  console.log(`\n${header}\n`);
+  for (const r of results) console.log(render(r) + '\n');
+  const bulk = samples.bulk_read?.direct[0]?.m.units;
+  if (bulk) console.log(`bulk read transfers ${(bulk / 1e6).toFixed(1)} MB per run (bytes received by the client, measured)`);
+  console.log(`total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  if (opt.json) {
+    const doc = {
+      when: new Date().toISOString(),
+      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model.trim(), node: process.version },
+      options: { rounds: ROUNDS, seconds: SECONDS, connects: CONNECTS, rows: ROWS, agentLogLevel: opt['agent-log-level'] },
+      results,
+      samples,
+    };
+    await writeFile(opt.json, JSON.stringify(doc, null, 2) + '\n');
+    log(`wrote ${opt.json}`);
+  }
+}
+
+main()
+  .catch(async (err) => {
+    process.stderr.write(`bench: failed: ${(err as Error).stack ?? err}\n`);
+    for (const f of ['agent.log', 'cli.log']) {
+      const text = tmpDir ? await readFile(path.join(tmpDir, f), 'utf8').catch(() => '') : '';
+      if (text) process.stderr.write(`--- ${f} (last lines)\n${text.split('\n').slice(-15).join('\n')}\n`);
+    }
+    process.exitCode = 1;
+  })
+  .finally(shutdown);
