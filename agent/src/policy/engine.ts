@@ -185,7 +185,12 @@ export class PolicyEngine {
 
     const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);
     for (const s of tree.statements) verdict = stricter(verdict, statementVerdict(s.kind, s.body));
-    for (const f of tree.functions) verdict = stricter(verdict, functionVerdict(f, this.#lists));
+    const pinned = kind === 'SelectStmt' ? pinnedSettingName(body) : undefined;
+    for (const f of tree.functions) {
+      // `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'` (pg_dump) is set_config('x', 'v', false).
+      const ref = pinned && f.name === 'set_config' && f.firstArg === undefined && f.firstArgColumn === 'name' ? { ...f, firstArg: pinned } : f;
+      verdict = stricter(verdict, functionVerdict(ref, this.#lists));
+    }
     for (const r of tree.relations) verdict = stricter(verdict, relationVerdict(r));
     for (const o of tree.qualifiedOperators) verdict = stricter(verdict, operatorVerdict(o));
     for (const m of tree.tablesampleMethods) verdict = stricter(verdict, tablesampleVerdict(m));
@@ -217,6 +222,41 @@ export class PolicyEngine {
 }
 
 const unique = (xs: string[]): string[] => [...new Set(xs)];
+
+const SELECT_DEFAULTS = new Set(['limitOption', 'op']);
+
+/**
+ * The setting name of exactly `SELECT [pg_catalog.]set_config(name, '<text>', <bool>) FROM [pg_catalog.]pg_settings
+ * WHERE name = '<x>'` and nothing else (no second call, sub-select, CTE, join, alias, other clause): every
+ * row that reaches set_config has name = x, so the call is set_config('x', …). Any other shape: undefined.
+ */
+function pinnedSettingName(body: Body): string | undefined {
+  const isObj = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const keys = Object.keys(body).filter((k) => !SELECT_DEFAULTS.has(k));
+  if (keys.sort().join() !== 'fromClause,targetList,whereClause') return undefined;
+  if (body.limitOption !== 'LIMIT_OPTION_DEFAULT' || body.op !== 'SETOP_NONE') return undefined;
+  const bareName = (v: unknown) => isObj(v) && isObj(v.ColumnRef) && Object.keys(v.ColumnRef).every((k) => k === 'fields' || k === 'location')
+    && JSON.stringify(v.ColumnRef.fields) === '[{"String":{"sval":"name"}}]';
+  const text = (v: unknown) => (isObj(v) && isObj(v.A_Const) && isObj(v.A_Const.sval) && typeof v.A_Const.sval.sval === 'string' ? v.A_Const.sval.sval : undefined);
+  const bool = (v: unknown) => isObj(v) && isObj(v.A_Const) && isObj(v.A_Const.boolval);
+
+  const from = body.fromClause as unknown[];
+  const rv = Array.isArray(from) && from.length === 1 && isObj(from[0]) ? from[0].RangeVar : undefined;
+  if (!isObj(rv) || rv.relname !== 'pg_settings' || rv.alias || (rv.schemaname !== undefined && rv.schemaname !== 'pg_catalog')) return undefined;
+
+  const targets = body.targetList as unknown[];
+  const rt = Array.isArray(targets) && targets.length === 1 && isObj(targets[0]) ? targets[0].ResTarget : undefined;
+  const call = isObj(rt) && !rt.name && isObj(rt.val) ? rt.val.FuncCall : undefined;
+  if (!isObj(call) || Object.keys(call).some((k) => !['funcname', 'args', 'funcformat', 'location'].includes(k))) return undefined;
+  const fname = JSON.stringify(call.funcname);
+  if (fname !== '[{"String":{"sval":"set_config"}}]' && fname !== '[{"String":{"sval":"pg_catalog"}},{"String":{"sval":"set_config"}}]') return undefined;
+  const args = call.args as unknown[];
+  if (!Array.isArray(args) || args.length !== 3 || !bareName(args[0]) || text(args[1]) === undefined || !bool(args[2])) return undefined;
+
+  const where = isObj(body.whereClause) ? body.whereClause.A_Expr : undefined;
+  if (!isObj(where) || where.kind !== 'AEXPR_OP' || JSON.stringify(where.name) !== '[{"String":{"sval":"="}}]') return undefined;
+  return bareName(where.lexpr) ? text(where.rexpr) : undefined;
+}
 
 /** Load the parser (WASM) once and build an engine. */
 export async function loadPolicyEngine(opts?: PolicyOptions): Promise<PolicyEngine> {

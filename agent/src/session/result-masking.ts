@@ -130,6 +130,10 @@ export class ResultMasking {
     };
     for (let i = 0; i < count; i++) {
       const t = types[i];
+      if (replaced?.get(i)?.length === 0) {
+        replace(i, i + 1, replaced.get(i)!); // a reply to the agent's own statement: invisible here too
+        continue;
+      }
       switch (t) {
         case Backend.DataRow: {
           let j = i + 1;

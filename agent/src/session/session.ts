@@ -14,7 +14,7 @@
 // a sentinel that PostgreSQL rejects at parse time (nothing runs), so the error arrives exactly where the
 // server would have put it, the extended-protocol skip-to-Sync and transaction semantics stay the
 // server's own, and the agent rewrites that one ErrorResponse into its 42501 explanation.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { SqlState } from '../../../shared/errors.js';
 import type { Logger } from '../log.js';
@@ -23,7 +23,9 @@ import type { Principal } from '../identity/access.js';
 import type { CancelRegistry } from './cancel.js';
 import type { Decision, PolicySession } from '../policy/index.js';
 import type { StateStore } from '../audit/store.js';
-import { makeSessionEndEvent, makeSessionStartEvent, type EventInput } from '../audit/events.js';
+import { identityOf, makeApprovalEvent, makeSessionEndEvent, makeSessionStartEvent, type EventInput } from '../audit/events.js';
+import { durationMs } from '../../../shared/config/schema.js';
+import type { TunnelEvent } from '../../../shared/tunnel/frame.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { ResultMasking } from './result-masking.js';
 import { normalizeSync } from 'libpg-query';
@@ -45,6 +47,7 @@ import {
   BackendFramer,
   backendKeyData,
   errorResponse,
+  noticeResponse,
   parameterStatus,
   parseErrorFields,
   parseCommandComplete,
@@ -63,6 +66,8 @@ export interface SessionOutlet {
   close(reason?: string): void;
   /** The session consumed bytes it had refused earlier (flow-control credit). */
   drained(): void;
+  /** Something for the person or job running `hoopctl connect` (approval requested, granted, denied). */
+  event(ev: TunnelEvent): void;
 }
 
 /** The upstream connection plus a way to cancel its running query (used by the cancel registry). */
@@ -74,7 +79,7 @@ export interface SessionDeps {
   /** This session's policy state: the one decision point every statement passes (policy/). */
   policy: PolicySession;
   /** The audit trail: events are appended before what they describe reaches the database. */
-  audit: Pick<StateStore, 'append'>;
+  audit: Pick<StateStore, 'append' | 'approvals'>;
   /** The connection's masking; absent when it masks no column. */
   masking?: ConnectionMasking;
   /** Milliseconds, monotonic enough for durations (injected: tests and replays control time). */
@@ -124,6 +129,8 @@ export class PgSession {
   private readonly log_: StatementLog;
   /** Lineage masking of this session's results (per-session statement, portal and cursor plans). */
   private masking?: ResultMasking;
+  /** Aborts the approval wait when the client cancels (CancelRequest). */
+  private pendingHold?: AbortController;
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
   private applicationName = '';
@@ -303,7 +310,8 @@ export class PgSession {
     // connectUpstream hands the socket over paused; start reading unless the tunnel asked us to wait.
     if (!this.paused) sock.resume();
 
-    const key = this.deps.cancels.issue(this.deps.identity, up.cancel);
+    // Ctrl-C while a statement waits for approval withdraws the request; otherwise it cancels upstream.
+    const key = this.deps.cancels.issue(this.deps.identity, async () => (this.pendingHold ? this.pendingHold.abort() : up.cancel()));
     this.cancelPid = key.pid;
 
     const parts: Buffer[] = [AUTH_OK];
@@ -350,6 +358,7 @@ export class PgSession {
     this.auditing++;
     this.auditChain = this.auditChain
       .then(() => this.appendEvents(batch))
+      .then(() => this.resolveHolds(batch))
       .then(() => this.send(batch, terminate))
       .catch((err) => this.fatal(err))
       .finally(() => {
@@ -368,6 +377,71 @@ export class PgSession {
       this.log.error('audit store unavailable; refusing statements', { error: (err as Error).message });
       for (const o of withEvents) o.onAuditFailure?.(o);
     }
+  }
+
+  /** Waits, in order, for each held statement's approval; approved ones run read-write, others are refused. */
+  private async resolveHolds(batch: Outbound[]): Promise<void> {
+    for (const o of batch) if (o.hold) await this.awaitApproval(o, o.hold);
+  }
+
+  private async awaitApproval(o: Outbound, h: Held): Promise<void> {
+    const approvals = this.deps.audit.approvals;
+    const conn = this.deps.connection;
+    const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
+    const fingerprint = createHash('sha256').update(`${this.meta.sessionId}\0${h.msg.sql}`).digest('hex');
+    const a = await approvals.create({
+      sessionId: this.meta.sessionId,
+      connection: conn.name,
+      requester: identityOf(this.deps.identity),
+      sql: h.sql,
+      fingerprint,
+      timeoutMs: durationMs(conn.approval.timeout),
+      minApprovals: conn.approval.minApprovals,
+      statementSeq: o.inFlight?.seq,
+    });
+    await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq, fingerprint }));
+    const text = `hoopctl: statement held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
+    this.out.send(noticeResponse({ severity: 'NOTICE', code: '01000', message: text, hint: `An approver runs: hoopctl approvals approve ${a.id}   (expires ${a.expiresAt})` }));
+    this.out.event({ type: 'approval_requested', streamId: this.meta.streamId, message: text, data: { id: a.id, connection: conn.name, sql: h.sql, expiresAt: a.expiresAt } });
+    this.log.info('statement held', { approvalId: a.id, rule: h.decision.rule });
+
+    const abort = new AbortController();
+    this.pendingHold = abort;
+    let status: string;
+    let by = '';
+    try {
+      const d = await approvals.awaitDecision(a.id, abort.signal);
+      status = d.status;
+      const last = d.approval.votes.at(-1);
+      if (last) by = ` by ${last.sub}${last.reason ? `: ${last.reason}` : ''}`;
+    } catch {
+      // The client cancelled (Ctrl-C): withdraw the request, nothing runs.
+      await approvals.withdraw(a.id).catch(() => {});
+      status = 'withdrawn';
+    } finally {
+      this.pendingHold = undefined;
+    }
+    if (status === 'approved') {
+      try {
+        await approvals.consume(a.id, fingerprint); // single use, bound to this statement
+      } catch (err) {
+        status = `not usable (${(err as Error).message})`;
+      }
+    }
+    if (status === 'approved') {
+      await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq }));
+      // P8: the approved statement, and only it, runs outside the read-only default.
+      o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg), READ_ONLY]);
+      const at = this.readyQueue.indexOf(h.ready);
+      this.readyQueue.splice(at, 0, { completed: 0, hidden: true });
+      this.readyQueue.splice(at + 2, 0, { completed: 0, hidden: true });
+      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
+      return;
+    }
+    h.ready.decision = undefined;
+    if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
+    o.bytes = this.refuse('Query', { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` });
+    this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
   }
 
   private send(batch: Outbound[], terminate: boolean): void {
@@ -406,8 +480,25 @@ export class PgSession {
       case 'Query': {
         const d = policy.query(msg.sql);
         this.logDecision(msg.sql, d);
-        const ready: ReadyEntry = { decision: d.action === 'allow' ? d : undefined, completed: 0 };
+        const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
+        const ready: ReadyEntry = { decision: d.action === 'allow' || holdable ? d : undefined, completed: 0 };
         this.readyQueue.push(ready);
+        if (holdable) {
+          // P4: held until a human approves exactly this statement; the session waits with it.
+          const reads = this.masking?.query(d.statements.map((f) => f.text)) ?? false;
+          const sql = this.auditSql(msg.sql, reads);
+          return {
+            bytes: EMPTY,
+            event: this.log_.statementEvent(sql, d.action, d.rule),
+            inFlight: this.log_.started('query', msg.sql),
+            hold: { msg, decision: d, ready, sql },
+            onAuditFailure: (o) => {
+              ready.decision = undefined;
+              o.hold = undefined;
+              o.bytes = this.refuse('Query', AUDIT_DOWN);
+            },
+          };
+        }
         if (d.action !== 'allow') {
           this.masking?.barrier();
           const event = this.log_.statementEvent(this.auditSql(msg.sql, this.masking?.sensitive(msg.sql) ?? false), d.action, d.rule);
@@ -530,6 +621,12 @@ export class PgSession {
     const { types, offsets } = fr;
     let rewrites: Map<number, Buffer> | undefined;
     for (let i = 0; i < count; i++) {
+      if (this.readyQueue[0]?.hidden) {
+        // Replies to the agent's own statements are dropped; they change no state the client sees.
+        (rewrites ??= new Map()).set(i, EMPTY);
+        if (types[i] === Backend.ReadyForQuery) this.readyQueue.shift();
+        continue;
+      }
       switch (types[i]) {
         case Backend.ErrorResponse: {
           const fields = parseErrorFields(fr.body(i));
@@ -653,14 +750,31 @@ interface Outbound {
   inFlight?: InFlight;
   /** The audit store could not take the event: swap the bytes for a refusal. */
   onAuditFailure?(o: Outbound): void;
+  /** Held for approval: `bytes` is decided once an approver has. */
+  hold?: Held;
 }
+
+interface Held {
+  msg: Extract<FrontendMessage, { type: 'Query' }>;
+  decision: Decision;
+  ready: ReadyEntry;
+  /** The SQL as recorded and shown to approvers (literals removed when it reads masked columns). */
+  sql: string;
+}
+
+/** Hidden statements around an approved write: their replies never reach the client. */
+const READ_WRITE = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE' });
+const READ_ONLY = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY' });
+const EMPTY = Buffer.alloc(0);
 
 interface ReadyEntry {
   decision?: Decision;
   completed: number;
+  /** The agent's own statement (read-write switch around an approved write): swallow its replies. */
+  hidden?: boolean;
 }
 
-type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable'; rule: string; reason: string };
+type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable' | 'denied'; rule: string; reason: string };
 
 const AUDIT_DOWN: Refusal = {
   action: 'unavailable',
@@ -675,7 +789,14 @@ function refusalFields(d: Refusal): PgErrorFields {
         severity: 'ERROR',
         code: SqlState.InsufficientPrivilege,
         message: `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`,
-        hint: 'Writes and bulk exports wait for an approver; this agent does not hold statements for approval yet.',
+        hint: 'Writes and bulk exports wait for an approver; this connection has no approvers configured (approval.approvers), or the statement was sent with the extended protocol: send it as a simple query (psql, hoopctl exec) to have it held.',
+      };
+    case 'denied':
+      return {
+        severity: 'ERROR',
+        code: SqlState.InsufficientPrivilege,
+        message: `hoopctl: ${d.reason} (${d.rule})`,
+        hint: 'Nothing was changed. Ask an approver, or send the statement again to request a new approval.',
       };
     case 'unavailable':
       return {

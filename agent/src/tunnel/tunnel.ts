@@ -48,6 +48,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
           send: (data) => mux.send(streamId, data),
           close: (reason) => mux.close(streamId, reason),
           drained: () => mux.drained(streamId),
+          event: (ev) => mux.event(streamId, ev),
         },
         { sessionId: randomUUID(), streamId, clientAddr: open.clientAddr ?? ctx.clientAddr, cliVersion: open.cliVersion },
       );
