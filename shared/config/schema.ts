@@ -25,6 +25,8 @@ const Issuer = z.strictObject({
   algorithms: z.array(z.string()).min(1).optional(),
   /** Claim holding the identity's groups (default `groups`). */
   groupsClaim: z.string().optional(),
+  /** Oldest token (by `iat`) and longest lifetime accepted, seconds (default 24 h). */
+  maxTokenAgeSec: z.number().int().min(1).max(604800).optional(),
 });
 
 const PostgresTarget = z

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { psql, run, tunnelClient, useStack } from '../harness/stack.js';
+import { decideNextApproval, psql, run, tunnelClient, useStack } from '../harness/stack.js';
 
 const s = useStack();
 
@@ -51,8 +51,11 @@ describe('psql', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'hoop-e2e-copy-'));
     try {
       const file = path.join(dir, 'patients.csv');
-      const r = await psql(s.get(), ['-At', '-c', `\\copy (SELECT id, full_name, ssn FROM patients ORDER BY id) TO '${file}' WITH (FORMAT csv)`, '-c', 'SELECT 1']);
-      expect(r.stderr).toMatch(/ERROR: +hoopctl: statement needs approval and was not run \(P4\.[a-z.-]+\)/);
+      const run = psql(s.get(), ['-At', '-c', `\\copy (SELECT id, full_name, ssn FROM patients ORDER BY id) TO '${file}' WITH (FORMAT csv)`, '-c', 'SELECT 1']);
+      const id = await decideNextApproval(s.get(), 'deny', 'no exports today');
+      const r = await run;
+      expect(r.stderr).toContain(`statement held for approval ${id} (P4.`);
+      expect(r.stderr).toMatch(new RegExp(`ERROR: +hoopctl: approval ${id} denied by approver-bot: no exports today; the statement was not run \\(P4\\.[a-z.-]+\\)`));
       expect(r.stdout.trim()).toBe('1');
       const written = await readFile(file, 'utf8').catch(() => '');
       expect(written).toBe('');
@@ -66,10 +69,21 @@ describe('psql', () => {
     try {
       const file = path.join(dir, 'in.csv');
       await writeFile(file, '990001,Test Person,999-99-9999,MRN-99001,t@example.org,+1-202-555-0100,1970-01-01,none,2024-01-01\n');
-      const r = await psql(s.get(), ['-At', '-c', `\\copy patients (id, full_name, ssn, mrn, email, phone, date_of_birth, diagnosis, created_at) FROM '${file}' WITH (FORMAT csv)`, '-c', 'SELECT count(*) FROM patients']);
-      expect(r.stderr).toMatch(/ERROR: +hoopctl: statement needs approval and was not run \(P4\.[a-z.-]+\)/);
+      const copy = `\\copy patients (id, full_name, ssn, mrn, email, phone, date_of_birth, diagnosis, created_at) FROM '${file}' WITH (FORMAT csv)`;
+      const denied = psql(s.get(), ['-At', '-c', copy, '-c', 'SELECT count(*) FROM patients']);
+      const id = await decideNextApproval(s.get(), 'deny');
+      const r = await denied;
+      expect(r.stderr).toMatch(new RegExp(`ERROR: +hoopctl: approval ${id} denied`));
       expect(r.stdout.trim()).toBe('2000');
       expect(await direct('SELECT count(*)::int AS n FROM patients WHERE id = 990001')).toEqual([{ n: 0 }]);
+      // Approved: the same \copy runs once, read-write, and the session is read-only again afterwards.
+      const approved = psql(s.get(), ['-At', '-c', copy, '-c', 'SHOW transaction_read_only']);
+      await decideNextApproval(s.get(), 'approve');
+      const ok = await approved;
+      expect(ok.stderr).not.toMatch(/ERROR/);
+      expect(ok.stdout.trim().split('\n')).toEqual(['COPY 1', 'on']);
+      expect(await direct('SELECT count(*)::int AS n FROM patients WHERE id = 990001')).toEqual([{ n: 1 }]);
+      await direct('DELETE FROM patients WHERE id = 990001');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

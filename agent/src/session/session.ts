@@ -129,6 +129,8 @@ export class PgSession {
   private readonly log_: StatementLog;
   /** Lineage masking of this session's results (per-session statement, portal and cursor plans). */
   private masking?: ResultMasking;
+  /** An approved statement is running and was the last of its batch (its COPY data may pass). */
+  private approvedRunning = false;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
   private pendingHold?: AbortController;
   /** The session_start event is durable (so a session_end belongs in the trail too). */
@@ -354,12 +356,14 @@ export class PgSession {
       }
       if (o) batch.push(o);
     }
-    if (this.auditing === 0 && !batch.some((o) => o.event)) return this.send(batch, terminate);
+    // Nothing to record and nothing ahead of it: straight out. While an approved COPY FROM STDIN runs,
+    // its data must flow past the wait for that statement's end (nothing else is queued then).
+    const quiet = !batch.some((o) => o.event);
+    if (quiet && (this.auditing === 0 || (this.auditing === 1 && this.approvedRunning))) return this.send(batch, terminate);
     this.auditing++;
     this.auditChain = this.auditChain
       .then(() => this.appendEvents(batch))
-      .then(() => this.resolveHolds(batch))
-      .then(() => this.send(batch, terminate))
+      .then(() => this.sendBatch(batch, terminate))
       .catch((err) => this.fatal(err))
       .finally(() => {
         if (--this.auditing === 0 && !this.upstreamFull) this.out.drained();
@@ -379,12 +383,34 @@ export class PgSession {
     }
   }
 
-  /** Waits, in order, for each held statement's approval; approved ones run read-write, others are refused. */
-  private async resolveHolds(batch: Outbound[]): Promise<void> {
-    for (const o of batch) if (o.hold) await this.awaitApproval(o, o.hold);
+  /**
+   * Sends a batch whose events are recorded. A held statement waits for its approval; an approved one
+   * runs read-write, and nothing after it leaves until it finished and the read-only default is back.
+   */
+  private async sendBatch(batch: Outbound[], terminate: boolean): Promise<void> {
+    let from = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const h = batch[i].hold;
+      if (!h) continue;
+      this.send(batch.slice(from, i), false);
+      const approved = await this.awaitApproval(batch[i], h);
+      if (this.step === 'Closed') return;
+      const done = approved ? new Promise<void>((resolve) => (h.ready.done = resolve)) : undefined;
+      this.approvedRunning = approved && i === batch.length - 1;
+      this.send([batch[i]], false);
+      if (done) {
+        await done;
+        this.approvedRunning = false;
+        // Back to read-only before anything else of the client runs (P8); its replies are swallowed.
+        this.readyQueue.push({ completed: 0, hidden: true });
+        this.upstream?.write(READ_ONLY);
+      }
+      from = i + 1;
+    }
+    this.send(batch.slice(from), terminate);
   }
 
-  private async awaitApproval(o: Outbound, h: Held): Promise<void> {
+  private async awaitApproval(o: Outbound, h: Held): Promise<boolean> {
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
     const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
@@ -430,18 +456,18 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq }));
-      // P8: the approved statement, and only it, runs outside the read-only default.
-      o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg), READ_ONLY]);
-      const at = this.readyQueue.indexOf(h.ready);
-      this.readyQueue.splice(at, 0, { completed: 0, hidden: true });
-      this.readyQueue.splice(at + 2, 0, { completed: 0, hidden: true });
+      // P8: the approved statement, and only it, runs outside the read-only default (restored when its
+      // ReadyForQuery arrives: see sendBatch).
+      o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg)]);
+      this.readyQueue.splice(this.readyQueue.indexOf(h.ready), 0, { completed: 0, hidden: true });
       this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
-      return;
+      return true;
     }
     h.ready.decision = undefined;
     if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
     o.bytes = this.refuse('Query', { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` });
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
+    return false;
   }
 
   private send(batch: Outbound[], terminate: boolean): void {
@@ -693,6 +719,7 @@ export class PgSession {
   private onReadyForQuery(status: number): void {
     const q = this.readyQueue.shift();
     if (q?.decision) this.deps.policy.apply(q.decision, q.completed);
+    q?.done?.();
     if (status === TxStatus.Idle) this.deps.policy.endTransaction();
   }
 
@@ -772,6 +799,8 @@ interface ReadyEntry {
   completed: number;
   /** The agent's own statement (read-write switch around an approved write): swallow its replies. */
   hidden?: boolean;
+  /** Called when this entry's ReadyForQuery arrived. */
+  done?: () => void;
 }
 
 type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable' | 'denied'; rule: string; reason: string };

@@ -130,6 +130,70 @@ describe('time', () => {
   });
 });
 
+describe('token age (corpus AU-010)', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const sign = (claims: Record<string, unknown>) => signRs256(header(), { ...baseClaims(idp.current), ...claims }, idp.current.privateJwk);
+  const withMaxAge = (maxTokenAgeSec: number, offsetMs = 0) => new TokenVerifier({
+    issuers: [{ issuer: idp.current.issuer, audience: 'hoop-agent', maxTokenAgeSec }],
+    clock: () => Date.now() + offsetMs,
+  });
+
+  it('rejects a token issued 30 days ago that has not expired', async () => {
+    const t = now();
+    await expectRejected(sign({ iat: t - 86_400 * 30, exp: t + 3600 }), 'TOKEN_EXPIRED', /maximum token age/);
+  });
+
+  it('rejects a token issued in the future beyond the clock tolerance, accepts one within it', async () => {
+    const t = now();
+    await expectRejected(sign({ iat: t + 86_400 * 30, exp: t + 86_400 * 30 + 300 }), 'TOKEN_INVALID', /issued in the future/);
+    await expectRejected(sign({ iat: t + 600, exp: t + 900 }), 'TOKEN_INVALID', /issued in the future/);
+    await expect(verifier.verify(sign({ iat: t + 30, exp: t + 330 }))).resolves.toMatchObject({ sub: 'u-alice' });
+  });
+
+  it('rejects a token without iat, or with an iat that is not a number', async () => {
+    const { iat: _iat, ...claims } = baseClaims(idp.current);
+    await expectRejected(signRs256(header(), claims, idp.current.privateJwk), 'TOKEN_INVALID', /issue time/);
+    await expectRejected(sign({ iat: String(now()) }), 'TOKEN_INVALID', /issue time/);
+  });
+
+  it('rejects a token minted to live longer than the maximum age, even when fresh', async () => {
+    const t = now();
+    await expectRejected(sign({ iat: t, exp: t + 86_400 + 1 }), 'TOKEN_INVALID', /longer than this agent accepts/);
+    await expect(verifier.verify(sign({ iat: t, exp: t + 86_400 }))).resolves.toMatchObject({ sub: 'u-alice' });
+  });
+
+  it('uses maxTokenAgeSec per issuer, by the injected clock, with the clock tolerance', async () => {
+    const t = now();
+    const token = sign({ iat: t - 500, exp: t + 100 });
+    await expect(withMaxAge(600).verify(token)).resolves.toMatchObject({ sub: 'u-alice' });
+    await expectRejected(token, 'TOKEN_EXPIRED', /maximum token age/, withMaxAge(400));
+    // by the injected clock: fine now, refused 61 s past maxTokenAgeSec + 60 s tolerance (and past exp)
+    await expectRejected(token, 'TOKEN_EXPIRED', undefined, withMaxAge(600, 161_000));
+    // 500 s old is within 450 s + 60 s of tolerance, but a 600 s lifetime is longer than 450 s
+    await expectRejected(token, 'TOKEN_INVALID', /longer than this agent accepts/, withMaxAge(450));
+    // a lifetime of 600 s is too long for an issuer limited to 300 s
+    await expectRejected(sign({ iat: t, exp: t + 600 }), 'TOKEN_INVALID', /longer than this agent accepts/, withMaxAge(300));
+  });
+
+  it('keeps accepting GitHub Actions OIDC tokens (iat, nbf before iat, about 10 minutes of life)', async () => {
+    const t = now();
+    const gh = {
+      iss: idp.current.issuer, aud: 'hoop-agent', sub: 'repo:clinic/reports:ref:refs/heads/main',
+      repository: 'clinic/reports', repository_owner: 'clinic', ref: 'refs/heads/main', job_workflow_ref: 'clinic/reports/.github/workflows/nightly.yml@refs/heads/main',
+      run_id: '123', actor: 'dependabot[bot]', event_name: 'schedule', jti: 'e1c4b7a0-1',
+      nbf: t - 60 - 900, iat: t - 60, exp: t - 60 + 600,
+    };
+    const token = signRs256(header({ typ: 'JWT' }), gh, idp.current.privateJwk);
+    await expect(verifier.verify(token)).resolves.toMatchObject({ sub: gh.sub });
+    await expect(withMaxAge(900).verify(token)).resolves.toMatchObject({ sub: gh.sub });
+  });
+
+  it('keeps accepting tokens the issuer mints', async () => {
+    const token = await idp.current.clientCredentialsToken('ci-nightly', 'ci-nightly-secret');
+    await expect(withMaxAge(900).verify(token)).resolves.toMatchObject({ sub: 'ci-nightly' });
+  });
+});
+
 describe('signature and algorithm attacks', () => {
   it.each(['none', 'None', 'NONE'])('rejects alg %s, with or without a signature part', async (alg) => {
     const claims = baseClaims(idp.current);
@@ -338,6 +402,10 @@ describe('configuration', () => {
     { desc: 'an http issuer off loopback', cfg: { issuer: 'http://login.example.com' } },
     { desc: 'an empty audience', cfg: { audience: '' } },
     { desc: 'an http jwksUri off loopback', cfg: { jwksUri: 'http://keys.example/jwks' } },
+    { desc: 'a zero maxTokenAgeSec', cfg: { maxTokenAgeSec: 0 } },
+    { desc: 'a fractional maxTokenAgeSec', cfg: { maxTokenAgeSec: 1.5 } },
+    { desc: 'a maxTokenAgeSec in milliseconds', cfg: { maxTokenAgeSec: 86_400_000 } },
+    { desc: 'a NaN maxTokenAgeSec', cfg: { maxTokenAgeSec: Number.NaN } },
   ])('refuses $desc', ({ cfg }) => {
     expect(() => new TokenVerifier({ issuers: [{ issuer: 'https://login.example.com', audience: 'hoop-agent', ...cfg }] })).toThrow(TypeError);
   });
