@@ -199,9 +199,6 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
     const mainIndex = main.length - 1;
     return { steps: [...main, ...(c.post_sql ?? []).map((s) => fill(s, p))], mainIndex };
   };
-  if (ctx.mode === 'auto-approve' && c.expect === 'needs_approval') {
-    return { pass: false, observed: 'not-run', reason: 'auto-approve mode: the product has no approvals API for a second human (carol) to approve through', gap: 'product', evidence };
-  }
 
   // Direct execution (for row counts and result equality), on its own fresh fixture.
   let direct: { w: PgWire; steps: StepResult[] } | undefined;
@@ -350,9 +347,6 @@ export async function runProtocolCase(c: Case, ctx: RunContext): Promise<Partial
   const evidence: string[] = [];
   const steps = c.protocol_steps ?? [];
   if (steps.some((s) => s.msg === 'CancelRequest')) return runCancelCase(c, ctx);
-  if (ctx.mode === 'auto-approve' && c.expect === 'needs_approval') {
-    return { pass: false, observed: 'not-run', reason: 'auto-approve mode: no approvals API', gap: 'product', evidence };
-  }
   const f0 = await stack.fixture.reset();
   const ph = stack.fixture.placeholders();
   const auditFrom = stack.audit.records.length;

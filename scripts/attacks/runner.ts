@@ -54,6 +54,7 @@ export async function runAttacks(opts: RunOptions): Promise<RunSummary> {
       profile: opts.profile,
       agentOverrides: opts.agentOverrides,
       progress,
+      mode: opts.mode,
     });
     progress(`product up in ${Date.now() - t0} ms (fixture reset ${stack.fixture.lastResetMs} ms); ${cases.length} cases`);
     const core = corpus.meta.sensitive_values?.core ?? [];

@@ -237,6 +237,11 @@ export interface StackOptions {
   /** Extra startAgent options; none by default, so the product's defaults apply. */
   agentOverrides?: Record<string, unknown>;
   progress?: (line: string) => void;
+  /**
+   * meta.run_modes.approvals: `deny` lets every request expire quickly (nobody approves); `auto-approve`
+   * has a second human (carol, group compliance) approve every request as it appears.
+   */
+  mode?: 'deny' | 'auto-approve';
 }
 
 export interface AttackStack {
@@ -326,7 +331,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
               { issuer: issuer.issuer, sub: approverSub },
               { issuer: GH_ISSUER, claims: { repository: 'org/app', ref: 'refs/heads/main' } },
             ],
-            approval: { approvers: { groups: ['compliance'] } },
+            approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s' },
             masking,
           },
         },
@@ -349,6 +354,23 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
     const agentOpts = { config, log: silentLogger, store: audit.sink, auth, ...(opts.agentOverrides ?? {}) };
     const agent = await startAgent(agentOpts as unknown as Parameters<typeof startAgent>[0]);
     stops.push(() => agent.stop());
+    if (opts.mode === 'auto-approve') {
+      // The second human: approves every pending request through the product's own approval book.
+      const carol = { sub: 'u-carol', issuer: issuer.issuer, email: 'carol@clinic.example', groups: ['compliance'] };
+      let on = true;
+      const loop = (async () => {
+        while (on) {
+          for (const a of await agent.store.approvals.list({ status: 'pending' }).catch(() => [])) {
+            await agent.store.approvals.decide(a.id, carol, 'approve', 'auto-approve run mode').catch(() => {});
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      stops.push(async () => {
+        on = false;
+        await loop;
+      });
+    }
 
     progress('opening the tunnel (hoopctl connect)');
     const client = new TunnelClient({ agentUrl: agent.url, connection: CONNECTION, getToken: ciToken });

@@ -54,7 +54,14 @@ export class ConnectionMasking {
     });
     await client.connect();
     try {
-      const catalog: Catalog = await loadCatalog(async (sql) => (await client.query(sql)).rows);
+      // One query at a time: node-postgres queues concurrent ones but warns that it will stop doing so.
+      let last: Promise<unknown> = Promise.resolve();
+      const query = (sql: string) => {
+        const next = last.then(() => client.query(sql)).then((r) => r.rows);
+        last = next.catch(() => {});
+        return next;
+      };
+      const catalog: Catalog = await loadCatalog(query);
       return new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
     } finally {
       await client.end().catch(() => {});

@@ -129,6 +129,8 @@ export class PgSession {
   private readonly log_: StatementLog;
   /** Lineage masking of this session's results (per-session statement, portal and cursor plans). */
   private masking?: ResultMasking;
+  /** The last ReadyForQuery's transaction status (I, T or E). */
+  private txStatus: number = TxStatus.Idle;
   /** An approved statement is running and was the last of its batch (its COPY data may pass). */
   private approvedRunning = false;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
@@ -390,10 +392,11 @@ export class PgSession {
   private async sendBatch(batch: Outbound[], terminate: boolean): Promise<void> {
     let from = 0;
     for (let i = 0; i < batch.length; i++) {
-      const h = batch[i].hold;
+      const o = batch[i];
+      const h = o.hold;
       if (!h) continue;
       this.send(batch.slice(from, i), false);
-      const approved = await this.awaitApproval(batch[i], h);
+      const approved = h.rowLocks ? this.runReadWrite(o, h) : await this.awaitApproval(o, h);
       if (this.step === 'Closed') return;
       const done = approved ? new Promise<void>((resolve) => (h.ready.done = resolve)) : undefined;
       this.approvedRunning = approved && i === batch.length - 1;
@@ -408,6 +411,16 @@ export class PgSession {
       from = i + 1;
     }
     this.send(batch.slice(from), terminate);
+  }
+
+  /**
+   * P8: this statement, and only it, runs outside the read-only default (restored when its
+   * ReadyForQuery arrives: see sendBatch).
+   */
+  private runReadWrite(o: Outbound, h: Held): true {
+    o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg)]);
+    this.readyQueue.splice(this.readyQueue.indexOf(h.ready), 0, { completed: 0, hidden: true });
+    return true;
   }
 
   private async awaitApproval(o: Outbound, h: Held): Promise<boolean> {
@@ -456,10 +469,7 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq }));
-      // P8: the approved statement, and only it, runs outside the read-only default (restored when its
-      // ReadyForQuery arrives: see sendBatch).
-      o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg)]);
-      this.readyQueue.splice(this.readyQueue.indexOf(h.ready), 0, { completed: 0, hidden: true });
+      this.runReadWrite(o, h);
       this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
       return true;
     }
@@ -532,12 +542,17 @@ export class PgSession {
         }
         const reads = this.masking?.query(d.statements.map((f) => f.text)) ?? false;
         const event = this.log_.statementEvent(this.auditSql(msg.sql, reads), d.action, d.rule);
+        // Row locks are not writes (allowed), but a READ ONLY transaction refuses them: run it read-write
+        // on its own, outside a client transaction only (inside one, PostgreSQL keeps the block read-only).
+        const rowLocks = this.txStatus === TxStatus.Idle && d.statements.some((f) => f.locksRows);
         return {
+          hold: rowLocks ? { msg, decision: d, ready, sql: msg.sql, rowLocks } : undefined,
           bytes: serializeFrontend(msg),
           event,
           inFlight: this.log_.started('query', msg.sql),
           onAuditFailure: (o) => {
             ready.decision = undefined;
+            o.hold = undefined;
             o.bytes = this.refuse('Query', AUDIT_DOWN);
           },
         };
@@ -720,6 +735,7 @@ export class PgSession {
     const q = this.readyQueue.shift();
     if (q?.decision) this.deps.policy.apply(q.decision, q.completed);
     q?.done?.();
+    this.txStatus = status;
     if (status === TxStatus.Idle) this.deps.policy.endTransaction();
   }
 
@@ -787,6 +803,8 @@ interface Held {
   ready: ReadyEntry;
   /** The SQL as recorded and shown to approvers (literals removed when it reads masked columns). */
   sql: string;
+  /** Not a write: a read with FOR UPDATE/SHARE, which PostgreSQL refuses in READ ONLY; no approval. */
+  rowLocks?: boolean;
 }
 
 /** Hidden statements around an approved write: their replies never reach the client. */
