@@ -6,6 +6,7 @@ import type { ResolvedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
 import { sessionsApi } from './http/sessions-api.js';
+import { approvalsApi } from './http/approvals-api.js';
 import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
 import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
@@ -80,6 +81,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     log,
     maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
     sessions: sessionsApi(store, config.reviewers.groups),
+    approvals: approvalsApi(store, config, { log }),
     onRefused(r, clientAddr, connection) {
       const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
       store.append(event).catch((err) => log.error('audit store unavailable; refusal not recorded', { error: (err as Error).message }));

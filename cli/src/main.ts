@@ -12,6 +12,7 @@ import { registerLogout } from './commands/logout.js';
 import { registerWhoami } from './commands/whoami.js';
 import { registerAudit } from './commands/audit.js';
 import { registerSessions } from './commands/sessions.js';
+import { registerApprovals } from './commands/approvals.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('hoopctl')
@@ -35,6 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   registerConnect(program, run);
   registerDemo(program, run);
   registerSessions(program, run);
+  registerApprovals(program, run);
   registerAudit(program, run);
   try {
     await program.parseAsync(argv);

@@ -290,6 +290,7 @@ describe('hoopctl approvals', () => {
       patchConsole: false,
       exitOnCtrlC: false,
     });
+    const exited = app.waitUntilExit(); // ink resolves only waiters that were there when it exits
     const plain = () => screen.replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, '');
     const until = async (re: RegExp) => {
       for (let i = 0; i < 200 && !re.test(plain()); i++) await new Promise((r) => setTimeout(r, 10));
@@ -319,7 +320,7 @@ describe('hoopctl approvals', () => {
       await until(/approved .*runs once/);
       expect((await stack.agent.store.approvals.get(first.id))?.status).toBe('approved');
       await key('q');
-      await app.waitUntilExit();
+      await exited;
     } finally {
       app.unmount();
     }

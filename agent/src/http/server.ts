@@ -27,6 +27,8 @@ export interface HttpDeps {
   maxTunnelsPerIdentity: number;
   /** The session history API (GET /api/sessions[/ID[/recording]]), already authenticated. */
   sessions?(who: Principal, query: URLSearchParams, id?: string, recording?: boolean): Promise<unknown>;
+  /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
+  approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -69,6 +71,13 @@ export function createHttpServer(deps: HttpDeps): http.Server {
         ),
         (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
       );
+      return;
+    }
+    const am = /^\/api\/approvals(?:\/([A-Za-z0-9_-]{1,64})(?:\/([a-z]{1,16}))?)?$/.exec(path);
+    if (am && deps.approvals) {
+      const api = deps.approvals;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      authenticate(req).then((who) => api(who, req, am[1], am[2]).then((body) => send(200, body), refuse), refuse);
       return;
     }
     if (req.method === 'GET' && path === '/api/whoami') {

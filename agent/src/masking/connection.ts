@@ -35,7 +35,16 @@ export class ConnectionMasking {
   /** Drops the cached catalog (after DDL, or when a result names an unknown table). */
   invalidate(): void {
     this.lineage = undefined;
+    const c = this.watch;
+    this.watch = undefined;
+    c?.end().catch(() => {});
   }
+
+  /**
+   * The catalog connection stays open as a watch: when the database goes away (dropped, recreated,
+   * restarted) it breaks, and the next session reloads the catalog instead of trusting stale OIDs.
+   */
+  private watch?: pg.Client;
 
   private async load(): Promise<Lineage> {
     const p = this.conn.postgres;
@@ -53,6 +62,7 @@ export class ConnectionMasking {
       connectionTimeoutMillis: 10_000,
     });
     await client.connect();
+    let ok = false;
     try {
       // One query at a time: node-postgres queues concurrent ones but warns that it will stop doing so.
       let last: Promise<unknown> = Promise.resolve();
@@ -62,9 +72,18 @@ export class ConnectionMasking {
         return next;
       };
       const catalog: Catalog = await loadCatalog(query);
-      return new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
+      const lineage = new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
+      ok = true;
+      this.watch?.end().catch(() => {});
+      this.watch = client;
+      const lost = () => {
+        if (this.watch === client) this.invalidate();
+      };
+      client.on('error', lost);
+      client.on('end', lost);
+      return lineage;
     } finally {
-      await client.end().catch(() => {});
+      if (!ok) await client.end().catch(() => {});
     }
   }
 }

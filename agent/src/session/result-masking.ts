@@ -39,7 +39,12 @@ export class ResultMasking {
   private head = 0;
   private readonly opts: MaskerOptions;
 
-  constructor(private readonly lineage: Lineage, hashKey: Buffer) {
+  constructor(
+    private readonly lineage: Lineage,
+    hashKey: Buffer,
+    /** Called when a result does not match the catalog (unknown table OID): reload it for later sessions. */
+    private readonly onStale: () => void = () => {},
+  ) {
     this.opts = { hashKey, extraTextOids: lineage.catalog.textTypeOids };
   }
 
@@ -238,6 +243,7 @@ export class ResultMasking {
       return (o.rows = this.blindMasker(nf, this.planMasks(o.plan), bindFormats));
     }
     const checked = o.plan.kind === 'rows' ? crossCheck(o.plan, fields, this.lineage) : 'mismatch';
+    if (checked === 'mismatch' && fields.some((f) => f.tableOid && !this.lineage.catalog.byOid.has(f.tableOid))) this.onStale();
     const masks = checked === 'mismatch' ? maskAll(fields.length) : checked;
     // A Describe of a portal already reports the Bind's formats; a simple Query's are all text.
     const formats = fields.map((f, k) => formatOf(bindFormats, k, f.format));

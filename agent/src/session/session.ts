@@ -274,7 +274,7 @@ export class PgSession {
   private async prepareMasking(): Promise<void> {
     const m = this.deps.masking;
     if (!m) return;
-    this.masking = new ResultMasking(await m.current(), m.hashKey);
+    this.masking = new ResultMasking(await m.current(), m.hashKey, () => m.invalidate());
   }
 
   private connect(params: Record<string, string>): void {

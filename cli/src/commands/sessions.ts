@@ -59,7 +59,8 @@ export function registerSessions(program: Command, run: (fn: (out: Output) => Pr
     .description("one session's events in order: start, every statement with its decision and result, end")
     .option('--agent <url>', 'agent URL')
     .option('--token <token>', 'access token')
-    .action((id: string, opts: ListOptions) => run((out) => show(id, opts, out)));
+    // --agent/--token may land on the parent `sessions` when given after the id: merge both.
+    .action((id: string, _opts: ListOptions, cmd: Command) => run((out) => show(id, cmd.optsWithGlobals<ListOptions>(), out)));
 }
 
 async function agentAndToken(opts: ListOptions): Promise<{ agent: string; token: string }> {
