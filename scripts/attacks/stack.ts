@@ -333,6 +333,8 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
             ],
             approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s' },
             masking,
+            // The corpus judges masked columns in the strict profile (SECURITY-POLICY P7).
+            policy: { strictPredicates: true },
           },
         },
       },

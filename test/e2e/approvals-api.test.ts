@@ -1,7 +1,7 @@
 // Deciding held statements (issue 8, SECURITY-POLICY.md P4) through the agent's /api/approvals and
 // `hoopctl approvals`: requests are created in the state store exactly as a holding session creates
 // them; approvers come from the demo connection's policy (approvers.groups = compliance).
-//   approver-bot  client credentials, group compliance   an approver of demo-db
+//   u-dave        device flow, group compliance           an approver of demo-db (a person)
 //   u-carol       device flow, group compliance           a second approver (minApprovals 2)
 //   ci-nightly    client credentials, group data-eng      uses demo-db, approves nothing
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -21,7 +21,7 @@ import { ApprovalsScreen } from '../../cli/src/ui/approvals.js';
 const s = useStack();
 const CLI = ['--import', 'tsx', path.resolve('cli/src/main.ts')];
 
-let approver: string; //  approver-bot
+let approver: string; //  u-dave
 let carol: string; //     u-carol
 let ci: string; //        ci-nightly
 let approverId: Identity;
@@ -29,12 +29,12 @@ let ciId: Identity;
 
 beforeAll(async () => {
   const stack = s.get();
-  approver = await stack.issuer.clientCredentialsToken('approver-bot', 'approver-bot-secret');
+  approver = (await stack.issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
   carol = (await stack.issuer.mintDeviceFlowToken('carol@clinic.example')).accessToken;
   ci = await stack.token();
   approverId = (await api('GET', '/api/whoami', approver)).body.identity;
   ciId = (await api('GET', '/api/whoami', ci)).body.identity;
-  expect(approverId).toMatchObject({ sub: 'approver-bot', groups: ['compliance'] });
+  expect(approverId).toMatchObject({ sub: 'u-dave', groups: ['compliance'] });
   expect(ciId).toMatchObject({ sub: 'ci-nightly', groups: ['data-eng'] });
 }, 60_000);
 
@@ -93,13 +93,13 @@ describe('/api/approvals', () => {
 
     const ok = await api('POST', `/api/approvals/${a.id}/approve`, approver, { reason: 'ticket OPS-42' });
     expect(ok.status).toBe(200);
-    expect(ok.body.approval).toMatchObject({ id: a.id, status: 'approved', approvals: 1, votes: [{ sub: 'approver-bot', verdict: 'approve', reason: 'ticket OPS-42' }] });
+    expect(ok.body.approval).toMatchObject({ id: a.id, status: 'approved', approvals: 1, votes: [{ sub: 'u-dave', verdict: 'approve', reason: 'ticket OPS-42' }] });
     const stored = await s.get().agent.store.approvals.get(a.id);
-    expect(stored).toMatchObject({ status: 'approved', votes: [{ sub: 'approver-bot', issuer: approverId.issuer, verdict: 'approve' }] });
+    expect(stored).toMatchObject({ status: 'approved', votes: [{ sub: 'u-dave', issuer: approverId.issuer, verdict: 'approve' }] });
 
     const events = await s.get().agent.store.sessionEvents(a.sessionId);
     expect(events.map((e) => [e.type, e.identity?.sub, e.data.approvalId, e.data.verdict, e.data.status, e.data.statementSeq])).toEqual([
-      ['approval_decided', 'approver-bot', a.id, 'approve', 'approved', 41],
+      ['approval_decided', 'u-dave', a.id, 'approve', 'approved', 41],
     ]);
 
     // Decided requests leave the pending list and are refused a second decision.
@@ -107,6 +107,27 @@ describe('/api/approvals', () => {
     expect((await api('GET', '/api/approvals?status=approved', approver)).body.approvals.some((x: any) => x.id === a.id)).toBe(true);
     const again = await api('POST', `/api/approvals/${a.id}/deny`, approver, { reason: 'changed my mind' });
     expect(again).toMatchObject({ status: 409, body: { error: { code: 'NOT_PENDING' } } });
+  });
+
+  it('a machine identity in an approver group cannot approve (403 NOT_HUMAN); the request stays pending', async () => {
+    const alice: Identity = { sub: 'u-alice', issuer: ciId.issuer, email: 'alice@clinic.example', groups: ['data-eng'] };
+    const a = await hold(alice);
+    const bot = await s.get().issuer.clientCredentialsToken('approver-bot', 'approver-bot-secret');
+    const r = await api('POST', `/api/approvals/${a.id}/approve`, bot, { reason: 'automated' });
+    expect(r).toMatchObject({ status: 403, body: { error: { code: 'NOT_HUMAN' } } });
+    expect((await s.get().agent.store.approvals.get(a.id))?.status).toBe('pending');
+  });
+
+  it('shows approvers invisible and bidirectional characters and padding, spelled out', async () => {
+    const alice: Identity = { sub: 'u-alice', issuer: ciId.issuer, email: 'alice@clinic.example', groups: ['data-eng'] };
+    const a = await hold(alice, { sql: `DELETE FROM notes WHERE body = '\u202e 2 = di \u2066' OR true -- \u200b` });
+    const v = (await api('GET', `/api/approvals/${a.id}`, approver)).body.approval;
+    expect(v.display).toContain('⟦U+202E⟧');
+    expect(v.display).toContain('⟦U+200B⟧');
+    expect(v.warnings.join(' ')).toMatch(/invisible or bidirectional characters: U\+202E, U\+2066, U\+200B/);
+    const padded = await hold(alice, { sql: `DELETE FROM notes WHERE id = 2${' '.repeat(300)}OR true` });
+    const p = (await api('GET', `/api/approvals/${padded.id}`, approver)).body.approval;
+    expect(p.display).toBe('DELETE FROM notes WHERE id = 2⟦300 blanks⟧OR true');
   });
 
   it('a non-approver gets 403 NOT_AN_APPROVER and does not see other requesters’ requests', async () => {
@@ -156,7 +177,7 @@ describe('/api/approvals', () => {
     expect(twice.status).toBe(409);
     expect(twice.body.error.code).toBe('ALREADY_VOTED');
     // A fresh token of the same identity is still the same person.
-    const fresh = await s.get().issuer.clientCredentialsToken('approver-bot', 'approver-bot-secret');
+    const fresh = (await s.get().issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
     expect((await api('POST', `/api/approvals/${a.id}/approve`, fresh)).body.error.code).toBe('ALREADY_VOTED');
     expect((await s.get().agent.store.approvals.get(a.id))?.status).toBe('pending');
     const second = await api('POST', `/api/approvals/${a.id}/approve`, carol, { reason: 'second pair of eyes' });

@@ -32,6 +32,9 @@ export const MAX_REASON_CHARS = 2000;
 /** What the API returns for one request: everything an approver needs to decide, nothing to replay it. */
 export interface ApprovalView {
   id: string;
+  /** The SQL with invisible characters and padding spelled out: what an approver should read. */
+  display: string;
+  warnings: string[];
   status: ApprovalStatus;
   connection: string;
   sessionId: string;
@@ -122,6 +125,7 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       agentId: a.agentId,
       requester: { sub: a.requester.sub, issuer: a.requester.issuer, email: a.requester.email },
       sql: a.sql,
+      ...displayOf(a.sql),
       params: a.params,
       statementSeq: a.statementSeq,
       createdAt: a.createdAt,
@@ -176,6 +180,11 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
           : `connection ${a.connection} has no approvers configured`,
         groups.length ? 'Ask a member of an approver group to decide it.' : 'Set approval.approvers.groups on the connection.',
       );
+    }
+    // Approving is a human act (SECURITY-POLICY P4): a service account or CI job in an approver group
+    // could otherwise wave its own kind's writes through.
+    if (verdict === 'approve' && isMachine(who)) {
+      throw new HttpRefusal(403, 'NOT_HUMAN', `${who.sub} is a machine identity; only people approve statements`, 'Log in as yourself with `hoopctl login` (device flow) to approve.');
     }
     // The record carries the minApprovals it was created with. If this agent's policy asks for more
     // (the config changed, or another agent is configured differently) an approval could be granted with
@@ -301,4 +310,37 @@ export async function readJsonBody(req: http.IncomingMessage, limit: number): Pr
   } catch {
     throw new HttpRefusal(400, 'BAD_JSON', 'the request body is not valid JSON');
   }
+}
+
+/**
+ * Machine identities: client-credentials tokens (the client is its own subject) and CI workload tokens
+ * (they name a repository or pipeline). People log in through a client on their behalf.
+ */
+export function isMachine(who: Principal): boolean {
+  const c = who.claims;
+  if (typeof c.client_id === 'string' && c.client_id === who.sub) return true;
+  if (c.gty === 'client_credentials') return true;
+  return ['repository', 'project_path', 'pipeline_id', 'job_workflow_ref'].some((k) => c[k] !== undefined);
+}
+
+// Characters that make the text an approver reads differ from the text that runs: bidi controls,
+// zero-width and other invisible or format characters (Trojan Source), and long runs of blanks that
+// push the rest of a statement off screen.
+const INVISIBLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]/gu;
+const LONG_BLANKS = /[ \t]{40,}/g;
+
+/** What approvers should read: the SQL with invisible characters spelled out, and why it was changed. */
+export function displayOf(sql: string): { display: string; warnings: string[] } {
+  const warnings: string[] = [];
+  const found = [...new Set(sql.match(INVISIBLE) ?? [])];
+  if (found.length) warnings.push(`invisible or bidirectional characters: ${found.map(codePoint).join(', ')}`);
+  const padding = sql.match(LONG_BLANKS);
+  if (padding) warnings.push(`long runs of blanks (longest ${Math.max(...padding.map((p) => p.length))} characters) hide the rest of the line`);
+  if (/--|\/\*/.test(sql)) warnings.push('contains comments; read the whole statement');
+  const display = sql.replace(INVISIBLE, (ch) => `⟦${codePoint(ch)}⟧`).replace(LONG_BLANKS, (b) => `⟦${b.length} blanks⟧`);
+  return { display, warnings };
+}
+
+function codePoint(ch: string): string {
+  return `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
 }

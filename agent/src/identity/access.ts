@@ -8,6 +8,8 @@ export interface Principal {
   email?: string;
   groups: string[];
   claims: Record<string, unknown>;
+  /** When the token this identity came from expires (ms since the epoch). */
+  expiresAt?: number;
 }
 
 type AccessRule = ConnectionConfig['access'][number];

@@ -67,8 +67,14 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     ws.ping();
   }, PING_EVERY_MS);
   timer.unref();
+  // Access lasts as long as the token: when it expires the tunnel closes (sessions end upstream) and the
+  // CLI reconnects with a fresh token, which is verified again like the first one.
+  const left = ctx.identity.expiresAt !== undefined ? ctx.identity.expiresAt - ctx.sessionDeps.clock() : undefined;
+  const expiry = left !== undefined ? setTimeout(() => ws.close(4401, 'token expired'), Math.max(0, Math.min(left, 2 ** 31 - 1))) : undefined;
+  expiry?.unref();
   ws.on('close', (code) => {
     clearInterval(timer);
+    clearTimeout(expiry);
     log.info('tunnel closed', { code });
   });
   return mux;

@@ -26,6 +26,9 @@ export interface ApprovalView {
   sessionId: string;
   requester: { sub: string; issuer: string; email?: string };
   sql: string;
+  /** The SQL with invisible characters and padding spelled out (agents that predate it send none). */
+  display?: string;
+  warnings?: string[];
   params?: unknown[];
   createdAt: string;
   expiresAt: string;
@@ -225,7 +228,7 @@ export function approvalsText(rows: ApprovalView[], now: number): string {
     a.connection,
     requesterOf(a),
     `${a.approvals}/${a.minApprovals}`,
-    oneLine(a.sql, 60),
+    oneLine(a.display ?? a.sql, 60),
     oneLine(formatParams(a.params), 40) || '-',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
@@ -242,7 +245,8 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     `age        ${formatAge(now - Date.parse(a.createdAt))}${a.status === 'pending' ? `, expires in ${formatAge(expires)}` : ''}`,
     `approvals  ${a.approvals} of ${a.minApprovals}`,
     'statement',
-    ...a.sql.split('\n').map((l) => `  ${l}`),
+    ...(a.display ?? a.sql).split('\n').map((l) => `  ${l}`),
+    ...(a.warnings ?? []).map((w) => `WARNING    ${w}`),
   ];
   if (a.params?.length) lines.push(`parameters ${formatParams(a.params)}`);
   for (const v of a.votes) lines.push(`vote       ${v.verdict} by ${v.sub} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);

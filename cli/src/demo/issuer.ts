@@ -105,6 +105,7 @@ export const DEMO_USERS: readonly DemoUser[] = [
   { sub: 'u-alice', email: 'alice@clinic.example', name: 'Alice Analyst', groups: ['data-eng'] },
   { sub: 'u-bob', email: 'bob@clinic.example', name: 'Bob Builder', groups: ['data-eng'] },
   { sub: 'u-carol', email: 'carol@clinic.example', name: 'Carol Compliance', groups: ['compliance'] },
+  { sub: 'u-dave', email: 'dave@clinic.example', name: 'Dave Duty-Officer', groups: ['compliance'] },
 ];
 
 export const DEMO_CLIENTS: readonly DemoClient[] = [

@@ -138,7 +138,7 @@ export function ApprovalsScreen({ initial, load, decide, now = Date.now, refresh
         <Box flexDirection="column" marginTop={1}>
           {rows.map((a, i) => (
             <Text key={a.id} inverse={a === selected}>
-              {a === selected ? '›' : ' '} {formatAge(t - Date.parse(a.createdAt)).padStart(6)}  {a.connection}  {requesterOf(a)}  {oneLine(a.sql, 60)}
+              {a === selected ? '›' : ' '} {formatAge(t - Date.parse(a.createdAt)).padStart(6)}  {a.connection}  {requesterOf(a)}  {oneLine(a.display ?? a.sql, 60)}
             </Text>
           ))}
         </Box>
