@@ -13,6 +13,7 @@ import { registerWhoami } from './commands/whoami.js';
 import { registerAudit } from './commands/audit.js';
 import { registerSessions } from './commands/sessions.js';
 import { registerApprovals } from './commands/approvals.js';
+import { registerExec } from './commands/exec.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('hoopctl')
@@ -34,6 +35,7 @@ export async function main(argv: string[]): Promise<number> {
   registerWhoami(program, run);
   registerLogout(program, run);
   registerConnect(program, run);
+  registerExec(program, run);
   registerDemo(program, run);
   registerSessions(program, run);
   registerApprovals(program, run);
