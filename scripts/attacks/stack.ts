@@ -187,7 +187,8 @@ export class Fixture {
 
   /** Rows of pg_stat_activity for the agent's role (backend sessions the gateway holds open). */
   async agentBackends(): Promise<number> {
-    const r = await this.admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'gw_agent'`);
+    // Sessions, not the agent's own catalog connection (masking keeps one open to notice schema changes).
+    const r = await this.admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'gw_agent' AND application_name <> 'hoop-agent catalog'`);
     return r.rows[0].n as number;
   }
 
@@ -257,6 +258,11 @@ export interface AttackStack {
   tunnelUrl: string;
   /** sub of ci-nightly's client-credentials tokens ("nhi:ci-reporting" of the corpus). */
   ciSub: string;
+  /**
+   * The auto-approve loop (auto-approve mode only): `paused` stops it deciding, for cases that decide
+   * requests themselves through the approvals API (AW-*). Always present; a no-op in deny mode.
+   */
+  approvalLoop: { paused: boolean };
   /** Test double for the GitHub Actions issuer (AU-017): its signing key and its JWKS server. */
   gh: { privateJwk: JWK & { kid: string; alg: string }; close(): Promise<void> };
   ciToken(): Promise<string>;
@@ -356,13 +362,15 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
     const agentOpts = { config, log: silentLogger, store: audit.sink, auth, ...(opts.agentOverrides ?? {}) };
     const agent = await startAgent(agentOpts as unknown as Parameters<typeof startAgent>[0]);
     stops.push(() => agent.stop());
+    const approvalLoop = { paused: false };
     if (opts.mode === 'auto-approve') {
       // The second human: approves every pending request through the product's own approval book.
       const carol = { sub: 'u-carol', issuer: issuer.issuer, email: 'carol@clinic.example', groups: ['compliance'] };
       let on = true;
       const loop = (async () => {
         while (on) {
-          for (const a of await agent.store.approvals.list({ status: 'pending' }).catch(() => [])) {
+          for (const a of approvalLoop.paused ? [] : await agent.store.approvals.list({ status: 'pending' }).catch(() => [])) {
+            if (approvalLoop.paused) break;
             await agent.store.approvals.decide(a.id, carol, 'approve', 'auto-approve run mode').catch(() => {});
           }
           await new Promise((r) => setTimeout(r, 50));
@@ -393,6 +401,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
       audit,
       auditDir,
       tunnelUrl: `${agent.url}/tunnel/${CONNECTION}`,
+      approvalLoop,
       ciSub,
       gh,
       ciToken,

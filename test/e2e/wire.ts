@@ -209,7 +209,7 @@ export async function agentBackends(directUrl: string, role = 'gw_agent'): Promi
   const c = new pg.Client({ connectionString: directUrl });
   await c.connect();
   try {
-    const r = await c.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'`, [role]);
+    const r = await c.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend' AND application_name <> 'hoop-agent catalog'`, [role]);
     return Number(r.rows[0].n);
   } finally {
     await c.end();
