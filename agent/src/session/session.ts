@@ -775,9 +775,15 @@ export class PgSession {
     if (this.cancelPid !== undefined) this.deps.cancels.release(this.cancelPid);
     const sock = this.upstream;
     if (sock && !sock.destroyed) {
-      // Say goodbye properly so the server ends the backend at once instead of on a broken pipe.
-      sock.end(TERMINATE);
-      setTimeout(() => sock.destroy(), 2000).unref();
+      if (this.txStatus === TxStatus.Idle && this.readyQueue.length === 0) {
+        // Idle: say goodbye properly so the server ends the backend at once.
+        sock.end(TERMINATE);
+        setTimeout(() => sock.destroy(), 2000).unref();
+      } else {
+        // Mid-statement the server is not reading (it may be blocked sending rows): drop the connection
+        // so the backend stops at once instead of finishing a result nobody reads.
+        sock.destroy();
+      }
     }
     this.out.close();
     if (!this.recorded) return; // a cancel request or a refused startup: no session to close
