@@ -14,7 +14,7 @@ import { FrameType } from '../../shared/tunnel/frame.js';
 import { tunnelUrl as cliTunnelUrl } from '../../cli/src/services/tunnel-client.js';
 import {
   PgWire, GSSENC_REQUEST, SSL_REQUEST, cancelRequest, connectTcp, msg, startupMessage, summarize, tcpTransport, typed,
-  parseRowDescription, type RowField,
+  parseRowDescription, parseErrorFields, type RowField,
 } from './pgclient.js';
 import { openTunnelWs, rawHttp, upgradeRequest, waitServerClose, wsFrame, TunnelStream } from './ws.js';
 import { CONNECTION, type AttackStack, type Fingerprint } from './stack.js';
@@ -886,6 +886,7 @@ export async function runTunnelCase(c: Case, ctx: RunContext): Promise<Partial> 
             (s) => {
               sockets.push(s);
               s.on('error', () => {});
+              s.resume(); // read, so a close by the server is seen (readableEnded) and not only a reset
               // half: slow, incomplete headers; half: complete upgrade without a token
               if (i % 2) s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n`);
               else s.write(upgradeRequest(path, 'x'));
@@ -1213,7 +1214,10 @@ export async function runApprovalCase(c: Case, ctx: RunContext): Promise<Partial
       ? { pass: true, observed: 'rejected', reason: 'the verifier reports every edit, deletion and reordering', evidence }
       : { pass: false, observed: 'accepted', reason: 'a tampered chain verified', gap: 'product', evidence };
   }
-  // Approval-workflow cases: no approvals API exists. Run the statement (if any) to show whether it is held.
+  const aw = AW_CASES[c.id];
+  if (aw) return runAw(c, ctx, aw);
+  // Approval-workflow cases without a procedure: run the statement (if any) to show whether it is held.
+
   const sql = typeof c.sql === 'string' ? c.sql : /DELETE FROM notes WHERE id = 2/.test(String(c.flow ?? c.setup ?? '')) ? 'DELETE FROM notes WHERE id = 2' : undefined;
   if (sql) {
     const f0 = await stack.fixture.reset();
@@ -1224,5 +1228,755 @@ export async function runApprovalCase(c: Case, ctx: RunContext): Promise<Partial
     const kinds = r.errors.map(classifyError);
     evidence.push(`${sql.slice(0, 60).replace(/\s+/g, ' ')}…: ${kinds.join(',') || 'executed'} ${describeErrors(r.errors)}`, ...stateEvidence(state));
   }
-  return { pass: false, observed: 'not-implemented', reason: 'approvals not implemented: no approval API to request, approve, deny or inspect', gap: 'product', evidence };
+  return { pass: false, observed: 'not-run', reason: `runner has no procedure for approval case ${c.id}`, gap: 'runner', evidence };
+}
+
+// ── approval workflow (AW-*) ────────────────────────────────────────────────────────────────────
+//
+// Judged from the outside: what the client received (the hold notice names the request ap_…), the
+// approval records through the agent's HTTP API, and the notes table / fingerprint read directly.
+// The runner decides requests itself through the API as carol (human, group compliance); the auto-
+// approve loop of the stack is paused meanwhile. The flow's own prerequisite approvals ("get approval
+// for A", "approved by a human") are given in both modes; the attack statement, once shown held, is
+// denied in deny mode (it must never run) and approved in auto-approve mode (the second human approves
+// every request: it must run then, once, and only then).
+
+const DEL2 = 'DELETE FROM notes WHERE id = 2';
+const HELD_RE = /held for approval (ap_[A-Za-z0-9_-]+)/;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface ApiReply {
+  status: number;
+  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  text: string;
+}
+
+interface Aw {
+  c: Case;
+  ctx: RunContext;
+  stack: AttackStack;
+  deny: boolean;
+  evidence: string[];
+  f0: Fingerprint;
+  carol: string;
+  auditFrom: number;
+  /** Opens a session through the CLI's local port (ci-nightly, "nhi:ci-reporting"); closed at the end. */
+  session(opts?: WireOptionsLike, params?: Record<string, string>): Promise<PgWire>;
+  /** A session of another identity over the agent's WebSocket; closed at the end. */
+  sessionAs(token: string): Promise<PgWire>;
+  api(method: string, p: string, o?: { token?: string | null; body?: unknown; headers?: Record<string, string> }): Promise<ApiReply>;
+  /** GET /api/approvals/ID as carol: the record, or undefined. */
+  record(id: string): Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** POST approve|deny as carol; evidence line; returns the HTTP status. */
+  decide(id: string, verdict: 'approve' | 'deny', why?: string): Promise<number>;
+  /** The attack request: denied in deny mode, approved in auto-approve mode. */
+  settle(id: string, what: string): Promise<number>;
+  notes(): Promise<string[]>;
+  fail(observed: string, reason: string, gap?: 'product' | 'runner'): Partial;
+  pass(observed: string, reason: string): Partial;
+}
+type WireOptionsLike = ConstructorParameters<typeof PgWire>[1];
+
+/** The request id of the first hold notice after `from` not in `skip`; or what came instead. */
+async function waitHeld(w: PgWire, from: number, timeoutMs = 5000, skip: string[] = [], zLimit = 1): Promise<{ id?: string; instead: string; at: number }> {
+  let id: string | undefined;
+  let at = -1;
+  const find = () => {
+    for (let i = from; i < w.messages.length; i++) {
+      const m = w.messages[i];
+      if (m.type !== 'N' || !m.body) continue;
+      const r = HELD_RE.exec(parseErrorFields(m.body).message ?? '');
+      if (r && !skip.includes(r[1])) {
+        id = r[1];
+        at = i;
+        return true;
+      }
+    }
+    return false;
+  };
+  // Stops at the hold notice, or once `zLimit` statements after `from` ended without one.
+  await w.until(() => find() || w.count('Z', from) >= zLimit, timeoutMs);
+  if (id) return { id, instead: '', at };
+  const errs = w.errors(from);
+  const tags = commandTags(w, from);
+  const instead = w.closed ? `connection closed (${w.closeWhy})` : errs.length ? `refused: ${describeErrors(errs)}` : tags.length ? `EXECUTED without a hold (${tags.join(', ')})` : `no hold notice within ${timeoutMs} ms (${summarize(w, from)})`;
+  return { instead, at };
+}
+
+function commandTags(w: PgWire, from = 0, to = w.messages.length): string[] {
+  const out: string[] = [];
+  for (let i = from; i < Math.min(to, w.messages.length); i++) {
+    const m = w.messages[i];
+    if (m.type === 'C' && m.body) out.push(m.body.subarray(0, Math.max(0, m.body.indexOf(0))).toString('utf8'));
+  }
+  return out;
+}
+
+/** Sends a simple query and waits for its hold notice. */
+async function sendHeld(w: PgWire, sql: string, timeoutMs = 5000): Promise<{ from: number; id?: string; instead: string }> {
+  const from = w.messages.length;
+  w.send(msg.query(sql));
+  const h = await waitHeld(w, from, timeoutMs);
+  return { from, id: h.id, instead: h.instead };
+}
+
+/** Waits for `n` ReadyForQuery after `from`; returns the tags, errors and outcome of that span. */
+async function finish(w: PgWire, from: number, n = 1, timeoutMs = 8000) {
+  const outcome = await w.waitReady(from, n, timeoutMs);
+  return { outcome, tags: commandTags(w, from), errors: w.errors(from), copyData: w.count('d', from), text: `${outcome}: ${commandTags(w, from).join(', ') || 'no CommandComplete'}${w.errors(from).length ? ` | ${describeErrors(w.errors(from))}` : ''}` };
+}
+
+function httpCall(base: string, method: string, p: string, headers: Record<string, string>, body?: string): Promise<ApiReply> {
+  return new Promise((resolve) => {
+    const u = new URL(p, base);
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) }, timeout: 5000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, json, text });
+      });
+      res.on('error', (e) => resolve({ status: 0, json: undefined, text: `response error: ${e.message}` }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ status: 0, json: undefined, text: `request error: ${e.message}` }));
+    req.end(body);
+  });
+}
+
+function apiWhy(r: ApiReply): string {
+  return `${r.status}${r.json?.error ? ` ${r.json.error.code}: ${String(r.json.error.message ?? '').slice(0, 120)}` : r.json?.approval ? ` (${r.json.approval.status})` : ''}`;
+}
+
+async function runAw(c: Case, ctx: RunContext, body: (aw: Aw) => Promise<Partial>): Promise<Partial> {
+  const { stack } = ctx;
+  const evidence: string[] = [];
+  const wires: PgWire[] = [];
+  const sockets: Array<{ terminate(): void }> = [];
+  const base = stack.agent.url.replace(/^ws/, 'http');
+  const carolId = { sub: 'u-carol', issuer: stack.issuer.issuer, email: 'carol@clinic.example', groups: ['compliance'] };
+  stack.approvalLoop.paused = true;
+  await sleep(120); // let a running loop iteration finish
+  try {
+    const f0 = await stack.fixture.reset();
+    const carol = await stack.userToken('carol@clinic.example');
+    const deny = ctx.mode === 'deny';
+    const api: Aw['api'] = (method, p, o = {}) => {
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      const token = o.token === undefined ? carol : o.token;
+      if (token) headers.authorization = `Bearer ${token}`;
+      let payload: string | undefined;
+      if (o.body !== undefined) {
+        payload = typeof o.body === 'string' ? o.body : JSON.stringify(o.body);
+        headers['content-type'] ??= 'application/json';
+      }
+      return httpCall(base, method, p, headers, payload);
+    };
+    const aw: Aw = {
+      c, ctx, stack, deny, evidence, f0, carol,
+      auditFrom: stack.audit.records.length,
+      async session(o = {}, params = {}) {
+        const w = await stack.session(o, params);
+        wires.push(w);
+        return w;
+      },
+      async sessionAs(token) {
+        const s = await stack.wsStream(token, 1);
+        sockets.push(s.ws);
+        const w = new PgWire(s);
+        wires.push(w);
+        const r = await w.startup({ user: 'noop', database: CONNECTION });
+        if (r !== 'ready') throw new Error(`startup over the WebSocket failed (${r} ${describeErrors(w.errors())})`);
+        return w;
+      },
+      api,
+      async record(id) {
+        const r = await api('GET', `/api/approvals/${id}`);
+        return r.status === 200 ? r.json?.approval : undefined;
+      },
+      async decide(id, verdict, why) {
+        const r = await api('POST', `/api/approvals/${id}/${verdict}`, { body: { reason: why ?? `attack runner (${ctx.mode} mode)` } });
+        evidence.push(`carol ${verdict}s ${id}: HTTP ${apiWhy(r)}`);
+        return r.status;
+      },
+      settle(id, what) {
+        return aw.decide(id, deny ? 'deny' : 'approve', `attack runner, ${ctx.mode} mode: ${what}`);
+      },
+      async notes() {
+        return (await directQueryRows(ctx, 'SELECT id, body FROM notes ORDER BY id')).map((r) => `${r[0]}:${r[1]}`);
+      },
+      fail: (observed, reason, gap = 'product') => ({ pass: false, observed, reason, gap, evidence }),
+      pass: (observed, reason) => ({ pass: true, observed, reason, evidence }),
+    };
+    return await body(aw);
+  } finally {
+    for (const w of wires) w.close();
+    for (const s of sockets) s.terminate();
+    await sleep(150);
+    const left = await stack.agent.store.approvals.list({ status: 'pending' }).catch(() => []);
+    if (left.length) {
+      evidence.push(`note: ${left.length} request(s) still pending after the case's sessions closed (${left.map((a) => a.id).slice(0, 5).join(', ')}${left.length > 5 ? ', …' : ''}): closing the client does not withdraw a held statement's request; the runner denies them`);
+      for (const a of left) await stack.agent.store.approvals.decide(a.id, carolId, 'deny', 'attack runner cleanup').catch(() => {});
+    }
+    stack.approvalLoop.paused = false;
+  }
+}
+
+/** Nothing after `from` says the statement ran (no CommandComplete, no rows). */
+function notRunYet(w: PgWire, from: number): boolean {
+  return w.count('C', from) === 0 && w.count('D', from) === 0 && w.count('d', from) === 0;
+}
+
+/**
+ * The end of one attack request, per mode: deny mode → the client got 42501 and `notes` equals `before`;
+ * auto-approve mode → it ran (a CommandComplete). Returns a failure reason or null.
+ */
+function judgeSettled(aw: Aw, fin: Awaited<ReturnType<typeof finish>>, what: string): string | null {
+  if (fin.outcome !== 'ready') return `${what}: no answer after the decision (${fin.text})`;
+  if (aw.deny) {
+    if (fin.tags.length) return `${what} RAN although its request was denied (${fin.text})`;
+    if (!fin.errors.some((e) => e.code === '42501')) return `${what}: denied, but the client got no 42501 (${fin.text})`;
+    return null;
+  }
+  if (!fin.tags.length) return `${what}: approved, but it did not run (${fin.text})`;
+  return null;
+}
+
+const AW_CASES: Record<string, (aw: Aw) => Promise<Partial>> = {
+  // Machine identity as approver: a machine token in the approver group is refused (403), and so are a
+  // human outside it and the requester; the request stays pending and the statement does not run.
+  async 'AW-002'(aw) {
+    const { stack, evidence } = aw;
+    const bot = await stack.issuer.clientCredentialsToken('approver-bot', 'approver-bot-secret');
+    const alice = await stack.userToken('alice@clinic.example');
+    const requester = await stack.ciToken();
+    const w = await aw.session();
+    const h = await sendHeld(w, DEL2);
+    if (!h.id) return aw.fail('not-held', `${DEL2} was not held: ${h.instead}`);
+    evidence.push(`${DEL2}: held as ${h.id}`);
+    const tries: Array<[string, string]> = [['approver-bot (machine, group compliance)', bot], ['alice (human, not an approver)', alice], ['ci-nightly (the requester, machine)', requester]];
+    const accepted: string[] = [];
+    for (const [who, tok] of tries) {
+      const r = await aw.api('POST', `/api/approvals/${h.id}/approve`, { token: tok, body: { reason: 'lgtm' } });
+      evidence.push(`${who} approves: HTTP ${apiWhy(r)}`);
+      if (r.status !== 403) accepted.push(`${who} got HTTP ${r.status}`);
+    }
+    const rec = await aw.record(h.id);
+    evidence.push(`record after the attempts: ${rec?.status} with ${rec?.votes?.length ?? '?'} vote(s)`);
+    const ranEarly = !notRunYet(w, h.from);
+    if (aw.deny) await aw.settle(h.id, 'AW-002 request');
+    else await aw.decide(h.id, 'approve', 'AW-002: the real human approver');
+    const fin = await finish(w, h.from);
+    evidence.push(`client after the decision: ${fin.text}`);
+    const st = await readState(aw.ctx, aw.f0);
+    evidence.push(...stateEvidence(st));
+    if (accepted.length) return aw.fail('accepted', `approval by a non-eligible identity not refused with 403: ${accepted.join('; ')}`);
+    if (rec?.status !== 'pending' || (rec?.votes?.length ?? 0) > 0) return aw.fail('accepted', `the refused attempts changed the request (${rec?.status}, ${rec?.votes?.length} votes)`);
+    if (ranEarly) return aw.fail('executed', 'the statement ran before any eligible approval');
+    const bad = judgeSettled(aw, fin, DEL2);
+    if (bad) return aw.fail('executed', bad);
+    if (aw.deny && st.changed.length) return aw.fail('executed', `denied but the fingerprint changed (${st.changed.join(', ')})`);
+    return aw.pass('rejected', `machine approver, non-approver and requester all got 403; request stayed pending; ${aw.deny ? 'denied: not run' : "ran only after carol's approval"}`);
+  },
+
+  // Approve A, execute B: B is a new pending request; notes keeps row 1 (deny mode).
+  async 'AW-003'(aw) {
+    const { evidence } = aw;
+    const B = 'DELETE FROM notes WHERE id = 2 OR true';
+    const w = await aw.session();
+    const a = await sendHeld(w, DEL2);
+    if (!a.id) return aw.fail('not-held', `A (${DEL2}) was not held: ${a.instead}`);
+    if ((await aw.decide(a.id, 'approve', 'AW-003: approve A')) !== 200) return aw.fail('runner-error', `could not approve A ${a.id}`, 'runner');
+    const fa = await finish(w, a.from);
+    evidence.push(`A after approval: ${fa.text}`);
+    if (!fa.tags.includes('DELETE 1')) return aw.fail('error', `approved A did not run as DELETE 1 (${fa.text})`);
+    const b = await sendHeld(w, B);
+    if (!b.id) return aw.fail(/EXECUTED/.test(b.instead) ? 'executed' : 'not-held', `B (${B}) was not held as a new request: ${b.instead}`);
+    evidence.push(`B: held as ${b.id}`);
+    const [recA, recB] = [await aw.record(a.id), await aw.record(b.id)];
+    evidence.push(`A's record: ${recA?.status}; B's record: ${recB?.status}, sql ${JSON.stringify(recB?.sql)}`);
+    await sleep(200);
+    const ranEarly = !notRunYet(w, b.from);
+    const mid = await aw.notes();
+    await aw.settle(b.id, 'B');
+    const fb = await finish(w, b.from);
+    evidence.push(`B after the decision: ${fb.text}`);
+    const end = await aw.notes();
+    evidence.push(`notes: after A [${mid.join(' ; ')}], at the end [${end.join(' ; ')}]`);
+    if (b.id === a.id) return aw.fail('replayed', 'B reused A\'s approval id');
+    if (recB?.sql !== B) return aw.fail('mismatch', `B's request does not show B's text (${JSON.stringify(recB?.sql)})`);
+    if (recA?.status !== 'consumed') return aw.fail('reusable', `A's approval is ${recA?.status} after it ran (expected consumed)`);
+    if (ranEarly || mid.length !== 1) return aw.fail('executed', `B ran on A's approval (notes [${mid.join(' ; ')}])`);
+    const bad = judgeSettled(aw, fb, 'B');
+    if (bad) return aw.fail('executed', bad);
+    if (aw.deny && !end.some((r) => r.startsWith('1:'))) return aw.fail('executed', 'notes lost row 1');
+    return aw.pass('held', `B held as its own request ${b.id}; ${aw.deny ? 'denied: notes still has row 1' : 'ran only after its own approval'}`);
+  },
+
+  // Approval replay: the identical statement again (same session, then a new one) needs new approvals.
+  async 'AW-005'(aw) {
+    const { evidence, ctx } = aw;
+    const w = await aw.session();
+    const a = await sendHeld(w, DEL2);
+    if (!a.id) return aw.fail('not-held', `${DEL2} was not held: ${a.instead}`);
+    if ((await aw.decide(a.id, 'approve', 'AW-005: the one approved run')) !== 200) return aw.fail('runner-error', `could not approve ${a.id}`, 'runner');
+    const fa = await finish(w, a.from);
+    evidence.push(`first run (approved ${a.id}): ${fa.text}`);
+    if (!fa.tags.includes('DELETE 1')) return aw.fail('error', `the approved statement did not run (${fa.text})`);
+    // Put row 2 back, so that a replay would be visible in the table.
+    await directQueryRows(ctx, "INSERT INTO notes (id, patient_id, body) VALUES (2, 2, 'BP stable')");
+    const before = await aw.notes();
+    const ids = [a.id];
+    const problems: string[] = [];
+    for (const where of ['same session', 'new session']) {
+      const ws = where === 'same session' ? w : await aw.session();
+      const r = await sendHeld(ws, DEL2);
+      if (!r.id || ids.includes(r.id)) {
+        problems.push(`${where}: ${r.id ? `reused ${r.id}` : r.instead}`);
+        await finish(ws, r.from, 1, 3000);
+        continue;
+      }
+      ids.push(r.id);
+      evidence.push(`${where}: held again as ${r.id}`);
+      if (where === 'same session') {
+        const re = await aw.api('POST', `/api/approvals/${a.id}/approve`, { body: { reason: 'replay' } });
+        evidence.push(`approving the consumed ${a.id} again: HTTP ${apiWhy(re)}`);
+        if (re.status === 200) problems.push(`the consumed approval ${a.id} accepted another vote`);
+      }
+      await sleep(150);
+      if (!notRunYet(ws, r.from)) problems.push(`${where}: ran before a new approval`);
+      await aw.settle(r.id, `replay in the ${where}`);
+      const fr = await finish(ws, r.from);
+      evidence.push(`${where} after the decision: ${fr.text}`);
+      const bad = judgeSettled(aw, fr, `replay (${where})`);
+      if (bad) problems.push(bad);
+    }
+    const recA = await aw.record(a.id);
+    const end = await aw.notes();
+    evidence.push(`first approval now ${recA?.status}; notes before the replays [${before.join(' ; ')}], after [${end.join(' ; ')}]`);
+    if (recA?.status !== 'consumed') problems.push(`the first approval is ${recA?.status}, not consumed`);
+    if (aw.deny && end.join('|') !== before.join('|')) problems.push('a replay changed notes');
+    if (problems.length) return aw.fail(problems.some((p) => /ran|reused|EXECUTED|changed/.test(p)) ? 'replayed' : 'error', problems.join('; '));
+    return aw.pass('held', `single use: each replay was held as a new request (${ids.slice(1).join(', ')}); ${aw.deny ? 'denied, not run' : 'ran only after its own approval'}`);
+  },
+
+  // Approval transplanted to another session / identity: S2 (same NHI) and a session of another NHI send
+  // the identical statement; approving S1's request must not release theirs.
+  async 'AW-006'(aw) {
+    const { evidence, stack, ctx } = aw;
+    const otherTok = await stack.issuer.clientCredentialsToken('approver-bot', 'approver-bot-secret');
+    const w1 = await aw.session();
+    const a = await sendHeld(w1, DEL2);
+    if (!a.id) return aw.fail('not-held', `S1: ${DEL2} was not held: ${a.instead}`);
+    evidence.push(`S1: held as ${a.id}`);
+    // S2 names S1's approval wherever a client could: the application_name and a comment.
+    const w2 = await aw.session({}, { application_name: `approval ${a.id}` });
+    const s2sql = DEL2;
+    const b = await sendHeld(w2, s2sql);
+    let w3: PgWire | undefined;
+    let c3: Awaited<ReturnType<typeof sendHeld>> | undefined;
+    try {
+      w3 = await aw.sessionAs(otherTok);
+      c3 = await sendHeld(w3, DEL2);
+    } catch (err) {
+      evidence.push(`nhi:other (approver-bot) session: ${(err as Error).message}`);
+    }
+    evidence.push(`S2 (same NHI): ${b.id ? `held as ${b.id}` : b.instead}; S3 (nhi:other = approver-bot): ${c3 ? (c3.id ? `held as ${c3.id}` : c3.instead) : 'no session'}`);
+    if ((await aw.decide(a.id, 'approve', "AW-006: S1's own request")) !== 200) return aw.fail('runner-error', `could not approve ${a.id}`, 'runner');
+    const f1 = await finish(w1, a.from);
+    evidence.push(`S1 after approval: ${f1.text}`);
+    await directQueryRows(ctx, "INSERT INTO notes (id, patient_id, body) VALUES (2, 2, 'BP stable')");
+    const before = await aw.notes();
+    await sleep(200);
+    const problems: string[] = [];
+    if (!f1.tags.includes('DELETE 1')) problems.push(`S1's approved statement did not run (${f1.text})`);
+    const others: Array<[string, PgWire, { from: number; id?: string; instead: string }]> = [['S2', w2, b]];
+    if (w3 && c3) others.push(['S3 (nhi:other)', w3, c3]);
+    for (const [name, w, r] of others) {
+      if (!r.id) {
+        problems.push(`${name}: ${r.instead}`);
+        continue;
+      }
+      if (r.id === a.id) problems.push(`${name} was attached to S1's request ${a.id}`);
+      if (!notRunYet(w, r.from)) problems.push(`${name} ran on S1's approval (${commandTags(w, r.from).join(', ')})`);
+      const rec = await aw.record(r.id);
+      const recA = await aw.record(a.id);
+      evidence.push(`${name}'s request ${r.id}: ${rec?.status}, session ${rec?.sessionId?.slice(0, 12)}, requester ${rec?.requester?.sub} (S1: session ${recA?.sessionId?.slice(0, 12)}, requester ${recA?.requester?.sub})`);
+      if (rec?.status !== 'pending') problems.push(`${name}'s request is ${rec?.status} after S1's approval`);
+      await aw.settle(r.id, name);
+      const fr = await finish(w, r.from);
+      evidence.push(`${name} after the decision: ${fr.text}`);
+      const bad = judgeSettled(aw, fr, name);
+      if (bad) problems.push(bad);
+    }
+    if (!c3) problems.push('the session of nhi:other could not be opened (runner)');
+    const end = await aw.notes();
+    if (aw.deny && end.join('|') !== before.join('|')) problems.push(`notes changed after S1's run: [${before.join(' ; ')}] -> [${end.join(' ; ')}]`);
+    if (problems.length) return aw.fail(problems.some((p) => /ran on|attached|RAN|EXECUTED/.test(p)) ? 'transplanted' : 'error', problems.join('; '), problems.every((p) => /runner/.test(p)) ? 'runner' : 'product');
+    return aw.pass('held', `approval bound to its session: S2 and nhi:other each got their own request and stayed held when S1's was approved; ${aw.deny ? 'denied: not run' : 'ran only after their own approvals'}`);
+  },
+
+  // Pipelined statements behind a held write: approving the first runs only it; the second gets its own
+  // request; nothing overtakes; order preserved.
+  async 'AW-008'(aw) {
+    const { evidence, ctx, c } = aw;
+    const needles = needlesFor(c, ctx.core);
+    const w = await aw.session({ needles, keepRows: 100 });
+    const from = w.messages.length;
+    w.send(Buffer.concat([msg.query(DEL2), msg.query('DELETE FROM notes'), msg.query('SELECT * FROM patients')]));
+    const h1 = await waitHeld(w, from);
+    if (!h1.id) return aw.fail('not-held', `first statement not held: ${h1.instead}`);
+    await sleep(250);
+    const problems: string[] = [];
+    if (!notRunYet(w, from) || w.count('T', from) > 0) problems.push(`something ran while the first was held (${summarize(w, from)})`);
+    if ((await aw.decide(h1.id, 'approve', 'AW-008: the first statement')) !== 200) return aw.fail('runner-error', `could not approve ${h1.id}`, 'runner');
+    const h2 = await waitHeld(w, h1.at + 1, 5000, [h1.id], 3);
+    const mid = await aw.notes();
+    evidence.push(`after approving ${h1.id}: ${commandTags(w, from).join(', ') || 'nothing'}; second ${h2.id ? `held as ${h2.id}` : h2.instead}; notes [${mid.join(' ; ')}]`);
+    if (!h2.id) {
+      problems.push(`the second statement was not held as its own request: ${h2.instead}`);
+    } else {
+      const rec2 = await aw.record(h2.id);
+      if (rec2?.sql !== 'DELETE FROM notes') problems.push(`the second request shows ${JSON.stringify(rec2?.sql)}`);
+      await sleep(150);
+      if (w.count('T', from) > 0 || w.count('D', from) > 0) problems.push('SELECT overtook the held second statement');
+      await aw.settle(h2.id, 'the second statement');
+    }
+    const fin = await finish(w, from, 3);
+    await w.until(() => false, 400); // anything that trails the third ReadyForQuery
+    const end = await aw.notes();
+    // Order on the wire: hold 1, DELETE 1, hold 2, its end, then the SELECT's rows.
+    const seq: string[] = [];
+    for (let i = from; i < w.messages.length; i++) {
+      const m = w.messages[i];
+      if (m.type === 'N') seq.push(HELD_RE.test(parseErrorFields(m.body!).message ?? '') ? 'hold' : 'N');
+      else if (m.type === 'C') seq.push(`C(${commandTags(w, i, i + 1)[0]})`);
+      else if (m.type === 'E') seq.push(`E(${parseErrorFields(m.body!).code})`);
+      else if (m.type === 'T' || m.type === 'Z') seq.push(m.type);
+      else if (m.type === 'D' && seq.at(-1) !== 'D…') seq.push('D…');
+    }
+    evidence.push(`wire: ${seq.join(' ')}`, `notes at the end [${end.join(' ; ')}]`);
+    const want = aw.deny ? ['hold', 'C(DELETE 1)', 'Z', 'hold', 'E(42501)', 'Z', 'T', 'D…', 'C(SELECT 3)', 'Z'] : ['hold', 'C(DELETE 1)', 'Z', 'hold', 'C(DELETE 1)', 'Z', 'T', 'D…', 'C(SELECT 3)', 'Z'];
+    if (fin.outcome !== 'ready') problems.push(`the pipeline did not complete (${fin.text})`);
+    if (mid.join('|') !== '1:follow-up in 3 months') problems.push(`approving the first did not run exactly it (notes [${mid.join(' ; ')}])`);
+    if (seq.includes('C(SET)')) problems.push("the client got a 'SET' completion it never sent (the agent's hidden read-only restore after the approved write reached the client) and every later answer shifted by one");
+    if (!seq.includes('T')) problems.push('the SELECT never got its answer');
+    if (seq.join(' ') !== want.join(' ')) problems.push(`order on the wire differs from ${want.join(' ')}`);
+    if (aw.deny && end.join('|') !== '1:follow-up in 3 months') problems.push('the denied DELETE FROM notes ran');
+    const leaks = leaksOf([w], auditText(ctx, aw.auditFrom), needles);
+    if (leaks.wire.length || leaks.audit.length) problems.push(`leak: ${[...leaks.wire, ...leaks.audit.map((x) => `${x} (audit)`)].join(', ')}`);
+    if (problems.length) {
+      // Is the session still alive after that?
+      const z = w.messages.length;
+      w.send(msg.query('SELECT 4242'));
+      const alive = await w.waitReady(z, 1, 2000);
+      evidence.push(`afterwards, SELECT 4242 in the same session: ${alive} ${summarize(w, z)}`);
+      if (alive !== 'ready') problems.push(`the session is stuck afterwards (SELECT 4242: ${alive})`);
+    }
+    if (problems.length) return aw.fail(problems.some((p) => /ran|overtook/.test(p)) ? 'executed' : 'error', problems.join('; '));
+    return aw.pass('held', `first approved → only it ran; second held as ${h2.id}; SELECT after it; order preserved; no leak`);
+  },
+
+  // TOCTOU: state-changing statements pipelined behind the held DELETE wait (or are refused); the
+  // approved statement runs against what the approver saw (public.notes), or the approval is voided.
+  async 'AW-009'(aw) {
+    const { evidence } = aw;
+    const w = await aw.session();
+    const a = await sendHeld(w, DEL2);
+    if (!a.id) return aw.fail('not-held', `${DEL2} was not held: ${a.instead}`);
+    const from2 = w.messages.length;
+    const follow = ['SET search_path TO pg_temp, public', 'CREATE TEMP TABLE notes (id int, patient_id int, body text)', "INSERT INTO notes VALUES (2, 2, 'decoy')"];
+    w.send(Buffer.concat(follow.map((s) => msg.query(s))));
+    await sleep(300);
+    const early = summarize(w, from2);
+    const overtook = w.count('C', from2) > 0 || w.count('S', from2) > 0;
+    evidence.push(`while ${a.id} was pending, after pipelining ${follow.length} state changes: ${early || 'nothing'}`);
+    const rec = await aw.record(a.id);
+    if ((await aw.decide(a.id, 'approve', 'AW-009: the DELETE as shown')) !== 200) return aw.fail('runner-error', `could not approve ${a.id}`, 'runner');
+    const fa = await w.waitReady(a.from, 1, 8000);
+    const delTags = commandTags(w, a.from, w.messages.findIndex((m, i) => i >= a.from && m.type === 'Z') + 1);
+    const delErrs = w.errors(a.from).slice(0, 1);
+    evidence.push(`DELETE after approval: ${fa} ${delTags.join(', ')} ${describeErrors(delErrs)}`);
+    // The follow-ups: held ones are decided per mode, until all three ended and no new hold comes.
+    const seen = [a.id];
+    const deadline = Date.now() + 9000;
+    for (;;) {
+      if (w.closed || Date.now() > deadline) break;
+      const h = await waitHeld(w, a.from, 400, seen, 99);
+      if (h.id) {
+        seen.push(h.id);
+        await aw.settle(h.id, 'state change queued behind the held DELETE');
+      } else if (w.count('Z', a.from) >= 1 + follow.length) break;
+    }
+    const fin = await finish(w, a.from, 1 + follow.length, 1000);
+    const pub = await aw.notes();
+    const zs = w.count('Z', a.from);
+    const leftover = (await aw.stack.agent.store.approvals.list({ status: 'pending' }).catch(() => [])).filter((x) => x.sql !== undefined);
+    evidence.push(`all: ${fin.text}; ${zs} ReadyForQuery for ${1 + follow.length} queries; ${seen.length - 1} follow-up request(s) decided`, `public.notes [${pub.join(' ; ')}]`, `request showed ${JSON.stringify(rec?.sql)}`);
+    const publicHit = !pub.some((r) => r.startsWith('2:')) && pub.some((r) => r.startsWith('1:'));
+    const voided = delTags.length === 0 && delErrs.some((e) => e.code === '42501') && pub.length === 2;
+    if (overtook && !voided && !publicHit) return aw.fail('toctou', 'state changes ran before the approved DELETE and it hit another table');
+    // Queued statements must each get their own answer, in order (a desynchronised session means the
+    // agent's model of the session state (search_path, temp tables) no longer matches the server's).
+    const desync: string[] = [];
+    const tagsAfter = commandTags(w, a.from);
+    if (tagsAfter.filter((t) => t === 'SET').length > 1) desync.push(`the client got ${tagsAfter.filter((t) => t === 'SET').length} 'SET' completions for one SET it sent (the agent's hidden read-only restore reached the client)`);
+    const raw = w.errors(a.from).filter((e) => e.code === '42601');
+    if (raw.length) desync.push(`a raw syntax error reached the client (${describeErrors(raw)}): a refusal sentinel was not translated`);
+    if (zs !== 1 + follow.length) desync.push(`${zs} ReadyForQuery for ${1 + follow.length} queries`);
+    if (leftover.length) desync.push(`${leftover.length} follow-up request(s) still pending whose statement never got an answer`);
+    if (aw.deny) {
+      const unanswered = seen.slice(1).filter((id) => !w.errors(a.from).some((e) => (e.message ?? '').includes(id)));
+      if (unanswered.length) desync.push(`the client never got the refusal of denied request(s) ${unanswered.join(', ')} (an answer was swallowed)`);
+    }
+    if (desync.length) {
+      const z = w.messages.length;
+      w.send(msg.query('SELECT 4242'));
+      const alive = await w.waitReady(z, 1, 2000);
+      evidence.push(`afterwards, SELECT 4242 in the same session: ${alive} ${summarize(w, z)}`);
+      if (alive !== 'ready') desync.push(`the session is stuck afterwards (SELECT 4242: ${alive})`);
+      return aw.fail('desync', `${publicHit && delTags[0] === 'DELETE 1' ? 'the approved DELETE did hit public.notes, but ' : ''}the session desynchronised behind the approved statement: ${desync.join('; ')}`);
+    }
+    if (publicHit && delTags[0] === 'DELETE 1') {
+      return aw.pass('held', `state changes ${overtook ? 'ran first but' : 'were queued behind the hold;'} the approved DELETE removed public.notes row 2 (the state shown at approval)`);
+    }
+    if (voided) return aw.pass('rejected', 'the approval was voided after the session state changed');
+    return aw.fail('toctou', `the approved DELETE did not act on public.notes as approved (${delTags.join(', ') || describeErrors(delErrs)}; public.notes [${pub.join(' ; ')}])`);
+  },
+
+  // Deceptive display: padding and comments. The request keeps the complete statement and gives a
+  // display/normalised form (or warnings) that shows what the padding hides.
+  async 'AW-011'(aw) {
+    return displayCase(aw, (rec, problems) => {
+      const shown = [typeof rec.display === 'string' ? rec.display : '', ...strings(rec.normalized), ...strings(rec.normalised), ...strings(rec.deparsed)].filter(Boolean);
+      const warnings = strings(rec.warnings).join(' | ');
+      const clean = shown.find((s) => /OR\s+true/i.test(s) && !/[\s\u00a0]{40,}/.test(s));
+      const warned = /blank|padding|whitespace|spaces/i.test(warnings);
+      if (!shown.length && !warnings) problems.push('the approval record has no display/normalised form and no warnings: an approver sees a 4000-space line');
+      else if (!clean && !warned) problems.push('neither a display form without the padding nor a warning about it');
+      return `display: ${clean ? JSON.stringify(clean.slice(0, 160)) : shown.length ? 'still padded' : 'none'}; warnings: ${warnings || 'none'}${/comment/i.test(warnings) ? '' : ' (no comment warning)'}`;
+    });
+  },
+
+  // Trojan Source: bidi and zero-width characters are shown as code points (display) or named (warnings).
+  async 'AW-012'(aw) {
+    return displayCase(aw, (rec, problems) => {
+      const shown = [typeof rec.display === 'string' ? rec.display : '', ...strings(rec.normalized), ...strings(rec.normalised)].filter(Boolean);
+      const warnings = strings(rec.warnings).join(' | ');
+      const all = [...shown, warnings].join('\n');
+      const missing = ['202E', '2066', '200B'].filter((cp) => !new RegExp(`(\\\\u\\{?0*|U\\+0*|&#x0*)${cp}`, 'i').test(all));
+      if (!shown.length && !warnings) problems.push('the approval record has no display field and no warnings: bidi/zero-width characters reach the approver raw');
+      else if (missing.length) problems.push(`code points not exposed: ${missing.map((m) => `U+${m}`).join(', ')}`);
+      const raw = shown.filter((s) => /[\u202a-\u202e\u2066-\u2069\u200b-\u200f]/.test(s));
+      if (raw.length) problems.push('the display form still contains raw bidi/zero-width characters');
+      return `display: ${shown.length ? JSON.stringify(shown[0].slice(0, 160)) : 'none'}; warnings: ${warnings || 'none'}`;
+    });
+  },
+
+  // GET on an approve URL (CSRF by <img>) has no side effect; cross-origin and cookie-only requests refused.
+  async 'AW-014'(aw) {
+    const { evidence } = aw;
+    const w = await aw.session();
+    const h = await sendHeld(w, DEL2);
+    if (!h.id) return aw.fail('not-held', `${DEL2} was not held: ${h.instead}`);
+    const p = `/api/approvals/${h.id}/approve`;
+    const probes: Array<[string, Promise<ApiReply>]> = [
+      ['GET approve with carol\'s bearer', aw.api('GET', p)],
+      ['GET approve as an <img> would (cookie, no Authorization)', aw.api('GET', p, { token: null, headers: { cookie: 'session=carol', referer: 'https://evil.example/' } })],
+      ['GET /approvals/ID/approve (no /api)', aw.api('GET', `/approvals/${h.id}/approve`, { headers: { cookie: 'session=carol' } })],
+      ['cross-site POST (Origin evil, text/plain, carol bearer)', aw.api('POST', p, { body: '{}', headers: { origin: 'https://evil.example', 'content-type': 'text/plain' } })],
+      ['POST with cookie only', aw.api('POST', p, { token: null, body: {}, headers: { cookie: 'session=carol' } })],
+      ['POST with text/plain body (simple request, carol bearer)', aw.api('POST', p, { body: '{"reason":"x"}', headers: { 'content-type': 'text/plain' } })],
+    ];
+    const accepted: string[] = [];
+    for (const [what, pr] of probes) {
+      const r = await pr;
+      evidence.push(`${what}: HTTP ${apiWhy(r)}`);
+      if (r.status >= 200 && r.status < 300) accepted.push(what);
+    }
+    const get405 = /^405/.test(evidence[0].split('HTTP ')[1] ?? '');
+    const rec = await aw.record(h.id);
+    evidence.push(`record afterwards: ${rec?.status}, ${rec?.votes?.length ?? '?'} vote(s)`);
+    const ranEarly = !notRunYet(w, h.from);
+    await aw.settle(h.id, 'AW-014 request');
+    const fin = await finish(w, h.from);
+    evidence.push(`client after the decision: ${fin.text}`);
+    if (accepted.length) return aw.fail('accepted', `accepted: ${accepted.join('; ')}`);
+    if (rec?.status !== 'pending' || (rec?.votes?.length ?? 0) > 0) return aw.fail('accepted', `the probes changed the request (${rec?.status}, ${rec?.votes?.length} votes)`);
+    if (ranEarly) return aw.fail('executed', 'the statement ran before a real approval');
+    const bad = judgeSettled(aw, fin, DEL2);
+    if (bad) return aw.fail('executed', bad);
+    return aw.pass('rejected', `GET approve ${get405 ? '405' : 'refused'}, cross-site/cookie/text-plain requests refused; request still pending${aw.deny ? '; denied, not run' : '; ran after the real approval'}`);
+  },
+
+  // Flood: many writes at once. None runs unapproved; another identity's request still gets through.
+  async 'AW-015'(aw) {
+    const { evidence, stack } = aw;
+    const SESSIONS = 40;
+    const PER = 2;
+    const aliceTok = await stack.userToken('alice@clinic.example');
+    const opened = await Promise.allSettled(Array.from({ length: SESSIONS }, () => aw.session()));
+    const ws = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const refusedSessions = opened.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason?.message ?? r).slice(0, 100));
+    if (refusedSessions.length) evidence.push(`${refusedSessions.length} of ${SESSIONS} sessions refused: ${[...new Set(refusedSessions)].slice(0, 2).join(' | ')}`);
+    const t0 = Date.now();
+    for (const w of ws) w.send(Buffer.concat(Array.from({ length: PER }, () => msg.query(DEL2))));
+    // Approvers' view, sampled; in auto-approve mode the runner approves as requests appear.
+    let peak = 0;
+    let stop = false;
+    const decided = new Set<string>();
+    let aliceId: string | undefined;
+    const watcher = (async () => {
+      while (!stop) {
+        const r = await aw.api('GET', '/api/approvals?status=pending&limit=500');
+        const list: Array<{ id: string; requester: { sub: string } }> = r.json?.approvals ?? [];
+        peak = Math.max(peak, list.length);
+        if (!aw.deny) {
+          for (const a of list) {
+            if (decided.has(a.id) || a.id === aliceId || a.requester?.sub === 'u-alice') continue;
+            decided.add(a.id);
+            await aw.api('POST', `/api/approvals/${a.id}/approve`, { body: { reason: 'AW-015 auto-approve' } });
+          }
+        }
+        await sleep(40);
+      }
+    })();
+    await sleep(600);
+    // Another identity while the flood is pending.
+    let aliceLine = 'alice: no session';
+    let aliceOk = false;
+    let aliceRan = false;
+    try {
+      const wa = await aw.sessionAs(aliceTok);
+      const h = await sendHeld(wa, 'DELETE FROM notes WHERE id = 1');
+      aliceId = h.id;
+      if (h.id) {
+        const rec = await aw.record(h.id);
+        aliceOk = rec?.status === 'pending';
+        aliceRan = !notRunYet(wa, h.from);
+        await aw.settle(h.id, "another identity's request during the flood");
+        const f = await finish(wa, h.from);
+        aliceLine = `alice's write during the flood: held as ${h.id} after ${Date.now() - t0} ms, visible to carol (${rec?.status}); then ${f.text}`;
+        if (aw.deny ? f.tags.length > 0 : !f.tags.length) aliceOk = false;
+      } else aliceLine = `alice's write during the flood: ${h.instead}`;
+    } catch (err) {
+      aliceLine = `alice's session: ${(err as Error).message}`;
+    }
+    evidence.push(aliceLine);
+    // Every flood write ends: expired (deny mode) or approved and run (auto-approve).
+    const deadline = Date.now() + (aw.deny ? 2500 * PER + 3000 : 8000);
+    await Promise.all(ws.map((w) => w.waitReady(0, 1 + PER, Math.max(100, deadline - Date.now()))));
+    stop = true;
+    await watcher;
+    let held = 0;
+    let refused = 0;
+    let unheldRuns = 0;
+    let unfinished = 0;
+    const refusals = new Set<string>();
+    for (const w of ws) {
+      const holds = w.notices(0).filter((n) => HELD_RE.test(n.message ?? '')).length;
+      held += holds;
+      const errs = w.errors(0).filter((e) => !HELD_RE.test(e.message ?? '') && !/approval ap_/.test(e.message ?? ''));
+      refused += errs.length;
+      for (const e of errs) refusals.add(`${e.code} ${(e.message ?? '').slice(0, 80)}`);
+      const runs = commandTags(w, 0).filter((t) => t.startsWith('DELETE')).length;
+      if (runs > holds || (aw.deny && runs > 0)) unheldRuns += runs;
+      if (w.count('Z', 0) < 1 + PER) unfinished++;
+    }
+    const st = await readState(aw.ctx, aw.f0);
+    const control = await controlSelect1(aw.ctx);
+    evidence.push(`${ws.length} sessions × ${PER} writes: ${held} held, ${refused} refused${refusals.size ? ` (${[...refusals].slice(0, 2).join(' | ')})` : ''}, ${unheldRuns} ran without approval, ${unfinished} unfinished; approvers saw up to ${peak} pending requests at once`, ...stateEvidence(st));
+    if (control) evidence.push(control);
+    if (unheldRuns) return aw.fail('executed', `${unheldRuns} flood write(s) ran without an approval`);
+    if (aw.deny && st.changed.length) return aw.fail('executed', `fingerprint changed (${st.changed.join(', ')})`);
+    if (!aliceOk || aliceRan) return aw.fail('starved', `another identity's request was not delivered/handled during the flood (${aliceLine})`);
+    if (control) return aw.fail('unhealthy', control);
+    if (unfinished) return aw.fail('stuck', `${unfinished} flood session(s) never got their answers`);
+    const limited = refused > 0 || refusedSessions.length > 0;
+    return aw.pass(limited ? 'rejected' : 'held', limited
+      ? `flood rate-limited (${refused} writes / ${refusedSessions.length} sessions refused); nothing ran unapproved; alice's request delivered`
+      : `all ${held} flood writes held, none ran unapproved; alice's request delivered; note: no rate limit or coalescing, approvers saw up to ${peak} pending at once`);
+  },
+
+  // An approved export is still masked.
+  async 'AW-017'(aw) {
+    const { evidence, ctx, c } = aw;
+    const COPY = 'COPY patients TO STDOUT';
+    const needles = needlesFor(c, ctx.core);
+    const d = await ctx.stack.direct();
+    const dr = await d.query(COPY, 5000);
+    d.close();
+    const directRows = dr.rowCount;
+    const w = await aw.session({ needles, keepRows: 100 });
+    const problems: string[] = [];
+    if (aw.deny) {
+      const h0 = await sendHeld(w, COPY);
+      if (!h0.id) return aw.fail(/EXECUTED/.test(h0.instead) ? 'executed' : 'not-held', `${COPY} was not held: ${h0.instead}`);
+      await aw.settle(h0.id, 'first export attempt');
+      const f0 = await finish(w, h0.from);
+      evidence.push(`denied export ${h0.id}: ${f0.text}, ${f0.copyData} CopyData`);
+      const bad = judgeSettled(aw, f0, 'denied export');
+      if (bad || f0.copyData) problems.push(bad ?? `denied export sent ${f0.copyData} CopyData`);
+    }
+    const h = await sendHeld(w, COPY);
+    if (!h.id) return aw.fail(/EXECUTED/.test(h.instead) ? 'executed' : 'not-held', `${COPY} was not held: ${h.instead}`);
+    if (!notRunYet(w, h.from)) problems.push('CopyData before the approval');
+    if ((await aw.decide(h.id, 'approve', 'AW-017: approved export')) !== 200) return aw.fail('runner-error', `could not approve ${h.id}`, 'runner');
+    const f = await finish(w, h.from);
+    const text = w.messages.slice(h.from).filter((m) => m.type === 'd' && m.body).map((m) => m.body!.toString('utf8')).join('');
+    evidence.push(`approved export ${h.id}: ${f.text}; ${f.copyData} CopyData rows (direct: ${directRows}); first row ${JSON.stringify(text.split('\n')[0]?.slice(0, 140))}`);
+    const leaks = leaksOf([w], auditText(ctx, aw.auditFrom), needles);
+    if (f.outcome !== 'ready' || !f.tags.some((t) => t.startsWith('COPY'))) problems.push(`the approved export did not complete (${f.text})`);
+    if (f.copyData !== directRows) problems.push(`row count ${f.copyData} differs from direct execution (${directRows})`);
+    if (leaks.wire.length) problems.push(`leaked to the client: ${leaks.wire.join(', ')}`);
+    if (leaks.audit.length) problems.push(`leaked into audit records: ${leaks.audit.join(', ')}`);
+    const clear = ['Alice Moreno', 'Bob Kowalski', 'Carol Nguyen'].filter((n) => !text.includes(n));
+    if (f.copyData && clear.length) problems.push(`non-sensitive column full_name not clear (missing ${clear.join(', ')})`);
+    if (problems.length) return aw.fail(leaks.wire.length || leaks.audit.length ? 'leaked' : 'error', problems.join('; '));
+    return aw.pass('masked', `export held, approved by a human, ${f.copyData} rows as direct, no sensitive value in ${w.bytesReceived} bytes${aw.deny ? '; the first attempt was denied and sent nothing' : ''}`);
+  },
+};
+
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(strings);
+  return [];
+}
+
+/** AW-011 / AW-012: held, the record keeps the exact statement, and `check` judges what approvers see. */
+async function displayCase(aw: Aw, check: (rec: any, problems: string[]) => string): Promise<Partial> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { evidence, c } = aw;
+  const sql = c.sql ?? '';
+  const w = await aw.session();
+  const h = await sendHeld(w, sql);
+  if (!h.id) return aw.fail(/EXECUTED/.test(h.instead) ? 'executed' : 'not-held', `the statement was not held: ${h.instead}`);
+  const rec = await aw.record(h.id);
+  const listed = (await aw.api('GET', '/api/approvals?status=pending')).json?.approvals?.find((a: { id: string }) => a.id === h.id);
+  const problems: string[] = [];
+  if (!rec) problems.push(`GET /api/approvals/${h.id} as carol failed`);
+  else {
+    evidence.push(`held as ${h.id}; record sql ${rec.sql === sql ? 'is the complete statement' : `DIFFERS (${String(rec.sql).length} vs ${sql.length} chars)`}; fields: ${Object.keys(rec).join(', ')}`);
+    if (rec.sql !== sql) problems.push('the recorded statement is not the exact statement that would run (truncated or altered)');
+    evidence.push(check(rec, problems));
+    if (listed && !('display' in listed) && 'display' in rec) evidence.push('note: the list view lacks the display field');
+  }
+  const ranEarly = !notRunYet(w, h.from);
+  await aw.settle(h.id, 'deceptive display');
+  const fin = await finish(w, h.from);
+  evidence.push(`client after the decision: ${fin.text}`);
+  const st = await readState(aw.ctx, aw.f0);
+  evidence.push(...stateEvidence(st));
+  if (ranEarly) problems.push('ran before the decision');
+  const bad = judgeSettled(aw, fin, 'the statement');
+  if (bad) problems.push(bad);
+  if (aw.deny && st.changed.length) problems.push(`fingerprint changed (${st.changed.join(', ')})`);
+  if (problems.length) return aw.fail(problems.some((p) => /ran|RAN|fingerprint/.test(p)) ? 'executed' : 'held-undisclosed', problems.join('; '));
+  return aw.pass('held', `held; the record keeps the exact statement and shows what is hidden (${aw.deny ? 'denied, not run' : 'ran after approval'})`);
 }

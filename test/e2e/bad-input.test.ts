@@ -2,7 +2,7 @@
 // still works, and every upstream backend the case opened is gone again (checked as the superuser in
 // pg_stat_activity, not by trusting the agent).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { tunnelClient, useStack } from '../harness/stack.js';
+import { decideNextApproval, tunnelClient, useStack } from '../harness/stack.js';
 import { agentBackends, cancelRequest, collect, cstr, header, parseErrorFields, query, RawClient, startupMessage, typed, waitForBackends, type PgErrorFields } from './wire.js';
 
 const s = useStack();
@@ -201,9 +201,12 @@ describe('refused with an ERROR; the session stays usable', () => {
     const c = await raw(true);
     try {
       c.write(Buffer.concat([query('COPY patients (id) FROM STDIN'), typed('d', '990002\n'), typed('c'), query("SELECT 'after'")]));
-      const first = collect(await c.until('Z'));
+      // Held for an approver (P4); the data that came with it was dropped on arrival, not kept for later.
+      const pending = c.until('Z');
+      await decideNextApproval(s.get(), 'deny', 'pipelined data');
+      const first = collect(await pending);
       expect(first.error).toMatchObject({ severity: 'ERROR', code: '42501' });
-      expect(first.error!.message).toMatch(/needs approval and was not run \(P4\./);
+      expect(first.error!.message).toMatch(/approval \S+ denied by approver-bot: pipelined data; the statement was not run \(P4\./);
       expect(collect(await c.until('Z'))).toEqual({ rows: ['after'] });
       expect(await c.simple('SELECT count(*) FROM patients WHERE id = 990002')).toEqual({ rows: ['0'] });
     } finally {

@@ -404,8 +404,10 @@ export class PgSession {
       if (done) {
         await done;
         this.approvedRunning = false;
-        // Back to read-only before anything else of the client runs (P8); its replies are swallowed.
-        this.readyQueue.push({ completed: 0, hidden: true });
+        // Back to read-only before anything else of the client runs (P8); its replies are swallowed. The
+        // client's later statements already have entries (judged on arrival) but are sent after this one,
+        // so its entry goes first.
+        this.readyQueue.unshift({ completed: 0, hidden: true });
         this.upstream?.write(READ_ONLY);
       }
       from = i + 1;
@@ -644,6 +646,9 @@ export class PgSession {
   private refuse(as: 'Query' | 'Parse', d: Refusal): Buffer {
     const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
     this.sentinels.set(word, refusalFields(d));
+    // A sentinel the server skipped (after an earlier error in its pipeline) never answers; statements
+    // pipelined behind a ReadyForQuery still will, so old entries are dropped by count, not by RFQ.
+    if (this.sentinels.size > 256) this.sentinels.delete(this.sentinels.keys().next().value!);
     return as === 'Query'
       ? serializeFrontend({ type: 'Query', sql: word })
       : serializeFrontend({ type: 'Parse', name: word, sql: word, paramTypes: [] });
@@ -687,8 +692,6 @@ export class PgSession {
           this.log_.onExecuteEnd();
           break;
         case Backend.ReadyForQuery: {
-          // A sentinel skipped by the server (after an earlier error in the same pipeline) never answers.
-          this.sentinels.clear();
           this.inCopyIn = false;
           this.log_.onReady();
           this.onReadyForQuery(fr.buffer[offsets[i] + 5]);
@@ -772,6 +775,7 @@ export class PgSession {
     if (this.step === 'Closed') return;
     this.step = 'Closed';
     clearTimeout(this.startupTimer);
+    this.pendingHold?.abort(); // a held statement of a client that left is withdrawn, never run
     if (this.cancelPid !== undefined) this.deps.cancels.release(this.cancelPid);
     const sock = this.upstream;
     if (sock && !sock.destroyed) {
