@@ -198,6 +198,10 @@ export class TokenVerifier {
     } catch {
       throw new AuthError(AuthErrorCode.TOKEN_INVALID, 'its claims are not valid JSON');
     }
+    // JSON parsers keep the last of two equal names, other parsers the first: a token with `sub` twice
+    // could mean one identity to the issuer's tooling and another here. Refuse the ambiguity.
+    const dup = duplicateTopLevelKey(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+    if (dup) throw new AuthError(AuthErrorCode.TOKEN_INVALID, `its claims name "${dup.slice(0, 40)}" twice`);
     // Exact match only: no trailing-slash, case or scheme normalisation, as OIDC requires.
     const state = typeof iss === 'string' ? this.#issuers.get(iss) : undefined;
     if (!state) throw new AuthError(AuthErrorCode.ISSUER_UNKNOWN, 'issuer not configured');
@@ -329,4 +333,30 @@ export function bearerFrom(headers: IncomingHttpHeaders): string | undefined {
   if (typeof value !== 'string') return undefined;
   const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(value);
   return m?.[1];
+}
+
+/** The first name that appears twice among a JSON object's own (top-level) members, if any. */
+export function duplicateTopLevelKey(json: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < json.length; i++) {
+    const ch = json[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (j < json.length && json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (ch === '{' || ch === '[') {
+      depth++;
+      if (depth === 1 && ch === '{') expectKey = true;
+    } else if (ch === '}' || ch === ']') depth--;
+    else if (ch === ',' && depth === 1) expectKey = true;
+  }
+  return undefined;
 }

@@ -432,3 +432,24 @@ describe('bearerFrom', () => {
     expect(bearerFrom(headers)).toBe(want);
   });
 });
+
+describe('ambiguous claims (corpus AU-025)', () => {
+  it('rejects a correctly signed token that names sub twice', async () => {
+    const { CompactSign, importJWK } = await import('jose');
+    const claims = JSON.stringify(baseClaims(idp.current));
+    // The same claims with a second "sub" appended: valid JSON, but two parsers may read two identities.
+    const payload = claims.slice(0, -1) + ',"sub":"nhi:admin-bot"}';
+    const key = await importJWK(idp.current.privateJwk, 'RS256');
+    const token = await new CompactSign(new TextEncoder().encode(payload)).setProtectedHeader(header()).sign(key);
+    await expectRejected(token, 'TOKEN_INVALID', /"sub" twice/);
+  });
+
+  it.each([
+    { desc: 'no duplicates', json: '{"sub":"a","x":{"sub":1},"y":["sub"]}', want: undefined },
+    { desc: 'top-level duplicate', json: '{"sub":"a","x":1,"sub":"b"}', want: 'sub' },
+    { desc: 'escaped quotes inside names and values', json: '{"a\\"b":1,"c":"x,\\"a\\\\\\"b\\":2","a\\"b":3}', want: 'a"b' },
+  ])('finds duplicate top-level names: $desc', async ({ json, want }) => {
+    const { duplicateTopLevelKey } = await import('../../../agent/src/identity/verify.js');
+    expect(duplicateTopLevelKey(json)).toBe(want);
+  });
+});
