@@ -10,11 +10,9 @@
 // The agent decides who may vote (the connection's approver groups, never the requester, once per
 // identity); this command only shows its answer, with the exit codes of errors.ts (401 → 3, 403 → 4).
 import type { Command } from 'commander';
-import { request } from 'undici';
-import type { ApiErrorBody } from '../../../shared/errors.js';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
-import { agentApiUrl, getJson } from '../services/agent-api.js';
+import { getJson, postJson } from '../services/agent-api.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
 
@@ -155,37 +153,7 @@ export async function postDecision(
   verdict: Verdict,
   reason?: string,
 ): Promise<{ approval: ApprovalView; warning?: string }> {
-  const url = agentApiUrl(agentUrl, `/api/approvals/${encodeURIComponent(id)}/${verdict}`);
-  let res;
-  try {
-    res = await request(url, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'content-type': 'application/json' },
-      body: JSON.stringify(reason === undefined ? {} : { reason }),
-      headersTimeout: 10_000,
-      bodyTimeout: 10_000,
-    });
-  } catch (err) {
-    throw new UserError('AGENT_UNREACHABLE', `could not reach the agent at ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
-      hint: 'Check --agent / HOOPCTL_AGENT and that hoop-agent is running.',
-      exitCode: ExitCode.Unreachable,
-    });
-  }
-  const text = await res.body.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  if (res.statusCode === 200) return body as { approval: ApprovalView; warning?: string };
-  const e = (body as ApiErrorBody | undefined)?.error;
-  const exitCode =
-    res.statusCode === 401 ? ExitCode.NotAuthenticated : res.statusCode === 403 ? ExitCode.Forbidden : res.statusCode === 400 ? ExitCode.Usage : ExitCode.Failure;
-  throw new UserError(e?.code ?? `HTTP_${res.statusCode}`, e?.message ?? `the agent answered HTTP ${res.statusCode}`, {
-    hint: e?.hint ?? (res.statusCode === 401 ? 'Run `hoopctl login`.' : undefined),
-    exitCode,
-  });
+  return postJson(agentUrl, `/api/approvals/${encodeURIComponent(id)}/${verdict}`, token, reason === undefined ? {} : { reason });
 }
 
 // ─── presenters (plain text; the ink screen reuses them) ────────────────────────────────────────────

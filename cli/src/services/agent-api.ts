@@ -18,12 +18,35 @@ export function agentApiUrl(agentUrl: string, apiPath: string): URL {
 }
 
 /** GET a JSON document; HTTP refusals become UserErrors with the agent's own words and an exit code. */
-export async function getJson<T>(agentUrl: string, apiPath: string, token: string, query: Record<string, string | undefined> = {}): Promise<T> {
+export function getJson<T>(agentUrl: string, apiPath: string, token: string, query: Record<string, string | undefined> = {}): Promise<T> {
+  return callAgent<T>('GET', agentUrl, apiPath, token, { query });
+}
+
+/** POST a JSON body; as getJson. */
+export function postJson<T>(agentUrl: string, apiPath: string, token: string, body: unknown): Promise<T> {
+  return callAgent<T>('POST', agentUrl, apiPath, token, { body });
+}
+
+async function callAgent<T>(
+  method: 'GET' | 'POST',
+  agentUrl: string,
+  apiPath: string,
+  token: string,
+  opts: { query?: Record<string, string | undefined>; body?: unknown },
+): Promise<T> {
   const url = agentApiUrl(agentUrl, apiPath);
-  for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
+  for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+  const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
+  if (method === 'POST') headers['content-type'] = 'application/json';
   let res;
   try {
-    res = await request(url, { headers: { authorization: `Bearer ${token}`, accept: 'application/json' }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    res = await request(url, {
+      method,
+      headers,
+      body: method === 'POST' ? JSON.stringify(opts.body ?? {}) : undefined,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
   } catch (err) {
     throw new UserError('AGENT_UNREACHABLE', `could not reach the agent at ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
       hint: 'Check --agent / HOOPCTL_AGENT and that hoop-agent is running.',
@@ -39,7 +62,10 @@ export async function getJson<T>(agentUrl: string, apiPath: string, token: strin
   }
   if (res.statusCode === 200) return body as T;
   const e = (body as ApiErrorBody | undefined)?.error;
-  const message = e?.message ?? `the agent answered HTTP ${res.statusCode}`;
-  const exitCode = res.statusCode === 401 ? ExitCode.NotAuthenticated : res.statusCode === 403 ? ExitCode.Forbidden : ExitCode.Failure;
-  throw new UserError(e?.code ?? `HTTP_${res.statusCode}`, message, { hint: e?.hint ?? (res.statusCode === 401 ? 'Run `hoopctl login`.' : undefined), exitCode });
+  const exitCode =
+    res.statusCode === 401 ? ExitCode.NotAuthenticated : res.statusCode === 403 ? ExitCode.Forbidden : res.statusCode === 400 ? ExitCode.Usage : ExitCode.Failure;
+  throw new UserError(e?.code ?? `HTTP_${res.statusCode}`, e?.message ?? `the agent answered HTTP ${res.statusCode}`, {
+    hint: e?.hint ?? (res.statusCode === 401 ? 'Run `hoopctl login`.' : undefined),
+    exitCode,
+  });
 }
