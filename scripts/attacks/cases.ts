@@ -266,7 +266,11 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   const refusedOk = (what: Expect) => accept.includes(what) || (chained && (accept.includes('blocked') || accept.includes('needs_approval')));
   if (observed === 'blocked' || observed === 'held' || (observed === 'db-error' && !direct)) {
     const what: Expect = observed === 'held' ? 'needs_approval' : 'blocked';
-    if (!stateOk) return fail(`${observed} but state changed (${state.changed.join(', ') || state.markers.join(', ')})`);
+    // auto-approve mode: a second human approved the held statement, so it ran; that is the expectation
+    // for needs_approval cases without a `then` (meta.run_modes.approvals).
+    const approvedRun = ctx.mode === 'auto-approve' && observed === 'held' && accept.includes('needs_approval');
+    if (approvedRun) evidence.push('auto-approve: held, approved by the second human, then ran');
+    if (!stateOk && !approvedRun) return fail(`${observed} but state changed (${state.changed.join(', ') || state.markers.join(', ')})`);
     if (control) return fail(control);
     if (!refusedOk(what)) {
       return fail(observed === 'held' ? `held for approval, but the case expects ${accept.join('/')}` : `refused (${describeErrors(results[refusedAt]?.errors ?? [])}), but the case expects ${accept.join('/')}`);
