@@ -236,7 +236,14 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
       refusedAt = i;
       break;
     }
-    const kinds = [...r.errors, ...r.notices.filter((n) => /approv/i.test(`${n.message} ${n.hint}`))].map(classifyError);
+    const approvalNotices = r.notices.filter((n) => /approv/i.test(`${n.message} ${n.hint}`));
+    // auto-approve mode: held, approved by the second human, and run without error — judge what came back
+    // when the case's `then` expects results (masked / allowed).
+    if (ctx.mode === 'auto-approve' && r.errors.length === 0 && approvalNotices.length && (accept.includes('masked') || accept.includes('allowed'))) {
+      evidence.push(`step ${i + 1}: held, approved by the second human, then ran`);
+      continue;
+    }
+    const kinds = [...r.errors, ...approvalNotices].map(classifyError);
     if (kinds.length) {
       observed = kinds.includes('held') ? 'held' : kinds.includes('blocked') ? 'blocked' : kinds.includes('rejected') ? 'rejected' : 'db-error';
       refusedAt = i;
