@@ -268,7 +268,7 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   if (leaks.wire.length) return fail(`leaked to the client: ${leaks.wire.join(', ')}`);
   if (leaks.audit.length) return fail(`leaked into audit records: ${leaks.audit.join(', ')}`);
   if (observed === 'timeout') return fail(`no answer within ${ctx.stepTimeoutMs} ms`);
-  if (prefixOf(c.id) === 'AD' && !audit) return fail('no audit records (audit store not implemented)');
+  if (prefixOf(c.id) === 'AD' && !audit) return fail('no audit records for this case');
 
   const refusedOk = (what: Expect) => accept.includes(what) || (chained && (accept.includes('blocked') || accept.includes('needs_approval')));
   if (observed === 'blocked' || observed === 'held' || (observed === 'db-error' && !direct)) {
@@ -1193,7 +1193,7 @@ export async function runApprovalCase(c: Case, ctx: RunContext): Promise<Partial
       const hasPrepared = text.includes('SELECT id FROM canary WHERE id = $1');
       return hasSql && hasPrepared
         ? { pass: true, observed: 'audited', reason: 'statement text and parameters recorded', evidence }
-        : { pass: false, observed: 'not-audited', reason: 'no statement-level audit records (SQL text + bound parameters): audit store not implemented', gap: 'product', evidence };
+        : { pass: false, observed: 'not-audited', reason: 'no statement-level audit record with the prepared SQL text and its bound parameters', gap: 'product', evidence };
     }
     const hasStart = recs.some((r) => /start/i.test(r.method));
     const hasEnd = recs.some((r) => /end/i.test(r.method));
