@@ -65,6 +65,8 @@ interface Workload {
 }
 
 const BULK_SQL = 'SELECT id, name, amount, created FROM bench_rows';
+/** The same volume with two of four columns masked by the agent (redact, partial 4): issue 6's target. */
+const MASKED_SQL = 'SELECT id, name, email, amount FROM bench_masked';
 
 const ALL_WORKLOADS: Workload[] = [
   {
@@ -95,6 +97,16 @@ const ALL_WORKLOADS: Workload[] = [
     cpuPer: (ms, m) => ms / (m.units / 1e6),
     target: 0.95,
     run: (t) => bulkRead(t, BULK_SQL),
+  },
+  {
+    key: 'bulk_read_masked',
+    title: `masked bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, 2 masked (redact, partial 4) through hoopctl`,
+    unit: 'MB/s',
+    value: (m) => m.units / 1e6 / m.seconds,
+    cpuUnit: 'ms/MB',
+    cpuPer: (ms, m) => ms / (m.units / 1e6),
+    target: 0.9,
+    run: (t) => bulkRead(t, MASKED_SQL),
   },
   {
     key: 'connect',
@@ -166,7 +178,14 @@ async function setupDatabase(pg: LocalPostgres, agentPassword: string): Promise<
        FROM generate_series(1, ${ROWS}) AS g`,
     'bench',
   );
+  await pg.exec(
+    `CREATE TABLE bench_masked AS
+       SELECT g AS id, substr(md5(g::text), 1, 24) AS name, 'p' || g || '@example.org' AS email, (g % 100000) / 100.0 AS amount
+       FROM generate_series(1, ${ROWS}) AS g`,
+    'bench',
+  );
   await pg.exec('VACUUM ANALYZE bench_rows', 'bench');
+  await pg.exec('VACUUM ANALYZE bench_masked', 'bench');
   await pg.exec('GRANT CONNECT ON DATABASE bench TO gw_agent; GRANT SELECT ON ALL TABLES IN SCHEMA public TO gw_agent', 'bench');
 }
 
@@ -196,6 +215,7 @@ connections:
   bench-db:
     postgres: { host: ${s.pg.host}, port: ${s.pg.port}, database: bench, user: gw_agent, passwordEnv: BENCH_DB_PASSWORD }
     access: [ { groups: [data-eng] } ]
+    masking: { public.bench_masked.name: redact, public.bench_masked.email: { partial: 4 } }
 `;
   const configFile = path.join(s.tmp, 'hoop-agent.yaml');
   await writeFile(configFile, config);
