@@ -34,7 +34,7 @@
  * hash of `upper(email)` would still allow joins, but a `partial` of a derived string could reveal
  * more than the configured tail.
  */
-import { parseStatements, type ParsedStatement } from '../policy/parse.js';
+import { Lru, parseStatements, type ParsedStatement } from '../policy/parse.js';
 import type { Catalog, CatalogFunction, CatalogRelation } from './catalog.js';
 import { NULLIFY, REDACT, type Strategy } from './strategies.js';
 
@@ -893,10 +893,18 @@ export class Lineage {
 
   /** Parses `sql` (one statement) and analyses it. */
   analyzeSql(sql: string): LineagePlan {
+    // The session asks for every statement it forwards; plans only depend on the text and this catalog.
+    const hit = this.plans.get(sql);
+    if (hit) return hit;
     const p = parseStatements(sql);
-    if (!p.ok || p.statements.length !== 1) return { kind: 'unknown', reason: p.ok ? 'expected one statement' : p.error, readsMasked: true };
-    return this.analyze(p.statements[0]);
+    const plan: LineagePlan =
+      !p.ok || p.statements.length !== 1 ? { kind: 'unknown', reason: p.ok ? 'expected one statement' : p.error, readsMasked: true } : this.analyze(p.statements[0]);
+    if (sql.length <= 64 * 1024) this.plans.set(sql, plan);
+    return plan;
   }
+
+  /** Plans by statement text (read-only once made: callers never mutate them). */
+  private readonly plans = new Lru<LineagePlan>(5000);
 
   private analyzeUnsafe(kind: string, body: Obj): LineagePlan {
     const a = new Analysis(this);
