@@ -172,6 +172,8 @@ export interface SettingValueRule {
   shape: 'scalar' | 'list' | 'quoted-list';
   /** why these values cannot widen what the session sees or does */
   why: string;
+  /** Set when RESET / SET … TO DEFAULT is safe too: why the default cannot widen anything. */
+  resettable?: string;
 }
 
 const BOOLEAN = new Set(['on', 'off', 'true', 'false', 'yes', 'no', '1', '0', 't', 'f', 'y', 'n']);
@@ -179,9 +181,9 @@ const TRUE = new Set(['on', 'true', 'yes', '1', 't', 'y']);
 const single = (test: (v: string) => boolean) => (xs: readonly string[]): boolean => xs.length === 1 && test(xs[0].toLowerCase());
 
 /**
- * P3 exceptions for the tools CI jobs run (pg_dump --schema-only, psql): settings outside SETTABLE that
- * may be SET / set_config'd, but only to the listed values. RESET / SET … TO DEFAULT of them stay blocked
- * (the default may be whatever the operator configured, which the rule cannot see).
+ * P3 exceptions for the tools CI jobs run (pg_dump, psql): settings outside SETTABLE that may be SET /
+ * set_config'd, but only to the listed values. RESET / SET … TO DEFAULT of them stay blocked (the
+ * default may be whatever the operator configured, which the rule cannot see) unless `resettable` says why not.
  */
 export const SETTABLE_VALUES: ReadonlyMap<string, SettingValueRule> = new Map<string, SettingValueRule>([
   // Only '' or pg_catalog: both remove user schemas from name resolution (pg_catalog is searched first
@@ -190,8 +192,11 @@ export const SETTABLE_VALUES: ReadonlyMap<string, SettingValueRule> = new Map<st
   // masking resolves unqualified names against the search_path read at connect (masking/catalog.ts), and
   // `pg_catalog, other` would make the server read other.patients while lineage checks public.patients.
   // pg_temp tricks (`pg_temp, public`) and quoted look-alikes ("PG_CATALOG" is another schema) fail too.
+  // RESET returns to the session's starting value: the one masking resolved names against when the
+  // connection opened (a client cannot set search_path at startup). pg_dump --data-only sends it.
   ['search_path', { shape: 'quoted-list', accepts: (xs) => xs.every((x) => x === '' || x === 'pg_catalog'),
-    why: 'an empty search_path or pg_catalog alone only makes name resolution stricter' }],
+    why: 'an empty search_path or pg_catalog alone only makes name resolution stricter',
+    resettable: 'it returns to the value masking already resolves names against' }],
   // Only changes where a sequential scan starts: row order, never which rows.
   ['synchronize_seqscans', { shape: 'scalar', accepts: single((v) => BOOLEAN.has(v)), why: 'it only changes where a table scan starts' }],
   // off: a query that row-level security would filter fails instead of running; on is the default. Roles

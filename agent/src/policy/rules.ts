@@ -225,11 +225,9 @@ function setVerdict(body: Body): Verdict {
   if (name === 'client_encoding' || name === 'standard_conforming_strings' || name === 'backslash_quote' || name === 'escape_string_warning')
     return block('P2.lexing', `${name} is pinned by the gateway so it and the server read SQL identically.`);
   if (SETTABLE.has(name)) return allow('P5.set', `Setting ${name} is allowed.`);
-  // RESET search_path returns to the session's starting value, which is the one masking resolved names
-  // against when the connection opened (a client cannot set search_path at startup): pg_dump sends it.
-  if (name === 'search_path' && (kind === 'VAR_RESET' || kind === 'VAR_SET_DEFAULT')) return allow('P5.set.limited', 'RESET search_path returns to the value masking already uses.');
   const limited = SETTABLE_VALUES.get(name);
   if (limited) {
+    if (limited.resettable && (kind === 'VAR_RESET' || kind === 'VAR_SET_DEFAULT')) return allow('P5.set.limited', `Resetting ${name} is allowed: ${limited.resettable}.`);
     // Only SET … TO <constants>; RESET / DEFAULT / FROM CURRENT go back to a value the rule cannot see.
     const values = kind === 'VAR_SET_VALUE' ? constantArgs(body.args) : undefined;
     const elements = values && (limited.shape === 'quoted-list' ? values : limited.shape === 'list' ? splitAll(values) : values);
