@@ -68,46 +68,40 @@ const BULK_SQL = 'SELECT id, name, amount, created FROM bench_rows';
 /** The same volume with two of four columns masked by the agent (redact, partial 4): issue 6's target. */
 const MASKED_SQL = 'SELECT id, name, email, amount FROM bench_masked';
 
+/** Statements per second (pgbench), CPU per statement. */
+const tpsWorkload = (key: string, title: string, opts: Parameters<typeof pgbench>[1], target?: number): Workload => ({
+  key,
+  title,
+  unit: 'tps',
+  value: (m) => m.units / m.seconds,
+  cpuUnit: 'µs/stmt',
+  cpuPer: (ms, m) => (ms * 1000) / m.units,
+  target,
+  run: (t) => pgbench(t, opts),
+});
+
+/** MB per second of one large SELECT, CPU per MB. */
+const bulkWorkload = (key: string, title: string, sql: string, target: number): Workload => ({
+  key,
+  title,
+  unit: 'MB/s',
+  value: (m) => m.units / 1e6 / m.seconds,
+  cpuUnit: 'ms/MB',
+  cpuPer: (ms, m) => ms / (m.units / 1e6),
+  target,
+  run: (t) => bulkRead(t, sql),
+});
+
 const ALL_WORKLOADS: Workload[] = [
-  {
-    key: 'pgbench_1_simple',
-    title: `pgbench -S, 1 client, -M simple (${SECONDS} s)`,
-    unit: 'tps',
-    value: (m) => m.units / m.seconds,
-    cpuUnit: 'µs/stmt',
-    cpuPer: (ms, m) => (ms * 1000) / m.units,
-    target: 0.33,
-    run: (t) => pgbench(t, { clients: 1, threads: 1, mode: 'simple', seconds: SECONDS }),
-  },
-  {
-    key: 'pgbench_16_prepared',
-    title: `pgbench -S, 16 clients, -M prepared, -j 2 (${SECONDS} s)`,
-    unit: 'tps',
-    value: (m) => m.units / m.seconds,
-    cpuUnit: 'µs/stmt',
-    cpuPer: (ms, m) => (ms * 1000) / m.units,
-    run: (t) => pgbench(t, { clients: 16, threads: 2, mode: 'prepared', seconds: SECONDS }),
-  },
-  {
-    key: 'bulk_read',
-    title: `bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, one simple-protocol SELECT`,
-    unit: 'MB/s',
-    value: (m) => m.units / 1e6 / m.seconds,
-    cpuUnit: 'ms/MB',
-    cpuPer: (ms, m) => ms / (m.units / 1e6),
-    target: 0.95,
-    run: (t) => bulkRead(t, BULK_SQL),
-  },
-  {
-    key: 'bulk_read_masked',
-    title: `masked bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, 2 masked (redact, partial 4) through hoopctl`,
-    unit: 'MB/s',
-    value: (m) => m.units / 1e6 / m.seconds,
-    cpuUnit: 'ms/MB',
-    cpuPer: (ms, m) => ms / (m.units / 1e6),
-    target: 0.9,
-    run: (t) => bulkRead(t, MASKED_SQL),
-  },
+  tpsWorkload('pgbench_1_simple', `pgbench -S, 1 client, -M simple (${SECONDS} s)`, { clients: 1, threads: 1, mode: 'simple', seconds: SECONDS }, 0.33),
+  tpsWorkload('pgbench_16_prepared', `pgbench -S, 16 clients, -M prepared, -j 2 (${SECONDS} s)`, { clients: 16, threads: 2, mode: 'prepared', seconds: SECONDS }),
+  bulkWorkload('bulk_read', `bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, one simple-protocol SELECT`, BULK_SQL, 0.95),
+  bulkWorkload(
+    'bulk_read_masked',
+    `masked bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, 2 masked (redact, partial 4) through hoopctl`,
+    MASKED_SQL,
+    0.9,
+  ),
   {
     key: 'connect',
     title: `connect + SELECT 1 + Terminate, ${CONNECTS} sequential connections`,
