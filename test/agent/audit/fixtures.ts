@@ -44,6 +44,14 @@ export function canChattr(): boolean {
   }
 }
 
+/**
+ * Making storage unwritable for a root process needs chattr on the temp filesystem (root ignores
+ * permissions). Fails loudly where that is impossible rather than skipping the fail-closed tests.
+ */
+export function requireUnwritableStorage(): void {
+  if (isRoot && !canChattr()) throw new Error('as root these tests need chattr +i to work on the temp filesystem (ext4/xfs), or run them as a normal user');
+}
+
 export function setWritable(dir: string, writable: boolean): void {
   const files = readdirSync(dir).map((n) => path.join(dir, n)).filter((f) => !f.endsWith('recordings'));
   if (isRoot) execFileSync('chattr', [writable ? '-i' : '+i', dir, ...files]);

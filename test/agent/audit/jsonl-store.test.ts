@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JsonlStore } from '../../../agent/src/audit/jsonl-store.js';
 import { makeRefusedEvent, makeStatementEvent, type AuditEvent } from '../../../agent/src/audit/events.js';
-import { canChattr, isRoot, jsonlFixture, setWritable, testClock, until, type StoreFixture } from './fixtures.js';
+import { jsonlFixture, requireUnwritableStorage, setWritable, testClock, until, type StoreFixture } from './fixtures.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const who = { sub: 'alice', issuer: 'https://idp.test' };
@@ -93,7 +93,8 @@ describe('JsonlStore', () => {
     expect(other.agentId).toBe('agent-b');
   });
 
-  it.skipIf(isRoot && !canChattr())('fails closed on a read-only directory when a new segment is needed, then recovers', async () => {
+  it('fails closed on a read-only directory when a new segment is needed, then recovers', async () => {
+    requireUnwritableStorage();
     const { open } = fixture(1); // every batch opens a new segment
     const s = await open();
     await s.append(makeRefusedEvent({ reason: 'a' }));

@@ -18,7 +18,7 @@ import {
 import { verifyChain } from '../../../agent/src/audit/verify.js';
 import type { StateStore } from '../../../agent/src/audit/store.js';
 import { ApprovalError, type ApprovalRequest } from '../../../agent/src/audit/approvals.js';
-import { canChattr, isRoot, jsonlFixture, pgFixture, testClock, until, type StoreFixture } from './fixtures.js';
+import { jsonlFixture, requireUnwritableStorage, pgFixture, testClock, until, type StoreFixture } from './fixtures.js';
 
 const alice: Identity = { sub: 'alice', issuer: 'https://idp.test', email: 'alice@example.test', groups: ['data-eng'] };
 const ci: Identity = { sub: 'repo:acme/etl:ref:refs/heads/main', issuer: 'https://token.actions.githubusercontent.com', claims: { repository: 'acme/etl', workflow: 'nightly' } };
@@ -370,7 +370,8 @@ describe.each(kinds)('StateStore contract: %s', (kind) => {
   });
 
   describe('fail closed', () => {
-    it.skipIf(kind === 'jsonl' && isRoot && !canChattr())('refuses appends while the storage is unwritable and recovers by itself', async () => {
+    it('refuses appends while the storage is unwritable and recovers by itself', async () => {
+      if (kind === 'jsonl') requireUnwritableStorage();
       await session('s1', alice, 'prod-db', 1);
       await fx.breakStorage();
       await expect(store.append(makeStatementEvent({ sessionId: 's1', who: alice, connection: 'prod-db', sql: 'select 2', decision: 'allow' }))).rejects.toMatchObject({ code: 'AUDIT_STORE_UNAVAILABLE' });
