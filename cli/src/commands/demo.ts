@@ -44,9 +44,9 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
     const statementLog = createLogger({
       level: 'info',
       write: (line) => {
-        const rec = JSON.parse(line) as { msg: string; decision?: string; rule?: string; sql?: string; sub?: string };
+        const rec = JSON.parse(line) as { msg: string; decision?: string; rule?: string; sql?: string; code?: string; reason?: string };
         if (rec.msg !== 'statement' && rec.msg !== 'session refused') return;
-        const text = rec.msg === 'statement' ? `${rec.decision?.padEnd(5)} ${rec.rule}  ${oneLine(rec.sql ?? '')}` : line;
+        const text = rec.msg === 'statement' ? `${rec.decision?.padEnd(5)} ${rec.rule}  ${oneLine(rec.sql ?? '')}` : `session ended ${rec.code}: ${rec.reason}`;
         if (model) model.note(text);
         else if (!out.json) process.stderr.write(`agent: ${text}\n`);
       },
