@@ -67,7 +67,8 @@ export function psql(stack: DemoStack, args: string[], opts: Parameters<typeof r
 /** Waits for the next pending approval request and decides it as the demo's approver (group compliance). */
 export async function decideNextApproval(stack: DemoStack, verdict: 'approve' | 'deny', reason = 'decided by the test'): Promise<string> {
   const approver = { sub: 'approver-bot', issuer: stack.issuer.issuer, groups: ['compliance'] };
-  for (let i = 0; i < 200; i++) {
+  // Generous: the requester may be a CLI process still starting on a busy machine.
+  for (let i = 0; i < 1200; i++) {
     const [a] = await stack.agent.store.approvals.list({ status: 'pending' });
     if (a) {
       await stack.agent.store.approvals.decide(a.id, approver, verdict, reason);

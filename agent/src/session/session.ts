@@ -37,6 +37,7 @@ import {
   parseStartup,
   parseFrontend,
   serializeFrontend,
+  SYNC,
   TERMINATE,
   type FrontendMessage,
   type FrontendRaw,
@@ -135,6 +136,15 @@ export class PgSession {
   private approvedRunning = false;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
   private pendingHold?: AbortController;
+  /**
+   * An extended-protocol Execute was held since the last Sync: the read-only default is restored after
+   * that Sync (and before any simple Query), whether or not it was approved.
+   */
+  private extHoldInRun = false;
+  /** Replies to the agent's own messages inside a client's run, by type, in the order they come. */
+  private readonly swallow: number[] = [];
+  /** The agent's own extended-protocol read-write switches (names only this session knows). */
+  private readonly switches: { readWrite: Buffer; readOnly: Buffer; skip: Buffer };
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
   private applicationName = '';
@@ -146,6 +156,11 @@ export class PgSession {
     readonly meta: SessionMeta,
   ) {
     this.framer = new FrontendFramer({ maxMessageBytes: deps.maxMessageBytes });
+    this.switches = {
+      readWrite: hiddenStatement(`hoop_rw_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE'),
+      readOnly: hiddenStatement(`hoop_ro_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'),
+      skip: serializeFrontend({ type: 'Parse', name: `hoop_skip_${this.nonce}`, sql: `hoop_skip_${this.nonce}`, paramTypes: [] }),
+    };
     this.log = deps.log.child({ session: meta.sessionId, stream: meta.streamId });
     this.maskedTables = new Set(Object.keys(deps.connection.masking).map((c) => c.split('.')[1]));
     this.log_ = new StatementLog({
@@ -351,7 +366,9 @@ export class PgSession {
     const batch: Outbound[] = [];
     let terminate = false;
     for (const raw of raws) {
-      const o = this.judge(parseFrontend(raw.type, raw.body));
+      const msg = parseFrontend(raw.type, raw.body);
+      if (msg.type === 'Query' && this.extHoldInRun) batch.push(this.restoreBeforeQuery());
+      const o = this.judge(msg);
       if (o === 'terminate') {
         terminate = true;
         break;
@@ -396,9 +413,16 @@ export class PgSession {
       const h = o.hold;
       if (!h) continue;
       this.send(batch.slice(from, i), false);
+      if (h.ext) {
+        await this.runExtendedHold(o, h, h.ext);
+        if (this.step === 'Closed') return;
+        this.send([o], false);
+        from = i + 1;
+        continue;
+      }
       const approved = h.rowLocks ? this.runReadWrite(o, h) : await this.awaitApproval(o, h);
       if (this.step === 'Closed') return;
-      const done = approved ? new Promise<void>((resolve) => (h.ready.done = resolve)) : undefined;
+      const done = approved ? new Promise<void>((resolve) => (h.ready!.done = resolve)) : undefined;
       this.approvedRunning = approved && i === batch.length - 1;
       this.send([batch[i]], false);
       if (done) {
@@ -420,21 +444,70 @@ export class PgSession {
    * ReadyForQuery arrives: see sendBatch).
    */
   private runReadWrite(o: Outbound, h: Held): true {
-    o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg)]);
-    this.readyQueue.splice(this.readyQueue.indexOf(h.ready), 0, { completed: 0, hidden: true });
+    o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg!)]);
+    this.readyQueue.splice(this.readyQueue.indexOf(h.ready!), 0, { completed: 0, hidden: true });
     return true;
+  }
+
+  /**
+   * An Execute held in the extended protocol. Its Parse and Bind are already at the server, inside the
+   * client's implicit transaction, which is read-only (P8) and may already be failed:
+   *
+   *   agent ──► Sync (its ReadyForQuery swallowed)   ends that transaction; tells us whether the server
+   *                                                   was skipping to Sync (an earlier error) and whether
+   *                                                   a transaction block is open
+   *   skipping     ──► a Parse that fails (its error swallowed): the server skips the rest of the run
+   *                    again, as it would have; nothing is asked, nothing runs
+   *   in a block   ──► refused (42501): the block is read-only and must stay so
+   *   otherwise    ──► approval request; denied → refused; approved →
+   *                    read-write switch (hidden), the client's Bind again (its BindComplete swallowed:
+   *                    the portal ended with the transaction), the client's Execute. The read-only
+   *                    default comes back after the client's Sync (judge: Sync).
+   */
+  private async runExtendedHold(o: Outbound, h: Held, ext: ExtendedHold): Promise<void> {
+    const { status, errored } = await this.boundary(ext.prev);
+    if (this.step === 'Closed') return;
+    if (errored) {
+      this.swallow.push(Backend.ErrorResponse);
+      o.bytes = this.switches.skip;
+      return;
+    }
+    if (status !== TxStatus.Idle) {
+      if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
+      o.bytes = this.refuse('Parse', {
+        action: 'block',
+        rule: 'P4.in-transaction',
+        reason: 'a statement that needs approval cannot run inside a transaction block (BEGIN … COMMIT); send it on its own',
+      });
+      return;
+    }
+    if (!(await this.awaitApproval(o, h))) return;
+    this.deps.policy.apply(h.decision);
+    const at = ext.prev ? this.readyQueue.indexOf(ext.prev) + 1 : 0;
+    this.readyQueue.splice(at, 0, { completed: 0, hidden: true, thenSwallow: Backend.BindComplete });
+    o.bytes = Buffer.concat([this.switches.readWrite, serializeFrontend(ext.bind), serializeFrontend(ext.execute)]);
+  }
+
+  /** Sends a Sync of the agent's own right after everything forwarded so far; resolves at its ReadyForQuery. */
+  private boundary(prev: ReadyEntry | undefined): Promise<{ status: number; errored: boolean }> {
+    return new Promise((resolve) => {
+      const entry: ReadyEntry = { completed: 0, boundary: resolve, errored: false };
+      this.readyQueue.splice(prev ? this.readyQueue.indexOf(prev) + 1 : 0, 0, entry);
+      if (!this.upstream!.write(SYNC)) this.upstreamFull = true;
+    });
   }
 
   private async awaitApproval(o: Outbound, h: Held): Promise<boolean> {
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
     const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
-    const fingerprint = createHash('sha256').update(`${this.meta.sessionId}\0${h.msg.sql}`).digest('hex');
+    const fingerprint = h.fingerprint;
     const a = await approvals.create({
       sessionId: this.meta.sessionId,
       connection: conn.name,
       requester: identityOf(this.deps.identity),
       sql: h.sql,
+      params: h.params,
       fingerprint,
       timeoutMs: durationMs(conn.approval.timeout),
       minApprovals: conn.approval.minApprovals,
@@ -471,13 +544,13 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq }));
-      this.runReadWrite(o, h);
+      if (!h.ext) this.runReadWrite(o, h);
       this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
       return true;
     }
-    h.ready.decision = undefined;
+    if (h.ready) h.ready.decision = undefined;
     if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
-    o.bytes = this.refuse('Query', { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` });
+    o.bytes = this.refuse(h.ext ? 'Parse' : 'Query', { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` });
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
     return false;
   }
@@ -529,7 +602,7 @@ export class PgSession {
             bytes: EMPTY,
             event: this.log_.statementEvent(sql, d.action, d.rule),
             inFlight: this.log_.started('query', msg.sql),
-            hold: { msg, decision: d, ready, sql },
+            hold: { msg, decision: d, ready, sql, fingerprint: this.fingerprint(msg.sql) },
             onAuditFailure: (o) => {
               ready.decision = undefined;
               o.hold = undefined;
@@ -548,7 +621,7 @@ export class PgSession {
         // on its own, outside a client transaction only (inside one, PostgreSQL keeps the block read-only).
         const rowLocks = this.txStatus === TxStatus.Idle && d.statements.some((f) => f.locksRows);
         return {
-          hold: rowLocks ? { msg, decision: d, ready, sql: msg.sql, rowLocks } : undefined,
+          hold: rowLocks ? { msg, decision: d, ready, sql: msg.sql, rowLocks, fingerprint: '' } : undefined,
           bytes: serializeFrontend(msg),
           event,
           inFlight: this.log_.started('query', msg.sql),
@@ -579,10 +652,32 @@ export class PgSession {
         const sql = facts?.text ?? '';
         const bind = this.portalParams.get(msg.portal);
         this.logDecision(sql, d);
-        const reads = d.action === 'allow' ? (this.masking?.execute(msg.portal) ?? false) : (this.masking?.sensitive(sql) ?? false);
+        const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
+        const runs = d.action === 'allow' || holdable;
+        const reads = runs ? (this.masking?.execute(msg.portal) ?? false) : (this.masking?.sensitive(sql) ?? false);
         const sensitive = reads || this.touchesMasked(facts?.relations);
         const params = bind && auditParams(bind.params, bind.paramFormats, sensitive);
         const event = this.log_.statementEvent(this.auditSql(sql, sensitive), d.action, d.rule, params);
+        if (holdable) {
+          // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
+          this.extHoldInRun = true;
+          return {
+            bytes: EMPTY,
+            event,
+            inFlight: this.log_.started('execute', sql),
+            hold: {
+              decision: d,
+              sql: this.auditSql(sql, sensitive),
+              params,
+              fingerprint: this.fingerprint(sql, bind),
+              ext: { bind, execute: msg, prev: this.readyQueue.at(-1) },
+            },
+            onAuditFailure: (o) => {
+              o.hold = undefined;
+              o.bytes = this.refuse('Parse', AUDIT_DOWN);
+            },
+          };
+        }
         if (d.action !== 'allow') return { bytes: this.refuse('Parse', d), event };
         this.deps.policy.apply(d);
         return {
@@ -600,7 +695,8 @@ export class PgSession {
       case 'Sync':
         this.readyQueue.push({ completed: 0 });
         this.masking?.barrier();
-        return { bytes: serializeFrontend(msg) };
+        if (this.extHoldInRun) return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]) };
+        return { bytes: SYNC };
       default:
         return { bytes: serializeFrontend(msg) };
     }
@@ -615,6 +711,38 @@ export class PgSession {
     }
     this.deps.policy.apply(d);
     return { bytes: serializeFrontend(msg) };
+  }
+
+  /**
+   * What an approval is bound to: this session, the statement's text and, in the extended protocol, the
+   * exact parameter values and formats it was bound with.
+   */
+  private fingerprint(sql: string, bind?: Extract<FrontendMessage, { type: 'Bind' }>): string {
+    const h = createHash('sha256').update(`${this.meta.sessionId}\0${sql}`);
+    if (bind) {
+      h.update(`\0${bind.statement}\0${bind.paramFormats.join(',')}\0${bind.resultFormats.join(',')}`);
+      for (const p of bind.params) h.update(p === null ? '\0N' : `\0${p.length}:`).update(p ?? EMPTY);
+    }
+    return h.digest('hex');
+  }
+
+  /**
+   * The read-only default again (P8) after a run that held an Execute, as the agent's own hidden
+   * statement right behind the client's Sync. Its replies are swallowed.
+   */
+  private restoreReadOnly(): Buffer {
+    this.extHoldInRun = false;
+    this.readyQueue.push({ completed: 0, hidden: true });
+    return this.switches.readOnly;
+  }
+
+  /**
+   * A simple Query inside a run that held an Execute (no Sync yet): end that run first with a Sync of
+   * the agent's own (so the switch cannot be skipped after an error), then restore the read-only default.
+   */
+  private restoreBeforeQuery(): Outbound {
+    this.readyQueue.push({ completed: 0, hidden: true });
+    return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]) };
   }
 
   /**
@@ -667,14 +795,36 @@ export class PgSession {
     const { types, offsets } = fr;
     let rewrites: Map<number, Buffer> | undefined;
     for (let i = 0; i < count; i++) {
-      if (this.readyQueue[0]?.hidden) {
+      if (this.swallow.length > 0) {
+        // The agent's own message inside a client's run (a Bind again, a skip): its reply is dropped.
+        if (this.swallow[0] === types[i]) {
+          this.swallow.shift();
+          (rewrites ??= new Map()).set(i, EMPTY);
+          continue;
+        }
+        this.swallow.length = 0; // not the reply we expected (an error): the client sees it
+      }
+      const head = this.readyQueue[0];
+      if (head?.hidden) {
         // Replies to the agent's own statements are dropped; they change no state the client sees.
         (rewrites ??= new Map()).set(i, EMPTY);
-        if (types[i] === Backend.ReadyForQuery) this.readyQueue.shift();
+        if (types[i] === Backend.ReadyForQuery) {
+          this.readyQueue.shift();
+          if (head.thenSwallow !== undefined) this.swallow.push(head.thenSwallow);
+        }
+        continue;
+      }
+      if (head?.boundary && types[i] === Backend.ReadyForQuery) {
+        // The agent's own Sync before a held Execute: the client's run is not over, so no ReadyForQuery.
+        (rewrites ??= new Map()).set(i, EMPTY);
+        this.readyQueue.shift();
+        this.txStatus = fr.buffer[offsets[i] + 5];
+        head.boundary({ status: this.txStatus, errored: head.errored === true });
         continue;
       }
       switch (types[i]) {
         case Backend.ErrorResponse: {
+          if (head?.boundary) head.errored = true;
           const fields = parseErrorFields(fr.body(i));
           const refusal = this.sentinelFor(fields.message ?? '');
           if (refusal) (rewrites ??= new Map()).set(i, errorResponse(refusal));
@@ -808,13 +958,38 @@ interface Outbound {
 }
 
 interface Held {
-  msg: Extract<FrontendMessage, { type: 'Query' }>;
+  /** A simple Query's hold (answered by its own ReadyForQuery entry)… */
+  msg?: Extract<FrontendMessage, { type: 'Query' }>;
+  ready?: ReadyEntry;
+  /** …or an extended-protocol Execute's. */
+  ext?: ExtendedHold;
   decision: Decision;
-  ready: ReadyEntry;
+  /** Parameters as recorded (masked values redacted), shown to approvers. */
+  params?: unknown[];
+  /** What the approval is bound to (see PgSession.fingerprint). */
+  fingerprint: string;
   /** The SQL as recorded and shown to approvers (literals removed when it reads masked columns). */
   sql: string;
   /** Not a write: a read with FOR UPDATE/SHARE, which PostgreSQL refuses in READ ONLY; no approval. */
   rowLocks?: boolean;
+}
+
+interface ExtendedHold {
+  bind: Extract<FrontendMessage, { type: 'Bind' }>;
+  execute: Extract<FrontendMessage, { type: 'Execute' }>;
+  /** The last ReadyForQuery entry before this run's: the agent's own entries go right after it. */
+  prev: ReadyEntry | undefined;
+}
+
+/** Parse, Bind, Execute, Close and Sync of one statement of the agent's, named so the client's unnamed statement survives. */
+function hiddenStatement(name: string, sql: string): Buffer {
+  return Buffer.concat([
+    serializeFrontend({ type: 'Parse', name, sql, paramTypes: [] }),
+    serializeFrontend({ type: 'Bind', portal: name, statement: name, paramFormats: [], params: [], resultFormats: [] }),
+    serializeFrontend({ type: 'Execute', portal: name, maxRows: 0 }),
+    serializeFrontend({ type: 'Close', target: 'S', name }),
+    SYNC,
+  ]);
 }
 
 /** Hidden statements around an approved write: their replies never reach the client. */
@@ -827,6 +1002,12 @@ interface ReadyEntry {
   completed: number;
   /** The agent's own statement (read-write switch around an approved write): swallow its replies. */
   hidden?: boolean;
+  /** After this hidden entry's ReadyForQuery, the next reply of this type is the agent's too. */
+  thenSwallow?: number;
+  /** The agent's own Sync inside a client's run: only its ReadyForQuery is swallowed (runExtendedHold). */
+  boundary?: (r: { status: number; errored: boolean }) => void;
+  /** An ErrorResponse came before this boundary: the server was skipping to Sync. */
+  errored?: boolean;
   /** Called when this entry's ReadyForQuery arrived. */
   done?: () => void;
 }
@@ -846,7 +1027,7 @@ function refusalFields(d: Refusal): PgErrorFields {
         severity: 'ERROR',
         code: SqlState.InsufficientPrivilege,
         message: `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`,
-        hint: 'Writes and bulk exports wait for an approver; this connection has no approvers configured (approval.approvers), or the statement was sent with the extended protocol: send it as a simple query (psql, hoopctl exec) to have it held.',
+        hint: 'Writes and bulk exports wait for an approver, but this connection has no approvers configured (approval.approvers). Ask its owner to add them.',
       };
     case 'denied':
       return {
