@@ -1,11 +1,11 @@
 // The two binaries as an operator and a CI job meet them: `hoopctl connect` against an agent that is
 // down (and then comes up), and `hoop-agent --config` with a broken config file.
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { psql, run, useStack } from '../harness/stack.js';
+import { Child } from '../harness/child.js';
 import { freePort } from '../../shared/net.js';
 import { resolveConfig } from '../../agent/src/config.js';
 import { startAgent, type RunningAgent } from '../../agent/src/agent.js';
@@ -15,54 +15,6 @@ const s = useStack({ patients: 50 });
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 
-/** A long-running child whose output the test can wait on; killed (by its own pid) at the end. */
-class Child {
-  stdout = '';
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly proc: ChildProcess;
-  private waiters: Array<() => void> = [];
-
-  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
-    this.proc = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout!.on('data', (d) => {
-      this.stdout += d;
-      this.poke();
-    });
-    this.proc.stderr!.on('data', (d) => {
-      this.stderr += d;
-      this.poke();
-    });
-    this.exited = new Promise((resolve) => this.proc.on('close', (code, signal) => resolve({ code, signal })));
-  }
-
-  private poke(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** Waits until `pred` holds for the output so far. */
-  async waitFor(pred: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    while (!pred()) {
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; stderr so far:\n${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 250));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
 
 describe('hoopctl connect while the agent is down', () => {
   const children: Child[] = [];

@@ -35,6 +35,8 @@ export interface DemoStackOptions {
   pgVersion?: 15 | 18;
   /** Number of sample patients. */
   patients?: number;
+  /** How long a held statement waits for an approver (default 15m). */
+  approvalTimeout?: string;
   agentLog?: Logger;
   /** Overrides for the agent (gate, audit…), for tests. */
   agent?: Partial<Omit<AgentOptions, 'config'>>;
@@ -92,7 +94,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
             masking: DEMO_MASKING,
-            approval: { approvers: { groups: ['compliance'] } },
+            approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
           },
         },
       },
