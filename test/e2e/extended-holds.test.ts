@@ -5,7 +5,7 @@
 // the bytes the client received, the approval records.
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { decideNextApproval, tunnelClient, useStack } from '../harness/stack.js';
+import { decideNextApproval, psql, tunnelClient, useStack } from '../harness/stack.js';
 import { RawClient, collect, cstr, typed, type BackendMsg } from './wire.js';
 
 const s = useStack();
@@ -134,6 +134,16 @@ describe('extended-protocol holds (node-postgres)', () => {
     } finally {
       await c.end();
     }
+  });
+});
+
+describe('holds inside a transaction block', () => {
+  it('psql: BEGIN, then a write that needs approval is refused at once with the reason; nothing is asked or changed', async () => {
+    const before = await notes(3);
+    const r = await psql(s.get(), ['-c', 'BEGIN', '-c', "UPDATE visits SET notes = 'in-block' WHERE id = 3", '-c', 'ROLLBACK']);
+    expect(r.stderr).toMatch(/ERROR: +hoopctl: statement blocked by policy \(P4\.in-transaction\)/);
+    expect(await s.get().agent.store.approvals.list({ status: 'pending' })).toEqual([]);
+    expect(await notes(3)).toBe(before);
   });
 });
 

@@ -420,7 +420,7 @@ export class PgSession {
         from = i + 1;
         continue;
       }
-      const approved = h.rowLocks ? this.runReadWrite(o, h) : await this.awaitApproval(o, h);
+      const approved = h.rowLocks ? this.runReadWrite(o, h) : await this.holdQuery(o, h);
       if (this.step === 'Closed') return;
       const done = approved ? new Promise<void>((resolve) => (h.ready!.done = resolve)) : undefined;
       this.approvedRunning = approved && i === batch.length - 1;
@@ -474,11 +474,7 @@ export class PgSession {
     }
     if (status !== TxStatus.Idle) {
       if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
-      o.bytes = this.refuse('Parse', {
-        action: 'block',
-        rule: 'P4.in-transaction',
-        reason: 'a statement that needs approval cannot run inside a transaction block (BEGIN … COMMIT); send it on its own',
-      });
+      o.bytes = this.refuse('Parse', IN_TRANSACTION);
       return;
     }
     if (!(await this.awaitApproval(o, h))) return;
@@ -495,6 +491,21 @@ export class PgSession {
       this.readyQueue.splice(prev ? this.readyQueue.indexOf(prev) + 1 : 0, 0, entry);
       if (!this.upstream!.write(SYNC)) this.upstreamFull = true;
     });
+  }
+
+  /**
+   * A simple Query's hold. Once everything before it is answered the transaction status is known: in a
+   * transaction block (read-only, P8) an approved write could not run, so it is refused at once.
+   */
+  private async holdQuery(o: Outbound, h: Held): Promise<boolean> {
+    await this.untilAnswered(h.ready!);
+    if (this.step === 'Closed') return false;
+    if (this.txStatus !== TxStatus.Idle) {
+      h.ready!.decision = undefined;
+      o.bytes = this.refuse('Query', IN_TRANSACTION);
+      return false;
+    }
+    return this.awaitApproval(o, h);
   }
 
   private async awaitApproval(o: Outbound, h: Held): Promise<boolean> {
@@ -809,7 +820,7 @@ export class PgSession {
         // Replies to the agent's own statements are dropped; they change no state the client sees.
         (rewrites ??= new Map()).set(i, EMPTY);
         if (types[i] === Backend.ReadyForQuery) {
-          this.readyQueue.shift();
+          this.shiftReady();
           if (head.thenSwallow !== undefined) this.swallow.push(head.thenSwallow);
         }
         continue;
@@ -817,7 +828,7 @@ export class PgSession {
       if (head?.boundary && types[i] === Backend.ReadyForQuery) {
         // The agent's own Sync before a held Execute: the client's run is not over, so no ReadyForQuery.
         (rewrites ??= new Map()).set(i, EMPTY);
-        this.readyQueue.shift();
+        this.shiftReady();
         this.txStatus = fr.buffer[offsets[i] + 5];
         head.boundary({ status: this.txStatus, errored: head.errored === true });
         continue;
@@ -869,6 +880,24 @@ export class PgSession {
     this.out.send(Buffer.concat(parts));
   }
 
+  /** Removes the answered entry; the next one may be waited on (untilAnswered). */
+  private shiftReady(): ReadyEntry | undefined {
+    const q = this.readyQueue.shift();
+    const next = this.readyQueue[0];
+    if (next?.atHead) {
+      const go = next.atHead;
+      next.atHead = undefined;
+      go();
+    }
+    return q;
+  }
+
+  /** Resolves once everything sent before this entry has been answered (so txStatus is current). */
+  private untilAnswered(e: ReadyEntry): Promise<void> {
+    if (this.readyQueue[0] === e) return Promise.resolve();
+    return new Promise((resolve) => (e.atHead = resolve));
+  }
+
   /** The refusal a sentinel's syntax error stands for, if this error is one of ours. */
   private sentinelFor(message: string): PgErrorFields | undefined {
     if (this.sentinels.size === 0 || !message.includes(this.nonce)) return undefined;
@@ -885,7 +914,7 @@ export class PgSession {
    * that completed), and forget portals and cursors when no transaction is open any more.
    */
   private onReadyForQuery(status: number): void {
-    const q = this.readyQueue.shift();
+    const q = this.shiftReady();
     if (q?.decision) this.deps.policy.apply(q.decision, q.completed);
     q?.done?.();
     this.txStatus = status;
@@ -1010,9 +1039,17 @@ interface ReadyEntry {
   errored?: boolean;
   /** Called when this entry's ReadyForQuery arrived. */
   done?: () => void;
+  /** Called when every entry before this one has been answered. */
+  atHead?: () => void;
 }
 
 type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable' | 'denied'; rule: string; reason: string };
+
+const IN_TRANSACTION: Refusal = {
+  action: 'block',
+  rule: 'P4.in-transaction',
+  reason: 'a statement that needs approval cannot run inside a transaction block (BEGIN … COMMIT), which stays read-only; send it on its own',
+};
 
 const AUDIT_DOWN: Refusal = {
   action: 'unavailable',
