@@ -17,6 +17,7 @@ import { PgStore } from './audit/pg-store.js';
 import { makeRefusedEvent } from './audit/events.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
+import { startApprovalWebhooks } from './approvals/webhook.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
 
 export interface AgentOptions {
@@ -31,6 +32,8 @@ export interface AgentOptions {
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
   maxStreamsPerTunnel?: number;
+  /** This agent's audit chain id; default from host name and listen port (set it when several agents share a host and state store). */
+  agentId?: string;
 }
 
 export interface RunningAgent {
@@ -48,7 +51,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const log = opts.log ?? createLogger();
   const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
   const clock = opts.clock ?? Date.now;
-  const agentId = agentIdFor(config.listen);
+  const agentId = opts.agentId ?? agentIdFor(config.listen);
   const store =
     opts.store ??
     (config.state.url
@@ -143,6 +146,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info('agent listening', { url, connections: [...config.connections.keys()] });
+  // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
+  const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
 
   return {
     url,
@@ -156,6 +161,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       // Sessions append their session_end as they close; give those a moment to land.
       await new Promise((r) => setTimeout(r, 50));
+      await webhooks.close();
       if (ownsStore) await store.close();
     },
   };

@@ -71,7 +71,18 @@ const Approval = z.strictObject({
   timeout: Duration.default('15m'),
   exportRowLimit: z.number().int().positive().default(10_000),
   webhook: z
-    .strictObject({ url: z.url(), format: z.enum(['json', 'slack']).default('json') })
+    .strictObject({
+      /** Where requests and decisions are POSTed. A secret for Slack: never logged, only its origin. */
+      url: z.url({ protocol: /^https?$/ }),
+      /** `json`: hoopctl's own document; `slack`: an incoming-webhook body ({text, blocks}). */
+      format: z.enum(['json', 'slack']).default('json'),
+      /** Per try; a slow receiver never holds a statement (delivery is queued, off the session). */
+      timeout: Duration.default('5s'),
+      /** Tries after the first, with exponential backoff, on network errors, timeouts, 429 and 5xx. */
+      retries: z.number().int().min(0).max(10).default(4),
+      /** How approvers reach this agent, for the link in notifications (default: its listen address). */
+      agentUrl: z.url({ protocol: /^https?$/ }).optional(),
+    })
     .optional(),
 });
 

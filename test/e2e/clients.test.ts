@@ -6,19 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { decideNextApproval, psql, run, tunnelClient, useStack } from '../harness/stack.js';
+import { decideNextApproval, directQuery, psql, run, tunnelClient, useStack } from '../harness/stack.js';
 
 const s = useStack();
 
-async function direct<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: s.get().directUrl });
-  await c.connect();
-  try {
-    return (await c.query<T>(sql, params)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const direct = <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => directQuery<T>(s.get(), sql, params);
 
 describe('psql', () => {
   it('runs simple queries', async () => {

@@ -2,21 +2,12 @@
 // once when approved; a denial exits 6 and changes nothing.
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
-import pg from 'pg';
-import { decideNextApproval, run, useStack } from '../harness/stack.js';
+import { decideNextApproval, directQuery, run, useStack } from '../harness/stack.js';
 
 const s = useStack();
 const CLI = ['--import', 'tsx', path.resolve('cli/src/main.ts')];
 
-async function direct(sql: string): Promise<Record<string, unknown>[]> {
-  const c = new pg.Client({ connectionString: s.get().directUrl });
-  await c.connect();
-  try {
-    return (await c.query(sql)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const direct = (sql: string) => directQuery(s.get(), sql);
 
 describe('hoopctl exec', () => {
   it('runs a read and prints its rows as JSON', async () => {

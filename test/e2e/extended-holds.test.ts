@@ -5,21 +5,13 @@
 // the bytes the client received, the approval records.
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { decideNextApproval, psql, tunnelClient, useStack } from '../harness/stack.js';
-import { RawClient, collect, cstr, typed, type BackendMsg } from './wire.js';
+import { decideNextApproval, directQuery, psql, tunnelClient, useStack } from '../harness/stack.js';
+import { RawClient, collect, type BackendMsg } from './wire.js';
+import { msg } from '../../scripts/attacks/pgclient.js';
 
 const s = useStack();
 
-async function direct<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: s.get().directUrl });
-  await c.connect();
-  try {
-    return (await c.query<T>(sql, params)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
+const direct = <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => directQuery<T>(s.get(), sql, params);
 const notes = (id: number) => direct<{ notes: string | null }>('SELECT notes FROM visits WHERE id = $1', [id]).then((r) => r[0].notes);
 
 /** A client that collects the notices the agent sends (approval requested …). */
@@ -148,15 +140,8 @@ describe('holds inside a transaction block', () => {
 });
 
 describe('extended-protocol holds (raw pipeline)', () => {
-  const parse = (name: string, sql: string) => typed('P', Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
-  const bind = (portal: string, stmt: string, params: string[]) => {
-    const parts = [cstr(portal), cstr(stmt), Buffer.from([0, 0]), u16(params.length)];
-    for (const p of params) parts.push(i32(Buffer.byteLength(p)), Buffer.from(p));
-    parts.push(Buffer.from([0, 0]));
-    return typed('B', Buffer.concat(parts));
-  };
-  const execute = (portal: string) => typed('E', Buffer.concat([cstr(portal), i32(0)]));
-  const sync = typed('S');
+  const { parse, bind, execute } = msg;
+  const sync = msg.sync();
 
   async function raw(): Promise<RawClient> {
     const r = await RawClient.connect(s.get().listener.host, s.get().listener.port);
@@ -168,7 +153,7 @@ describe('extended-protocol holds (raw pipeline)', () => {
     const r = await raw();
     const before = await notes(10);
     try {
-      r.write(Buffer.concat([parse('', 'SELECT 1/0'), bind('', '', []), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 10'), bind('', '', ['skipped']), execute(''), sync]));
+      r.write(Buffer.concat([parse('', 'SELECT 1/0'), bind('', ''), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 10'), bind('', '', ['skipped']), execute(''), sync]));
       const msgs = await r.until('Z', 10_000);
       const errors = msgs.filter((m) => m.type === 'E');
       expect(errors).toHaveLength(1);
@@ -186,7 +171,7 @@ describe('extended-protocol holds (raw pipeline)', () => {
   it('the client sees exactly its own replies around an approved Execute, in order', async () => {
     const r = await raw();
     try {
-      r.write(Buffer.concat([parse('', 'SELECT 41 + 1'), bind('', '', []), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 11'), bind('', '', ['piped']), execute(''), sync]));
+      r.write(Buffer.concat([parse('', 'SELECT 41 + 1'), bind('', ''), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 11'), bind('', '', ['piped']), execute(''), sync]));
       await decideNextApproval(s.get(), 'approve');
       const msgs = await r.until('Z', 10_000);
       // 1 2 D C (the SELECT), 1 2 (the UPDATE's Parse/Bind), N (the hold notice), C (the UPDATE), Z: no
@@ -203,18 +188,6 @@ describe('extended-protocol holds (raw pipeline)', () => {
 
 function kinds(msgs: BackendMsg[]): string {
   return msgs.map((m) => m.type).join('');
-}
-
-function u16(n: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(n);
-  return b;
-}
-
-function i32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
 }
 
 async function waitPending() {

@@ -2,7 +2,15 @@
 import { afterAll, beforeAll } from 'vitest';
 import { spawn, type SpawnOptions } from 'node:child_process';
 import pg from 'pg';
-import { startDemoStack, type DemoStack, type DemoStackOptions } from '../../cli/src/demo/stack.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, startDemoStack, type DemoStack, type DemoStackOptions } from '../../cli/src/demo/stack.js';
+import { resolveConfig } from '../../agent/src/config.js';
+import { startAgent, type RunningAgent } from '../../agent/src/agent.js';
+import { silentLogger, type Logger } from '../../agent/src/log.js';
+import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
+import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 
 /** Starts one stack for the file; the returned object is filled in by beforeAll. */
 export function useStack(opts: DemoStackOptions = {}): { get(): DemoStack } {
@@ -19,6 +27,17 @@ export function useStack(opts: DemoStackOptions = {}): { get(): DemoStack } {
       return stack;
     },
   };
+}
+
+/** One query straight to the database, past the gateway: what a test compares the gateway with. */
+export async function directQuery<T extends pg.QueryResultRow>(stack: DemoStack, sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: stack.directUrl });
+  await c.connect();
+  try {
+    return (await c.query<T>(sql, params)).rows;
+  } finally {
+    await c.end();
+  }
 }
 
 /** A node-postgres client on the tunnel's local port (no password). */
@@ -55,8 +74,61 @@ export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: 
   });
 }
 
-/** psql against the tunnel, in a plain C locale, never prompting for a password. */
-export function psql(stack: DemoStack, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+export interface ExtraAgent {
+  agent: RunningAgent;
+  client: TunnelClient;
+  listener: LocalListener;
+  stop(): Promise<void>;
+}
+
+/**
+ * One more hoop-agent serving the stack's demo connection (same database, credential and issuer), with
+ * its own tunnel (as ci-nightly) and local port: for several agents on one state store (`state`), or a
+ * connection whose `approval` section differs (a webhook). Stop it before the stack.
+ */
+export async function startExtraAgent(
+  stack: DemoStack,
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; log?: Logger },
+): Promise<ExtraAgent> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-'));
+  const config = await resolveConfig(
+    {
+      listen: '127.0.0.1:0',
+      dataDir,
+      identity: { issuers: [{ issuer: stack.issuer.issuer, audience: stack.issuer.audience }] },
+      reviewers: { groups: ['compliance'] },
+      ...(o.state ? { state: o.state } : {}),
+      connections: {
+        [DEMO_CONNECTION]: {
+          postgres: { host: stack.pg.host, port: stack.pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DB_PASSWORD' },
+          access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
+          masking: DEMO_MASKING,
+          approval: { approvers: { groups: ['compliance'] }, ...o.approval },
+        },
+      },
+    },
+    { HOOP_DB_PASSWORD: stack.agentDbPassword },
+  );
+  const agent = await startAgent({ config, agentId: o.agentId, log: o.log ?? silentLogger });
+  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: stack.token });
+  await client.start();
+  client.keepAlive();
+  const listener = await startLocalListener(client, 0);
+  return {
+    agent,
+    client,
+    listener,
+    async stop() {
+      await listener.close().catch(() => {});
+      await client.stop().catch(() => {});
+      await agent.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** psql against the tunnel (the stack's, or an extra agent's), in a plain C locale, never prompting for a password. */
+export function psql(stack: Pick<DemoStack, 'listener'>, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
   return run(
     'psql',
     [`host=${stack.listener.host} port=${stack.listener.port} user=noop dbname=demo-db`, '-X', '-v', 'ON_ERROR_STOP=0', ...args],

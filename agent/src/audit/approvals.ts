@@ -29,6 +29,8 @@ export interface ApprovalRequest {
   minApprovals?: number;
   /** The held statement's audit event. */
   statementSeq?: number;
+  /** The policy rule that held the statement (shown to approvers and in notifications). */
+  rule?: string;
 }
 
 export interface ApprovalVote {
@@ -82,6 +84,20 @@ export interface Approvals {
   awaitDecision(id: string, signal?: AbortSignal): Promise<Decision>;
   /** Expires every pending request whose time has passed (by the injected clock). */
   sweep(): Promise<number>;
+  /** The stored record as it is (never expires it on the way): for observers such as notifiers. */
+  peek(id: string): Promise<Approval | undefined>;
+  /**
+   * Observes the book without taking part: `created` with every request created through THIS book
+   * (so by this agent), `changed` with the id of any record changed by any agent sharing the store
+   * ('*' when changes may have been missed). Listeners run synchronously and must not throw or wait.
+   * Returns the unsubscribe function.
+   */
+  subscribe(l: ApprovalObserver): () => void;
+}
+
+export interface ApprovalObserver {
+  created?(a: Approval): void;
+  changed?(id: string): void;
 }
 
 /** What a store provides for approvals. `mutate` must be atomic per id against every writer. */
@@ -144,6 +160,8 @@ export function newApprovalId(): string {
 // ─── the shared Approvals implementation ─────────────────────────────────────────────────────────────
 
 export class ApprovalBook implements Approvals {
+  private readonly observers = new Set<ApprovalObserver>();
+
   constructor(
     private readonly b: ApprovalBackend,
     private readonly agentId: string,
@@ -163,7 +181,31 @@ export class ApprovalBook implements Approvals {
       votes: [],
     };
     await this.b.insert(a);
+    // An observer's fault is its own: the held statement's request is already stored.
+    for (const o of this.observers) {
+      try {
+        o.created?.(a);
+      } catch {}
+    }
     return a;
+  }
+
+  peek(id: string): Promise<Approval | undefined> {
+    return this.b.load(id);
+  }
+
+  subscribe(l: ApprovalObserver): () => void {
+    const onChange = (id: string) => {
+      try {
+        l.changed?.(id);
+      } catch {}
+    };
+    this.observers.add(l);
+    this.b.changes.on('change', onChange);
+    return () => {
+      this.observers.delete(l);
+      this.b.changes.off('change', onChange);
+    };
   }
 
   async get(id: string): Promise<Approval | undefined> {

@@ -519,6 +519,7 @@ export class PgSession {
       requester: identityOf(this.deps.identity),
       sql: h.sql,
       params: h.params,
+      rule: h.decision.rule,
       fingerprint,
       timeoutMs: durationMs(conn.approval.timeout),
       minApprovals: conn.approval.minApprovals,
