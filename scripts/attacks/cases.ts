@@ -18,6 +18,7 @@ import {
 } from './pgclient.js';
 import { openTunnelWs, rawHttp, upgradeRequest, waitServerClose, wsFrame, TunnelStream } from './ws.js';
 import { CONNECTION, type AttackStack, type Fingerprint } from './stack.js';
+import { approvedSteps, expectedState, preparedBody, type ExpectedState, type SentStep } from './expected.js';
 import {
   classifyError, describeErrors, fingerprintDiff, leaksOf, needlesFor, prefixOf, type Case, type Expect, type Verdict,
 } from './judge.js';
@@ -87,13 +88,39 @@ async function sameSessionUsable(w: PgWire): Promise<string | null> {
 interface StateCheck {
   f0: Fingerprint;
   f1: Fingerprint;
+  /** Fingerprint keys that differ from F0. */
   changed: string[];
   markers: string[];
+  /** auto-approve mode, when the second human approved something: F0 plus the approved steps (expected.ts). */
+  expected?: ExpectedState;
+  /** What differs from the expected state (F0, or the reference with the approved steps): keys and marker files. */
+  unexpected: string[];
 }
 
 async function readState(ctx: RunContext, f0: Fingerprint): Promise<StateCheck> {
   const f1 = await ctx.stack.fixture.fingerprint();
-  return { f0, f1, changed: fingerprintDiff(f0, f1), markers: await ctx.stack.fixture.markerFiles() };
+  const markers = await ctx.stack.fixture.markerFiles();
+  const changed = fingerprintDiff(f0, f1);
+  return { f0, f1, changed, markers, unexpected: [...changed, ...markers] };
+}
+
+/**
+ * auto-approve mode: what the approved steps did is expected; so the state is judged against a reference
+ * fixture into which exactly those steps were replayed (expected.ts). Resets the fixture: call it once
+ * the case's sessions are closed. Deny mode, or nothing approved: the state is judged against F0.
+ */
+async function judgeAgainstApproved(ctx: RunContext, s: StateCheck, sent: SentStep[], grantedFrom: number): Promise<StateCheck> {
+  if (ctx.mode !== 'auto-approve') return s;
+  const granted = ctx.stack.approvalLoop.granted.slice(grantedFrom);
+  if (!granted.length) return s;
+  const { replay, unmatched } = await approvedSteps(granted, sent);
+  const expected = await expectedState(ctx.stack, replay, unmatched, ctx.stepTimeoutMs);
+  const markerDiff = [...s.markers.filter((m) => !expected.markers.includes(m)), ...expected.markers.filter((m) => !s.markers.includes(m)).map((m) => `${m} (expected, absent)`)];
+  return { ...s, expected, unexpected: [...fingerprintDiff(expected.f, s.f1), ...markerDiff] };
+}
+
+function stateWord(s: StateCheck): string {
+  return s.expected ? 'state as expected after the approved steps' : 'state unchanged';
 }
 
 function stateEvidence(s: StateCheck): string[] {
@@ -101,6 +128,13 @@ function stateEvidence(s: StateCheck): string[] {
   if (s.changed.length) ev.push(`fingerprint changed: ${s.changed.map((k) => `${k} ${s.f0[k]} -> ${s.f1[k]}`).join('; ')}`);
   else ev.push('fingerprint unchanged');
   if (s.markers.length) ev.push(`marker files: ${s.markers.join(', ')}`);
+  if (s.expected) {
+    const e = s.expected;
+    const moved = fingerprintDiff(s.f0, e.f);
+    ev.push(`expected state (F0 + the approved steps, replayed directly): ${moved.length ? moved.map((k) => `${k} -> ${e.f[k]}`).join('; ') : 'F0'}`);
+    ev.push(...e.evidence);
+    ev.push(s.unexpected.length ? `state differs from the expected state: ${s.unexpected.map((k) => (k in s.f1 ? `${k} expected ${e.f[k]}, got ${s.f1[k]}` : k)).join('; ')}` : 'state equals the expected state');
+  }
   return ev;
 }
 
@@ -192,12 +226,11 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   const accept = acceptable(c, ctx.mode);
   const needles = needlesFor(c, ctx.core);
   const evidence: string[] = [];
-  const ph = () => stack.fixture.placeholders();
+  const main = c.emulate_sql?.length ? [...c.emulate_sql] : [...(c.pre_sql ?? []), c.sql ?? ''];
+  const templates = [...main, ...(c.post_sql ?? [])];
   const stepsOf = () => {
-    const p = ph();
-    const main = c.emulate_sql?.length ? c.emulate_sql.map((s) => fill(s, p)) : [...(c.pre_sql ?? []).map((s) => fill(s, p)), fill(c.sql ?? '', p)];
-    const mainIndex = main.length - 1;
-    return { steps: [...main, ...(c.post_sql ?? []).map((s) => fill(s, p))], mainIndex };
+    const p = stack.fixture.placeholders();
+    return { steps: templates.map((t) => fill(t, p)), mainIndex: main.length - 1 };
   };
 
   // Direct execution (for row counts and result equality), on its own fresh fixture.
@@ -213,11 +246,13 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   const f0 = await stack.fixture.reset();
   if (direct) masked = await maskedAttrs(ctx);
   const auditFrom = stack.audit.records.length;
+  const grantedFrom = stack.approvalLoop.granted.length;
   const { steps, mainIndex } = stepsOf();
+  const sent: SentStep[] = steps.map((sql, i) => ({ sql, replay: (p) => fill(templates[i], p), copyIn: c.copy_in_data }));
 
   const w = await stack.session({ needles, keepRows: 2000 });
   const results = await runSqlSteps(w, steps, ctx, c.copy_in_data);
-  const state = await readState(ctx, f0); // while the session is still open (temp objects)
+  const seen = await readState(ctx, f0); // while the session is still open (temp objects)
   evidence.push(...results.map((r, i) => `step ${i + 1}${i === mainIndex ? ' (main)' : i < mainIndex ? ' (pre)' : ' (post)'}: ${r.outcome}${r.errors.length ? ` ${describeErrors(r.errors)}` : ''}, rows ${r.rowCount}${r.notices.length ? `, notices: ${describeErrors(r.notices)}` : ''}`));
   if (results.length < steps.length) evidence.push(`only ${results.length} of ${steps.length} steps ran (${w.closed ? `connection closed: ${w.closeWhy}` : 'stopped'})`);
 
@@ -237,9 +272,10 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
       break;
     }
     const approvalNotices = r.notices.filter((n) => /approv/i.test(`${n.message} ${n.hint}`));
-    // auto-approve mode: held, approved by the second human, and run without error — judge what came back
-    // when the case's `then` expects results (masked / allowed).
-    if (ctx.mode === 'auto-approve' && r.errors.length === 0 && approvalNotices.length && (accept.includes('masked') || accept.includes('allowed'))) {
+    // auto-approve mode: held, approved by the second human, and run without error. An earlier step that
+    // did so is no refusal (the chain goes on to the main step); the main step's results are judged when
+    // the case's `then` expects results (masked / allowed). What it changed is in the expected state.
+    if (ctx.mode === 'auto-approve' && r.errors.length === 0 && approvalNotices.length && (i < mainIndex || accept.includes('masked') || accept.includes('allowed'))) {
       evidence.push(`step ${i + 1}: held, approved by the second human, then ran`);
       continue;
     }
@@ -255,6 +291,7 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   const usable = observed === 'blocked' || observed === 'held' || observed === 'db-error' ? await sameSessionUsable(w) : null;
   w.close();
   const control = await controlSelect1(ctx);
+  const state = await judgeAgainstApproved(ctx, seen, sent, grantedFrom);
   const audit = auditText(ctx, auditFrom);
   const leaks = leaksOf([w], audit, needles);
   evidence.push(...stateEvidence(state));
@@ -262,7 +299,7 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   else evidence.push(`audit records: ${ctx.stack.audit.since(auditFrom).map((r) => r.method).join(', ')}`);
   if (control) evidence.push(control);
   if (usable) evidence.push(`session not usable after the refusal: ${usable}`);
-  const stateOk = state.changed.length === 0 && state.markers.length === 0;
+  const stateOk = state.unexpected.length === 0;
 
   const fail = (reason: string, gap: 'product' | 'runner' = 'product'): Partial => ({ pass: false, observed, reason, gap, evidence });
   if (leaks.wire.length) return fail(`leaked to the client: ${leaks.wire.join(', ')}`);
@@ -274,10 +311,10 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
   if (observed === 'blocked' || observed === 'held' || (observed === 'db-error' && !direct)) {
     const what: Expect = observed === 'held' ? 'needs_approval' : 'blocked';
     // auto-approve mode: a second human approved the held statement, so it ran; that is the expectation
-    // for needs_approval cases without a `then` (meta.run_modes.approvals).
-    const approvedRun = ctx.mode === 'auto-approve' && observed === 'held' && accept.includes('needs_approval');
-    if (approvedRun) evidence.push('auto-approve: held, approved by the second human, then ran');
-    if (!stateOk && !approvedRun) return fail(`${observed} but state changed (${state.changed.join(', ') || state.markers.join(', ')})`);
+    // for needs_approval cases without a `then` (meta.run_modes.approvals). What it changed is in the
+    // expected state; anything else is not.
+    if (ctx.mode === 'auto-approve' && observed === 'held' && accept.includes('needs_approval')) evidence.push('auto-approve: held, approved by the second human, then ran');
+    if (!stateOk) return fail(`${observed} but the state differs from ${state.expected ? 'F0 plus the approved steps' : 'F0'} (${state.unexpected.join(', ')})`);
     if (control) return fail(control);
     if (!refusedOk(what)) {
       return fail(observed === 'held' ? `held for approval, but the case expects ${accept.join('/')}` : `refused (${describeErrors(results[refusedAt]?.errors ?? [])}), but the case expects ${accept.join('/')}`);
@@ -285,10 +322,10 @@ export async function runSqlCase(c: Case, ctx: RunContext): Promise<Partial> {
     if (usable) return fail(`refused, but the session did not stay usable: ${usable}`);
     const codes = (results[refusedAt]?.errors ?? []).map((e) => e.code);
     if (observed === 'db-error') evidence.push(`note: SQLSTATE ${codes.join(',')} is not 42501: the error may come from PostgreSQL, not the gateway`);
-    return { pass: true, observed, reason: `${observed}${chained ? ' (earlier step)' : ''}, fingerprint unchanged, no leak`, evidence };
+    return { pass: true, observed, reason: `${observed}${chained ? ' (earlier step)' : ''}, ${state.expected ? 'state as expected after the approved steps' : 'fingerprint unchanged'}, no leak`, evidence };
   }
   if (observed === 'rejected') {
-    if (accept.includes('rejected') && stateOk && !control) return { pass: true, observed, reason: 'rejected, state unchanged', evidence };
+    if (accept.includes('rejected') && stateOk && !control) return { pass: true, observed, reason: `rejected, ${stateWord(state)}`, evidence };
     return fail(`session ended (${results[refusedAt]?.outcome}: ${describeErrors(results[refusedAt]?.errors ?? [])}) instead of ${accept.join('/')}`);
   }
   // executed (or a database error like direct execution's)
@@ -361,6 +398,7 @@ export async function runProtocolCase(c: Case, ctx: RunContext): Promise<Partial
   const f0 = await stack.fixture.reset();
   const ph = stack.fixture.placeholders();
   const auditFrom = stack.audit.records.length;
+  const grantedFrom = stack.approvalLoop.granted.length;
   const backends0 = await stack.fixture.agentBackends();
   const useWs = steps.some((s) => typeof s.transport === 'string');
   let ws: TunnelStream | undefined;
@@ -532,16 +570,17 @@ export async function runProtocolCase(c: Case, ctx: RunContext): Promise<Partial
     }
   }
   if (pendingCoalesce) w.send(pendingCoalesce);
-  const state = await readState(ctx, f0);
+  const seen = await readState(ctx, f0);
   for (const x of wires) x.close();
   await new Promise((r) => setTimeout(r, 200));
   const backends1 = await stack.fixture.agentBackends();
   const control = await controlSelect1(ctx);
+  const state = await judgeAgainstApproved(ctx, seen, protocolUnits(steps, ph), grantedFrom);
   const audit = auditText(ctx, auditFrom);
   const leaks = leaksOf(wires, audit, needles);
   evidence.push(...notes, ...stateEvidence(state), `gw_agent backends before ${backends0}, after ${backends1}`);
   if (control) evidence.push(control);
-  const stateOk = state.changed.length === 0 && state.markers.length === 0;
+  const stateOk = state.unexpected.length === 0;
 
   const all = wires.flatMap((x) => x.errors());
   const kinds = new Set(all.map(classifyError));
@@ -549,21 +588,25 @@ export async function runProtocolCase(c: Case, ctx: RunContext): Promise<Partial
   const negotiated = wires.some((x) => x.messages.some((m2) => m2.type === 'v'));
   const observedSet = new Set<string>();
   if (kinds.has('rejected') || closedByServer) observedSet.add('rejected');
-  if (kinds.has('held')) observedSet.add('needs_approval');
+  // auto-approve mode: a held statement that was approved answers with the hold notice and no error.
+  if (kinds.has('held') || wires.some((x) => x.notices().some((n) => classifyError(n) === 'held'))) observedSet.add('needs_approval');
   if (kinds.has('blocked')) observedSet.add('blocked');
   const observed = [...observedSet].join('+') || (kinds.has('db-error') ? 'db-error' : 'executed');
+  // With `then` (auto-approve mode), a hold that was approved and ran is the way to the expected results.
+  const refusals = new Set(observedSet);
+  if (ctx.mode === 'auto-approve' && c.expect === 'needs_approval' && c.then) refusals.delete('needs_approval');
   const fail = (reason: string, gap: 'product' | 'runner' = 'product'): Partial => ({ pass: false, observed, reason, gap, evidence });
 
   if (leaks.wire.length) return fail(`leaked to the client: ${leaks.wire.join(', ')}`);
   if (leaks.audit.length) return fail(`leaked into audit records: ${leaks.audit.join(', ')}`);
-  if (!stateOk) return fail(`state changed: ${[...state.changed, ...state.markers].join(', ')}`);
+  if (!stateOk) return fail(`state ${state.expected ? 'differs from F0 plus the approved steps' : 'changed'}: ${state.unexpected.join(', ')}`);
   if (control) return fail(control);
   if (backends1 > backends0) return fail(`backend session left open (${backends0} -> ${backends1})`);
   const hung = notes.some((n) => /: timeout;/.test(n));
   if (hung && accept.includes('rejected')) return fail(`no answer within the step timeout: ${notes.find((n) => /: timeout;/.test(n))}`);
 
   // allowed: the handshake and every statement completed, answers as PostgreSQL's.
-  if (accept.includes('allowed') && observedSet.size === 0 && !kinds.has('db-error')) {
+  if (accept.includes('allowed') && refusals.size === 0 && !kinds.has('db-error')) {
     const bad = wires.flatMap((x) => x.singleBytes).filter((b) => b !== 'N' && b !== 'S');
     if (bad.length) return fail(`unexpected answer to SSLRequest/GSSENCRequest: ${bad.join(',')}`);
     if (negotiated) evidence.push('NegotiateProtocolVersion received');
@@ -576,17 +619,67 @@ export async function runProtocolCase(c: Case, ctx: RunContext): Promise<Partial
     if (!wires.some((x) => x.count('Z') > 0) && !negotiated) return fail('startup never completed');
     return { pass: true, observed: 'allowed', reason: 'completed, answers equal direct execution', evidence };
   }
-  if (accept.includes('masked') && observedSet.size === 0) {
+  if (accept.includes('masked') && refusals.size === 0) {
     const rows = wires.reduce((n, x) => n + x.rowCount(), 0);
     evidence.push(`rows received: ${rows} (row count not compared with direct execution for protocol cases)`);
     if (rows === 0) return fail('executed but no rows came back (masking must not drop rows)');
     return { pass: true, observed: 'masked', reason: `executed, ${rows} rows, no sensitive value in the bytes`, evidence };
   }
   if (accept.includes('rejected') && (observedSet.has('rejected') || (negotiated && c.also_acceptable?.includes('allowed')))) {
-    return { pass: true, observed, reason: 'refused at the protocol level; state unchanged', evidence };
+    return { pass: true, observed, reason: `refused at the protocol level; ${stateWord(state)}`, evidence };
   }
-  for (const a of accept) if (observedSet.has(a)) return { pass: true, observed, reason: `${a}; state unchanged, no leak`, evidence };
+  for (const a of accept) if (observedSet.has(a)) return { pass: true, observed, reason: `${a}; ${stateWord(state)}, no leak`, evidence };
   return fail(`observed ${observed || 'nothing refused'}, expected ${accept.join('/')}`);
+}
+
+/**
+ * The statements a protocol case ran, in order, for the auto-approve reference (expected.ts): each simple
+ * Query (with the COPY FROM STDIN data that followed it), and each Execute, as the messages that run its
+ * portal again: the statement's Parse (unnamed, so replays never collide) or, for a SQL-level PREPARE,
+ * nothing (the PREPARE itself is replayed before it), then the case's own Bind and Execute.
+ */
+function protocolUnits(steps: Array<Record<string, unknown>>, ph: Record<string, string>): SentStep[] {
+  const out: SentStep[] = [];
+  const stmts = new Map<string, { sql: (p: Record<string, string>) => string; types: number[]; sqlLevel: boolean }>();
+  const portals = new Map<string, { stmt: string; bind: (stmtName: string) => Buffer }>();
+  for (let i = 0; i < steps.length; i++) {
+    const s = steps[i];
+    if (s.msg === 'Parse') {
+      const text = String(s.sql ?? '');
+      stmts.set(String(s.name ?? ''), { sql: (p) => fill(text, p), types: (s.param_types as number[]) ?? [], sqlLevel: false });
+      continue;
+    }
+    if (s.msg === 'Bind') {
+      const params = ((s.params as Array<string | null>) ?? []).map((x) => (x === null ? null : String(x)));
+      portals.set(String(s.portal ?? ''), {
+        stmt: String(s.statement ?? ''),
+        bind: (stmtName) => msg.bind('', stmtName, params, (s.param_formats as number[]) ?? [], (s.result_formats as number[]) ?? []),
+      });
+      continue;
+    }
+    if (s.msg === 'Execute') {
+      const portal = portals.get(String(s.portal ?? ''));
+      const st = portal && stmts.get(portal.stmt);
+      if (!portal || !st) continue; // a cursor or an unknown portal: nothing the runner can replay
+      const maxRows = Number(s.max_rows ?? 0);
+      out.push({
+        sql: st.sql(ph),
+        replay: (p) => Buffer.concat([...(st.sqlLevel ? [] : [msg.parse('', st.sql(p), st.types)]), portal.bind(st.sqlLevel ? portal.stmt : ''), msg.execute('', maxRows)]),
+      });
+      continue;
+    }
+    let text: string;
+    if (s.msg === 'Query' && typeof s.size_bytes !== 'number') text = String(s.sql ?? '');
+    else if (s.msg === 'QueryHex') text = Buffer.from(String(s.hex), 'hex').toString('utf8');
+    else continue;
+    const prepared = s.msg === 'Query' ? preparedBody(fill(text, ph)) : undefined;
+    if (prepared) stmts.set(prepared.name, { sql: (p) => preparedBody(fill(text, p))?.body ?? '', types: [], sqlLevel: true });
+    let data = '';
+    let k = i + 1;
+    for (; k < steps.length && steps[k].msg === 'CopyData'; k++) data += String(steps[k].data ?? '');
+    out.push({ sql: s.msg === 'Query' ? fill(text, ph) : text, replay: (p) => (s.msg === 'Query' ? fill(text, p) : text), copyIn: steps[k]?.msg === 'CopyDone' ? data : undefined });
+  }
+  return out;
 }
 
 /** PR-026 class: CancelRequest with another identity's key, and with a guessed key. */

@@ -245,6 +245,19 @@ export interface StackOptions {
   mode?: 'deny' | 'auto-approve';
 }
 
+/** A request the runner's second human approved (auto-approve mode), with the SQL the agent showed. */
+export interface GrantedApproval {
+  id: string;
+  sql: string;
+  sessionId: string;
+}
+
+export interface ApprovalLoop {
+  paused: boolean;
+  /** Every request the loop approved, in order (the judge's source for what was allowed to run). */
+  granted: GrantedApproval[];
+}
+
 export interface AttackStack {
   pg: LocalPostgres;
   issuer: LocalIssuer;
@@ -262,7 +275,7 @@ export interface AttackStack {
    * The auto-approve loop (auto-approve mode only): `paused` stops it deciding, for cases that decide
    * requests themselves through the approvals API (AW-*). Always present; a no-op in deny mode.
    */
-  approvalLoop: { paused: boolean };
+  approvalLoop: ApprovalLoop;
   /** Test double for the GitHub Actions issuer (AU-017): its signing key and its JWKS server. */
   gh: { privateJwk: JWK & { kid: string; alg: string }; close(): Promise<void> };
   ciToken(): Promise<string>;
@@ -362,7 +375,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
     const agentOpts = { config, log: silentLogger, store: audit.sink, auth, ...(opts.agentOverrides ?? {}) };
     const agent = await startAgent(agentOpts as unknown as Parameters<typeof startAgent>[0]);
     stops.push(() => agent.stop());
-    const approvalLoop = { paused: false };
+    const approvalLoop: ApprovalLoop = { paused: false, granted: [] };
     if (opts.mode === 'auto-approve') {
       // The second human: approves every pending request through the product's own approval book.
       const carol = { sub: 'u-carol', issuer: issuer.issuer, email: 'carol@clinic.example', groups: ['compliance'] };
@@ -371,7 +384,10 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
         while (on) {
           for (const a of approvalLoop.paused ? [] : await agent.store.approvals.list({ status: 'pending' }).catch(() => [])) {
             if (approvalLoop.paused) break;
-            await agent.store.approvals.decide(a.id, carol, 'approve', 'auto-approve run mode').catch(() => {});
+            await agent.store.approvals.decide(a.id, carol, 'approve', 'auto-approve run mode').then(
+              () => approvalLoop.granted.push({ id: a.id, sql: a.sql, sessionId: a.sessionId }),
+              () => {},
+            );
           }
           await new Promise((r) => setTimeout(r, 50));
         }

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runAttacks } from '../../scripts/attacks/runner.js';
 import { classifyError, fingerprintDiff, needlesFor } from '../../scripts/attacks/judge.js';
+import { approvedSteps } from '../../scripts/attacks/expected.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/attacks');
 
@@ -18,6 +19,55 @@ describe('attack runner', () => {
     expect(classifyError({ severity: 'FATAL', code: '08P01', message: 'bad' })).toBe('rejected');
     expect(needlesFor({ id: 'X-1', kind: 'sql', expect: 'masked', tier: 'must', masked_values_must_not_appear: ['hex:ffff'] }, ['a']).map((n) => n.bytes.toString('hex'))).toEqual(['ffff', '61']);
   });
+
+  it('replays only what the second human approved, with the PREPAREs it EXECUTEs', async () => {
+    const sent = ['PREPARE d(int) AS DELETE FROM notes WHERE id = $1', 'SELECT 1', "SELECT lo_from_bytea(7, 'x')", 'EXECUTE d(1)', 'DROP TABLE canary', 'PREPARE late AS SELECT 1'].map((sql) => ({ sql, replay: () => sql }));
+    const granted = [
+      { id: 'a1', sql: 'SELECT lo_from_bytea($1, $2)', sessionId: 's' }, // recorded normalised (it may read masked columns)
+      { id: 'a2', sql: 'EXECUTE d(1)', sessionId: 's' },
+      { id: 'a3', sql: 'DELETE FROM notes', sessionId: 's' }, // never sent by the case: not expected
+    ];
+    const { replay, unmatched } = await approvedSteps(granted, sent);
+    expect(replay.map((r) => r.sql)).toEqual(['PREPARE d(int) AS DELETE FROM notes WHERE id = $1', "SELECT lo_from_bytea(7, 'x')", 'EXECUTE d(1)']);
+    expect(unmatched.map((u) => u.id)).toEqual(['a3']);
+    // matches move forward: an approval never matches a step sent before the previous match
+    const again = await approvedSteps([granted[1], granted[0]], sent);
+    expect(again.replay.map((r) => r.sql)).toEqual(['PREPARE d(int) AS DELETE FROM notes WHERE id = $1', 'EXECUTE d(1)']);
+    expect(again.unmatched.map((u) => u.id)).toEqual(['a1']);
+  });
+
+  it('auto-approve mode judges against F0 plus the approved steps, and fails on any other change', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'atk-test-'));
+    try {
+      await copyFile(path.join(SHARED, 'schema.sql'), path.join(dir, 'schema.sql'));
+      const corpus = {
+        meta: { fixture: { masked_columns: ['patients.ssn'] }, sensitive_values: { core: ['123-45-6789'] } },
+        cases: [
+          // approved pre step changes notes; the blocked main step must still change nothing
+          { id: 'TA-001', kind: 'sql', pre_sql: ['DELETE FROM notes WHERE id = 1'], sql: 'DROP TABLE canary', expect: 'blocked', tier: 'must', masked_values_must_not_appear: [] },
+          // approved, but the state the gateway left differs from the same statement replayed directly
+          { id: 'TA-002', kind: 'sql', sql: 'UPDATE notes SET body = md5(random()::text) WHERE id = 2', expect: 'needs_approval', tier: 'must', masked_values_must_not_appear: [] },
+          // a pipelined approved DELETE next to a blocked DROP (protocol kind)
+          { id: 'TA-003', kind: 'protocol', protocol_steps: [{ msg: 'Query', sql: 'DROP TABLE canary' }, { msg: 'Query', sql: 'DELETE FROM notes' }], expect: 'blocked', tier: 'must', masked_values_must_not_appear: [] },
+        ],
+      };
+      const file = path.join(dir, 'corpus.json');
+      await writeFile(file, JSON.stringify(corpus));
+      const lines: string[] = [];
+      const summary = await runAttacks({ corpus: file, mode: 'auto-approve', gate: [], caseTimeoutMs: 30_000, profile: 'hostile-db', out: (l) => lines.push(l), progress: () => {} });
+      const v = Object.fromEntries(summary.verdicts.map((x) => [x.id, x]));
+      expect(v['TA-001'].evidence.join('\n')).toMatch(/expected state \(F0 \+ the approved steps, replayed directly\): notes_md5 -> /);
+      expect(v['TA-001'].evidence).toContain('state equals the expected state');
+      expect(v['TA-001']).toMatchObject({ pass: true, observed: 'blocked' });
+      expect(v['TA-002'].pass).toBe(false);
+      expect(v['TA-002'].reason).toMatch(/state differs from F0 plus the approved steps \(notes_md5\)/);
+      expect(v['TA-003'].evidence).toContain('state equals the expected state');
+      expect(v['TA-003'].pass).toBe(true);
+      expect(lines.at(-1)).toBe('2 passed, 1 failed');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('runs a generated corpus and prints verdict lines consistent with the evidence', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'atk-test-'));
