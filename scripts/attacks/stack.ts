@@ -352,8 +352,11 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
             ],
             approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s' },
             masking,
-            // The corpus judges masked columns in the strict profile (SECURITY-POLICY P7).
-            policy: { strictPredicates: true },
+            // The corpus judges masked columns in the strict profile (SECURITY-POLICY P7). get_patient() is
+            // a STABLE SQL function a job calls: allowlisted as an operator would (P4 holds user-defined
+            // functions "that are not allowlisted"), so MK-024 judges what it is about, the masking of
+            // rows a function returns (its columns carry no table OID, only the composite return type).
+            policy: { strictPredicates: true, allowedFunctions: ['public.get_patient'] },
           },
         },
       },
