@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import type { ResolvedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
-import { sessionsApi } from './http/sessions-api.js';
+import { auditExportApi, sessionsApi } from './http/sessions-api.js';
 import { approvalsApi } from './http/approvals-api.js';
 import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
@@ -15,6 +15,8 @@ import type { StateStore } from './audit/store.js';
 import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
 import { makeRefusedEvent } from './audit/events.js';
+import { startRetention } from './audit/retention.js';
+import { durationMs } from '../../shared/config/schema.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
 import { startApprovalWebhooks } from './approvals/webhook.js';
@@ -27,11 +29,15 @@ export interface AgentOptions {
   auth?: Authenticator;
   /** The state store (audit, recordings, approvals). Defaults to config.state: JSONL in dataDir, or PostgreSQL. */
   store?: StateStore;
+  /** Wraps the store the agent opened itself (the benchmark's audit-off arm, see audit/bench-no-audit.ts). */
+  wrapStore?: (store: StateStore) => StateStore;
   /** Milliseconds since the epoch; injected so tests control time. */
   clock?: () => number;
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
   maxStreamsPerTunnel?: number;
+  /** How often recording retention runs after the pass at start (default hourly). */
+  retentionEveryMs?: number;
   /** This agent's audit chain id; default from host name and listen port (set it when several agents share a host and state store). */
   agentId?: string;
 }
@@ -52,11 +58,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
   const clock = opts.clock ?? Date.now;
   const agentId = opts.agentId ?? agentIdFor(config.listen);
-  const store =
+  const opened =
     opts.store ??
     (config.state.url
-      ? await PgStore.open({ url: config.state.url, agentId, clock })
-      : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock }));
+      ? await PgStore.open({ url: config.state.url, agentId, clock, recording: config.recording })
+      : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock, recording: config.recording }));
+  const store = !opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened;
   const ownsStore = !opts.store;
   const cancels = new CancelRegistry();
   const tunnels = new Set<TunnelMux>();
@@ -84,6 +91,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     log,
     maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
     sessions: sessionsApi(store, config.reviewers.groups),
+    auditExport: auditExportApi(store, config.reviewers.groups),
     approvals: approvalsApi(store, config, { log }),
     onRefused(r, clientAddr, connection) {
       const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
@@ -114,6 +122,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
           cancels,
           maxMessageBytes: config.maxMessageBytes,
           startupTimeoutMs: opts.startupTimeoutMs ?? 15_000,
+          recording: config.recording.enabled
+            ? { store, maxRowsPerStatement: config.recording.maxRowsPerStatement, maxBytesPerSession: config.recording.maxBytesPerSession }
+            : undefined,
           async connectUpstream(params) {
             // P2/P8: the lexer-relevant settings and the read-only safety net are pinned at startup, where
             // neither SET nor DISCARD ALL (which runs RESET ALL) can undo them.
@@ -146,6 +157,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info('agent listening', { url, connections: [...config.connections.keys()] });
+  const retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
   // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
   const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
 
@@ -155,6 +167,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     tunnels,
     store,
     async stop() {
+      retention?.stop();
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
       for (const mux of tunnels) mux.shutdown('agent shutting down');
       server.closeAllConnections?.();

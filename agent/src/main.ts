@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config.js';
 import { createLogger } from './log.js';
 import { startAgent } from './agent.js';
+import { BENCH_NO_AUDIT_ENV, withoutAudit } from './audit/bench-no-audit.js';
 
 const USAGE = `usage: hoop-agent --config FILE
 
@@ -15,7 +16,8 @@ options:
   -c, --config FILE   the agent config (YAML), e.g. /etc/hoop/hoop-agent.yaml
   -h, --help          this text
 environment:
-  HOOP_LOG_LEVEL      debug | info | warn | error (default info)`;
+  HOOP_LOG_LEVEL      debug | info | warn | error (default info)
+  HOOP_AGENT_BENCH_NO_AUDIT=1   benchmark only: statements are NOT audited (loopback listeners only)`;
 
 async function run(): Promise<number> {
   let values;
@@ -45,13 +47,20 @@ async function run(): Promise<number> {
     throw err;
   }
   const [host] = config.listen.split(/:(?=\d+$)/);
-  if (!config.tls && !['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host)) {
+  if (!config.tls && !LOOPBACK.includes(host)) {
     process.stderr.write(
       `hoop-agent: config: tls: listening on ${config.listen} without TLS would send PHI and tokens in clear; set tls.cert and tls.key, or listen on 127.0.0.1\n`,
     );
     return 2;
   }
-  const agent = await startAgent({ config, log });
+  // The benchmark's audit-off arm: never in production (loopback only, and said loudly at start).
+  const noAudit = process.env[BENCH_NO_AUDIT_ENV] === '1';
+  if (noAudit && !LOOPBACK.includes(host)) {
+    process.stderr.write(`hoop-agent: ${BENCH_NO_AUDIT_ENV}=1 is for the benchmark only and needs a loopback listen address\n`);
+    return 2;
+  }
+  if (noAudit) log.warn(`${BENCH_NO_AUDIT_ENV}=1: AUDIT IS OFF, statements are not recorded (benchmark only)`);
+  const agent = await startAgent({ config, log, wrapStore: noAudit ? withoutAudit : undefined });
   // A bad input must never take the agent down: log it and keep serving everyone else.
   process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack ?? String(err) }));
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }));
@@ -63,6 +72,8 @@ async function run(): Promise<number> {
   await agent.stop();
   return 0;
 }
+
+const LOOPBACK = ['127.0.0.1', 'localhost', '::1', '[::1]'];
 
 run().then(
   (code) => (process.exitCode = code),

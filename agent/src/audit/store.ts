@@ -65,10 +65,17 @@ export interface RecordingEntry {
   seq?: number;
   sql?: string;
   columns?: string[];
+  /** The columns' type OIDs (RowDescription), so a reader can align and interpret the values. */
+  types?: number[];
   rows?: unknown[][];
   rowCount?: number;
+  /** The CommandComplete tag (`SELECT 3`, `BEGIN`). */
+  tag?: string;
+  /** The SQLSTATE of an error the statement ended with. */
+  sqlstate?: string;
   note?: string;
-  truncated?: { rowsOmitted?: number; session?: boolean };
+  /** What was left out: rows past the per-statement cap, long values cut, the session budget spent. */
+  truncated?: { rowsOmitted?: number; values?: boolean; session?: boolean };
 }
 
 export interface RecordingLimits {
@@ -141,15 +148,26 @@ interface Pending {
 }
 
 /**
+ * Events recorded after the fact: nothing waits for them (the statement already ran), so a store may let
+ * them ride along with the next batch something does wait for (see `GroupCommit`'s `lazyMs`).
+ */
+const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result']);
+
+/**
  * Seals events onto one agent's chain and writes them in batches. Sealing happens when a batch is
  * formed, not when `append` is called, so a failed batch never leaves later appends chained onto events
  * that were not written: the head advances only after `write` succeeded.
+ *
+ * With `lazyMs`, an AFTER_THE_FACT event does not start a batch: it waits up to `lazyMs` for the next
+ * append (usually the session's next statement) and goes in the same write, one write per statement
+ * instead of two. Order is unchanged (one queue); `flush` writes what waits before a read.
  */
 export class GroupCommit {
   private queue: Pending[] = [];
   private busy = false;
   private running: Promise<void> = Promise.resolve();
   private closed = false;
+  private lazyTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly agentId: string,
@@ -157,6 +175,7 @@ export class GroupCommit {
     private readonly clock: Clock,
     private readonly write: (batch: SealedEvent[]) => Promise<void>,
     private readonly health: HealthLoop,
+    private readonly lazyMs = 0,
   ) {}
 
   get last(): ChainHead {
@@ -169,8 +188,19 @@ export class GroupCommit {
     const at = this.clock();
     return new Promise((resolve, reject) => {
       this.queue.push({ input, at, resolve, reject });
-      this.kick();
+      if (this.lazyMs > 0 && AFTER_THE_FACT.has(input.type)) {
+        this.lazyTimer ??= setTimeout(() => {
+          this.lazyTimer = undefined;
+          this.kick();
+        }, this.lazyMs);
+      } else this.kick();
     });
+  }
+
+  /** Writes whatever is queued (after-the-fact events included) and resolves once nothing is in flight. */
+  async flush(): Promise<void> {
+    this.kick();
+    while (this.busy) await this.running;
   }
 
   /** Runs `fn` with no batch in flight (the health probe reopens files / connections this way). */
@@ -193,11 +223,14 @@ export class GroupCommit {
   /** Refuses new appends and resolves when everything queued so far has been written or refused. */
   async drain(): Promise<void> {
     this.closed = true;
-    while (this.busy) await this.running;
+    await this.flush();
   }
 
   private kick(): void {
-    if (!this.busy && this.queue.length) this.running = this.run();
+    if (this.busy || !this.queue.length) return;
+    clearTimeout(this.lazyTimer);
+    this.lazyTimer = undefined;
+    this.running = this.run();
   }
 
   private async run(): Promise<void> {
@@ -375,13 +408,19 @@ export function filterBounds(f: SessionFilter): { since?: string; until?: string
  * Per-session recording budget. `cap` returns the line to store (rows cut to the per-statement cap with
  * the cut recorded; once the session budget is spent, one marker line and then nothing).
  */
+const MAX_TRACKED_SESSIONS = 10_000;
+
 export class RecordingCaps {
   private used = new Map<string, number>();
   constructor(private readonly limits: RecordingLimits) {}
 
   async cap(sessionId: string, entry: RecordingEntry, now: string, load: () => Promise<number>): Promise<string | undefined> {
     let used = this.used.get(sessionId);
-    if (used === undefined) used = await load();
+    if (used === undefined) {
+      used = await load();
+      // Bounded: sessions end and are never told to the store; a forgotten one is re-read from storage.
+      if (this.used.size >= MAX_TRACKED_SESSIONS) this.used.delete(this.used.keys().next().value!);
+    }
     if (used >= this.limits.maxBytesPerSession) return undefined;
     const e: RecordingEntry = { ...entry, ts: entry.ts ?? now };
     if (e.rows && e.rows.length > this.limits.maxRowsPerStatement) {

@@ -27,10 +27,18 @@ export interface HttpDeps {
   maxTunnelsPerIdentity: number;
   /** The session history API (GET /api/sessions[/ID[/recording]]), already authenticated. */
   sessions?(who: Principal, query: URLSearchParams, id?: string, recording?: boolean): Promise<unknown>;
+  /** The audit export (GET /api/audit/export), already authenticated; streamed as it is read. */
+  auditExport?(who: Principal, query: URLSearchParams): Promise<ExportStream>;
   /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
   approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
+}
+
+/** A streamed response body (the audit export). */
+export interface ExportStream {
+  contentType: string;
+  body: AsyncIterable<string>;
 }
 
 export class HttpRefusal extends Error {
@@ -71,6 +79,19 @@ export function createHttpServer(deps: HttpDeps): http.Server {
         ),
         (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
       );
+      return;
+    }
+    if (req.method === 'GET' && path === '/api/audit/export' && deps.auditExport) {
+      const api = deps.auditExport;
+      authenticate(req)
+        .then((who) => api(who, new URL(req.url ?? '/', 'http://agent').searchParams))
+        .then(
+          (out) => streamBody(res, out, log),
+          (err: unknown) =>
+            err instanceof HttpRefusal
+              ? send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody)
+              : send(400, { error: { code: 'BAD_REQUEST', message: (err as Error).message } } satisfies ApiErrorBody),
+        );
       return;
     }
     const am = /^\/api\/approvals(?:\/([A-Za-z0-9_-]{1,64})(?:\/([a-z]{1,16}))?)?$/.exec(path);
@@ -202,6 +223,40 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   }
 
   return server;
+}
+
+/**
+ * Streams a body in chunks of about 64 KiB, waiting for `drain` (a slow reader never makes the agent
+ * buffer the whole trail). A failure after the headers aborts the response, so the client sees a
+ * truncated transfer, never a short file that looks complete.
+ */
+async function streamBody(res: http.ServerResponse, out: ExportStream, log: Logger): Promise<void> {
+  res.writeHead(200, { 'content-type': out.contentType, 'cache-control': 'no-store' });
+  let chunk = '';
+  try {
+    for await (const part of out.body) {
+      if (res.destroyed) return;
+      chunk += part;
+      if (chunk.length < 65_536) continue;
+      const ok = res.write(chunk);
+      chunk = '';
+      if (!ok) await drained(res);
+    }
+    res.end(chunk);
+  } catch (err) {
+    log.error('audit export failed', { error: (err as Error).message });
+    res.destroy(err as Error);
+  }
+}
+
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done).off('close', done);
+      resolve();
+    };
+    res.on('drain', done).on('close', done);
+  });
 }
 
 function refuse(socket: Duplex, r: HttpRefusal): void {

@@ -1,11 +1,14 @@
-// The session history API: who ran what, from the audit store. Reviewers (config `reviewers.groups`) see
-// every session; anyone else sees only sessions of their own identity.
-import type { StateStore } from '../audit/store.js';
+// The session history API: who ran what, from the audit store: sessions, one session's events, its
+// masked recording, and the export of the whole trail. Reviewers (config `reviewers.groups`) see every
+// session and may export; anyone else sees only sessions of their own identity.
+import { isoTime, type ExportFormat, type StateStore } from '../audit/store.js';
 import type { Principal } from '../identity/access.js';
-import { HttpRefusal } from './server.js';
+import { HttpRefusal, type ExportStream } from './server.js';
+
+const reviewerOf = (reviewerGroups: readonly string[]) => (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
 
 export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]) {
-  const isReviewer = (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
+  const isReviewer = reviewerOf(reviewerGroups);
   return async (who: Principal, q: URLSearchParams, id?: string, recording?: boolean): Promise<unknown> => {
     if (!id) {
       const limit = Math.min(Math.max(Number(q.get('limit') ?? 50) || 50, 1), 500);
@@ -30,5 +33,33 @@ export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]
       throw new HttpRefusal(404, 'NO_SUCH_SESSION', `no session ${id} visible to you`);
     }
     return recording ? { sessionId: id, recording: await store.readRecording(id) } : { sessionId: id, events };
+  };
+}
+
+/**
+ * GET /api/audit/export?since=&until=&format=jsonl|csv: the audit events for a SIEM or long-term
+ * retention, streamed. Reviewers only: the trail names every identity and statement. JSON Lines are the
+ * stored lines, so an export verifies offline (`hoopctl audit verify FILE`).
+ */
+export function auditExportApi(store: StateStore, reviewerGroups: readonly string[]) {
+  const isReviewer = reviewerOf(reviewerGroups);
+  return async (who: Principal, q: URLSearchParams): Promise<ExportStream> => {
+    if (!isReviewer(who)) throw new HttpRefusal(403, 'NOT_A_REVIEWER', 'only reviewers may export the audit trail', 'Ask to be added to a reviewer group.');
+    const format = q.get('format') ?? 'jsonl';
+    if (format !== 'jsonl' && format !== 'csv') throw new HttpRefusal(400, 'BAD_FORMAT', `unknown export format ${JSON.stringify(format.slice(0, 20))}: use jsonl or csv`);
+    const time = (name: string) => {
+      const v = q.get(name);
+      if (v === null) return undefined;
+      try {
+        return isoTime(v);
+      } catch {
+        throw new HttpRefusal(400, 'BAD_TIME', `${name}: not a time: ${JSON.stringify(v.slice(0, 40))}`, 'Use an ISO time such as 2026-11-01T00:00:00Z.');
+      }
+    };
+    const filter = { since: time('since'), until: time('until') };
+    return {
+      contentType: format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson',
+      body: store.exportEvents(filter, format as ExportFormat),
+    };
   };
 }

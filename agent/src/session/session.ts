@@ -28,6 +28,7 @@ import { durationMs } from '../../../shared/config/schema.js';
 import type { TunnelEvent } from '../../../shared/tunnel/frame.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { ResultMasking } from './result-masking.js';
+import { SessionRecording, type RecordingOptions } from './recording.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
 import { Backend, TxStatus } from '../pgwire/codes.js';
@@ -91,6 +92,8 @@ export interface SessionDeps {
   maxMessageBytes: number;
   /** A session that has not completed startup by then is closed (idle upgrade, slowloris). */
   startupTimeoutMs: number;
+  /** The masked transcript (recording.ts); absent when recording is off. */
+  recording?: RecordingOptions;
 }
 
 export interface SessionMeta {
@@ -149,6 +152,7 @@ export class PgSession {
   private recorded = false;
   private applicationName = '';
   private readonly log: Logger;
+  private readonly recording?: SessionRecording;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -172,6 +176,15 @@ export class PgSession {
     });
     this.startupTimer = setTimeout(() => this.fatal(new ProtocolError('startup not completed in time', SqlState.ProtocolViolation)), deps.startupTimeoutMs);
     this.startupTimer.unref();
+    if (deps.recording) {
+      // The recording reads what the client is sent (already masked), once the session is Ready.
+      const rec = (this.recording = new SessionRecording(meta.sessionId, deps.recording, this.log));
+      const send = (b: Buffer) => {
+        out.send(b);
+        if (this.step === 'Ready') rec.backend(b);
+      };
+      this.out = { send, close: (r) => out.close(r), drained: () => out.drained(), event: (e) => out.event(e) };
+    }
   }
 
   // ── StreamEnd: the tunnel drives these ─────────────────────────────────────────────────────────
@@ -519,11 +532,11 @@ export class PgSession {
       requester: identityOf(this.deps.identity),
       sql: h.sql,
       params: h.params,
-      rule: h.decision.rule,
       fingerprint,
       timeoutMs: durationMs(conn.approval.timeout),
       minApprovals: conn.approval.minApprovals,
       statementSeq: o.inFlight?.seq,
+      rule: h.decision.rule,
     });
     await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq, fingerprint }));
     const text = `hoopctl: statement held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
@@ -569,6 +582,7 @@ export class PgSession {
 
   private send(batch: Outbound[], terminate: boolean): void {
     if (this.step === 'Closed') return;
+    this.recording?.forwarded(batch);
     if (batch.length) {
       const bytes = batch.length === 1 ? batch[0].bytes : Buffer.concat(batch.map((o) => o.bytes));
       if (!this.upstream!.write(bytes)) this.upstreamFull = true;
@@ -970,6 +984,7 @@ export class PgSession {
       }
     }
     this.out.close();
+    this.recording?.end();
     if (!this.recorded) return; // a cancel request or a refused startup: no session to close
     const end = makeSessionEndEvent({ sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.log_.count });
     this.deps.audit.append(end).catch((err) => this.log.error('audit store unavailable; session end not recorded', { error: (err as Error).message }));

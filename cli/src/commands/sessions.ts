@@ -1,4 +1,5 @@
-// `hoopctl sessions`: the audit trail as people read it. List with filters, show one session's events.
+// `hoopctl sessions`: the audit trail as people read it. List with filters, show one session's events,
+// replay its masked transcript like a psql session.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
@@ -24,6 +25,21 @@ interface AuditEvent {
   ts: string;
   type: string;
   data: Record<string, unknown>;
+}
+
+/** One step of a session's recording (agent/src/audit/store.ts RecordingEntry); values are masked. */
+export interface RecordingEntry {
+  ts?: string;
+  seq?: number;
+  sql?: string;
+  columns?: string[];
+  types?: number[];
+  rows?: unknown[][];
+  rowCount?: number;
+  tag?: string;
+  sqlstate?: string;
+  note?: string;
+  truncated?: { rowsOmitted?: number; values?: boolean; session?: boolean };
 }
 
 interface ListOptions {
@@ -61,9 +77,17 @@ export function registerSessions(program: Command, run: (fn: (out: Output) => Pr
     .option('--token <token>', 'access token')
     // --agent/--token may land on the parent `sessions` when given after the id: merge both.
     .action((id: string, _opts: ListOptions, cmd: Command) => run((out) => show(id, cmd.optsWithGlobals<ListOptions>(), out)));
+  sessions
+    .command('replay')
+    .argument('<id>', 'session id (from `hoopctl sessions`)')
+    .description("one session's recording, like a psql transcript: each statement and its first rows (masked as the client saw them)")
+    .option('--agent <url>', 'agent URL')
+    .option('--token <token>', 'access token')
+    .addHelpText('after', '\nExamples:\n  $ hoopctl sessions replay 3f2c…\n  $ hoopctl sessions replay 3f2c… --json | jq \'.recording[].sql\'')
+    .action((id: string, _opts: ListOptions, cmd: Command) => run((out) => replay(id, cmd.optsWithGlobals<ListOptions>(), out)));
 }
 
-async function agentAndToken(opts: ListOptions): Promise<{ agent: string; token: string }> {
+export async function agentAndToken(opts: { agent?: string; token?: string }): Promise<{ agent: string; token: string }> {
   const agent = opts.agent ?? process.env.HOOPCTL_AGENT ?? (await loadSettings()).agent;
   if (!agent) throw new UserError('NO_AGENT', 'no agent URL', { hint: 'Pass --agent or set HOOPCTL_AGENT.', exitCode: ExitCode.Usage });
   return { agent, token: await resolveToken({ flagToken: opts.token, env: process.env, now: Date.now }) };
@@ -87,6 +111,58 @@ async function show(id: string, opts: ListOptions, out: Output): Promise<void> {
   const { agent, token } = await agentAndToken(opts);
   const doc = await getJson<{ sessionId: string; events: AuditEvent[] }>(agent, `/api/sessions/${encodeURIComponent(id)}`, token);
   out.result(doc, () => doc.events.map(eventLine).join('\n'));
+}
+
+async function replay(id: string, opts: ListOptions, out: Output): Promise<void> {
+  const { agent, token } = await agentAndToken(opts);
+  const doc = await getJson<{ sessionId: string; recording: RecordingEntry[] }>(agent, `/api/sessions/${encodeURIComponent(id)}/recording`, token);
+  out.result(doc, () => transcript(doc.recording));
+}
+
+/** The recording as psql would have shown it: statement, aligned rows, row count, then what was left out. */
+export function transcript(entries: RecordingEntry[]): string {
+  if (entries.length === 0) return 'no recording for this session (nothing ran, recording was off, or it was deleted by retention)';
+  const out: string[] = [];
+  let lastSeq: number | undefined;
+  for (const e of entries) {
+    if (e.sql !== undefined && (e.seq === undefined || e.seq !== lastSeq)) {
+      out.push('', `-- ${e.ts ? e.ts.replace('T', ' ').slice(0, 19) : ''}${e.seq !== undefined ? `  #${e.seq}` : ''}`.trimEnd(), /;\s*$/.test(e.sql) ? e.sql : `${e.sql};`);
+    }
+    lastSeq = e.seq;
+    if (e.columns) {
+      out.push(table(e.columns, e.types ?? [], e.rows ?? []));
+      const n = e.rowCount ?? e.rows?.length ?? 0;
+      out.push(`(${n} ${n === 1 ? 'row' : 'rows'})`);
+    } else if (e.tag) out.push(e.tag);
+    if (e.truncated?.rowsOmitted) out.push(`(recording shows the first ${e.rows?.length ?? 0} of these rows; ${e.truncated.rowsOmitted} more were not recorded)`);
+    if (e.truncated?.values) out.push('(long values are cut in the recording)');
+    if (e.truncated?.session) out.push('', `-- ${e.note ?? 'recording stopped'}`);
+    else if (e.note) out.push(e.sqlstate ? `${e.note}  (SQLSTATE ${e.sqlstate})` : e.note);
+  }
+  return out.join('\n').replace(/^\n/, '');
+}
+
+// Numeric type OIDs (int2/4/8, oid, float4/8, numeric, money): psql aligns these to the right.
+const NUMERIC_TYPES = new Set([20, 21, 23, 26, 700, 701, 790, 1700]);
+
+/** psql's aligned format: centred headers, numbers to the right, text to the left (the last column unpadded). */
+function table(columns: string[], types: number[], rows: unknown[][]): string {
+  const cells = rows.map((r) => columns.map((_, i) => cell(r[i])));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)));
+  const right = columns.map((_, i) => NUMERIC_TYPES.has(types[i]));
+  const last = columns.length - 1;
+  const head = columns.map((c, i) => {
+    const pad = widths[i] - c.length;
+    return ' '.repeat(Math.floor(pad / 2)) + c + ' '.repeat(pad - Math.floor(pad / 2));
+  });
+  const row = (r: string[]) => ' ' + r.map((v, i) => (right[i] ? v.padStart(widths[i]) : i === last ? v : v.padEnd(widths[i]))).join(' | ');
+  return [` ${head.join(' | ')} `, widths.map((w) => '-'.repeat(w + 2)).join('+'), ...cells.map(row)].join('\n');
+}
+
+function cell(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  const s = typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return s.replace(/\r?\n/g, '\\n');
 }
 
 export function sessionsTable(rows: SessionSummary[], next?: string): string {

@@ -48,24 +48,51 @@ async function callAgent<T>(
       bodyTimeout: 10_000,
     });
   } catch (err) {
-    throw new UserError('AGENT_UNREACHABLE', `could not reach the agent at ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
-      hint: 'Check --agent / HOOPCTL_AGENT and that hoop-agent is running.',
-      exitCode: ExitCode.Unreachable,
-    });
+    throw unreachable(url, err);
   }
-  const text = await res.body.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
+  const body = parseJson(await res.body.text());
   if (res.statusCode === 200) return body as T;
+  throw refusal(res.statusCode, body);
+}
+
+/**
+ * GET a streamed body (the audit export): resolves once the agent answered 200, with the body to read
+ * as it arrives. A transfer the agent aborts midway makes the iteration throw.
+ */
+export async function getStream(agentUrl: string, apiPath: string, token: string, query: Record<string, string | undefined> = {}): Promise<AsyncIterable<Buffer>> {
+  const url = agentApiUrl(agentUrl, apiPath);
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
+  let res;
+  try {
+    res = await request(url, { method: 'GET', headers: { authorization: `Bearer ${token}` }, headersTimeout: 10_000, bodyTimeout: 60_000 });
+  } catch (err) {
+    throw unreachable(url, err);
+  }
+  if (res.statusCode !== 200) throw refusal(res.statusCode, parseJson(await res.body.text()));
+  return res.body;
+}
+
+function unreachable(url: URL, err: unknown): UserError {
+  return new UserError('AGENT_UNREACHABLE', `could not reach the agent at ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+    hint: 'Check --agent / HOOPCTL_AGENT and that hoop-agent is running.',
+    exitCode: ExitCode.Unreachable,
+  });
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** An HTTP refusal in the agent's own words, with the exit code scripts branch on. */
+function refusal(status: number, body: unknown): UserError {
   const e = (body as ApiErrorBody | undefined)?.error;
-  const exitCode =
-    res.statusCode === 401 ? ExitCode.NotAuthenticated : res.statusCode === 403 ? ExitCode.Forbidden : res.statusCode === 400 ? ExitCode.Usage : ExitCode.Failure;
-  throw new UserError(e?.code ?? `HTTP_${res.statusCode}`, e?.message ?? `the agent answered HTTP ${res.statusCode}`, {
-    hint: e?.hint ?? (res.statusCode === 401 ? 'Run `hoopctl login`.' : undefined),
+  const exitCode = status === 401 ? ExitCode.NotAuthenticated : status === 403 ? ExitCode.Forbidden : status === 400 ? ExitCode.Usage : ExitCode.Failure;
+  return new UserError(e?.code ?? `HTTP_${status}`, e?.message ?? `the agent answered HTTP ${status}`, {
+    hint: e?.hint ?? (status === 401 ? 'Run `hoopctl login`.' : undefined),
     exitCode,
   });
 }
