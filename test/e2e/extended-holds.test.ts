@@ -186,6 +186,42 @@ describe('extended-protocol holds (raw pipeline)', () => {
   });
 });
 
+describe('pipelined runs in the audit trail', () => {
+  it('each Execute result is recorded against its own statement, even when the next run was sent before this one was answered', async () => {
+    const app = `pipeline-${Date.now()}`;
+    const r = await RawClient.connect(s.get().listener.host, s.get().listener.port);
+    try {
+      await r.startup({ user: 'noop', database: 'demo-db', application_name: app });
+      const { parse, bind, execute } = msg;
+      // Three runs in one write: one row, a refused statement (its own run), three rows.
+      r.write(
+        Buffer.concat([
+          parse('', 'SELECT 1'), bind('', ''), execute(''), msg.sync(),
+          msg.query('DROP TABLE visits'),
+          parse('', 'SELECT generate_series(1, 3)'), bind('', ''), execute(''), msg.sync(),
+        ]),
+      );
+      for (let i = 0; i < 3; i++) await r.until('Z', 10_000);
+    } finally {
+      r.destroy();
+    }
+    const store = s.get().agent.store;
+    let results: Array<Record<string, any>> = [];
+    for (let i = 0; i < 100 && results.length < 2; i++) {
+      const page = await store.querySessions({ limit: 200 });
+      const session = page.sessions.find((x) => x.applicationName === app);
+      const events = session ? await store.sessionEvents(session.sessionId) : [];
+      const statements = new Map(events.filter((e) => e.type === 'statement').map((e) => [e.seq, e.data?.sql]));
+      results = events.filter((e) => e.type === 'statement_result').map((e) => ({ sql: statements.get(e.data?.statementSeq as number), rows: e.data?.rows, note: e.data?.note }));
+      if (results.length < 2) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(results).toEqual([
+      { sql: 'SELECT 1', rows: 1, note: undefined },
+      { sql: 'SELECT generate_series(1, 3)', rows: 3, note: undefined },
+    ]);
+  });
+});
+
 function kinds(msgs: BackendMsg[]): string {
   return msgs.map((m) => m.type).join('');
 }

@@ -28,6 +28,8 @@ export interface Forwarded {
   event?: EventInput;
   /** Present for statements that run (allowed or held); absent for refusals. */
   inFlight?: { kind: 'query' | 'execute'; seq?: number };
+  /** The client's Sync (its bytes may carry the agent's own hidden statements too). */
+  sync?: boolean;
 }
 
 /** A statement on the wire: a simple Query ends at its ReadyForQuery, an Execute at its own result. */
@@ -77,7 +79,7 @@ export class SessionRecording {
       if (o.event) {
         const kind = o.inFlight?.kind ?? (o.bytes[0] === Frontend.Query ? 'query' : 'execute');
         this.queue.push({ kind, seq: o.inFlight?.seq, sql: String(o.event.data?.sql ?? ''), refused: !o.inFlight, results: 0 });
-      } else if (o.bytes.length === 5 && o.bytes[0] === Frontend.Sync) {
+      } else if (o.sync) {
         // Its ReadyForQuery must not end a Query sent after it (pipelining).
         this.queue.push({ kind: 'sync', sql: '', refused: false, results: 0 });
       }

@@ -457,6 +457,10 @@ export class PgSession {
    * ReadyForQuery arrives: see sendBatch).
    */
   private runReadWrite(o: Outbound, h: Held): true {
+    if (!h.rowLocks && !needsReadWrite(h.decision)) {
+      o.bytes = serializeFrontend(h.msg!); // an export reads: it runs as it is, still read-only
+      return true;
+    }
     o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg!)]);
     this.readyQueue.splice(this.readyQueue.indexOf(h.ready!), 0, { completed: 0, hidden: true });
     return true;
@@ -485,16 +489,30 @@ export class PgSession {
       o.bytes = this.switches.skip;
       return;
     }
-    if (status !== TxStatus.Idle) {
+    const write = needsReadWrite(h.decision);
+    if (status === TxStatus.Failed) {
+      // A failed block: the server refuses whatever comes (25P02), so there is nothing to approve.
+      o.bytes = serializeFrontend(ext.execute);
+      return;
+    }
+    if (status !== TxStatus.Idle && write) {
       if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
       o.bytes = this.refuse('Parse', IN_TRANSACTION);
       return;
     }
     if (!(await this.awaitApproval(o, h))) return;
     this.deps.policy.apply(h.decision);
-    const at = ext.prev ? this.readyQueue.indexOf(ext.prev) + 1 : 0;
-    this.readyQueue.splice(at, 0, { completed: 0, hidden: true, thenSwallow: Backend.BindComplete });
-    o.bytes = Buffer.concat([this.switches.readWrite, serializeFrontend(ext.bind), serializeFrontend(ext.execute)]);
+    if (status !== TxStatus.Idle) {
+      // An export inside a block (pg_dump): the block keeps the portal, and a read needs no switch.
+      o.bytes = serializeFrontend(ext.execute);
+      return;
+    }
+    // The implicit transaction ended with the boundary, and the portal with it: bind it again.
+    if (write) {
+      const at = ext.prev ? this.readyQueue.indexOf(ext.prev) + 1 : 0;
+      this.readyQueue.splice(at, 0, { completed: 0, hidden: true, thenSwallow: Backend.BindComplete });
+    } else this.swallow.push(Backend.BindComplete);
+    o.bytes = Buffer.concat([write ? this.switches.readWrite : EMPTY, serializeFrontend(ext.bind), serializeFrontend(ext.execute)]);
   }
 
   /** Sends a Sync of the agent's own right after everything forwarded so far; resolves at its ReadyForQuery. */
@@ -508,12 +526,13 @@ export class PgSession {
 
   /**
    * A simple Query's hold. Once everything before it is answered the transaction status is known: in a
-   * transaction block (read-only, P8) an approved write could not run, so it is refused at once.
+   * transaction block (read-only, P8) an approved write could not run, so it is refused at once. An
+   * export (COPY … TO STDOUT in pg_dump's read-only block) is a read and is asked for as anywhere.
    */
   private async holdQuery(o: Outbound, h: Held): Promise<boolean> {
     await this.untilAnswered(h.ready!);
     if (this.step === 'Closed') return false;
-    if (this.txStatus !== TxStatus.Idle) {
+    if (this.txStatus !== TxStatus.Idle && needsReadWrite(h.decision)) {
       h.ready!.decision = undefined;
       o.bytes = this.refuse('Query', IN_TRANSACTION);
       return false;
@@ -605,6 +624,7 @@ export class PgSession {
         this.readyQueue.push({ completed: 0 });
         const d = { action: 'block', rule: 'P3.protocol.function-call', reason: 'the FunctionCall protocol message is not allowed through hoopctl' } as const;
         this.masking?.barrier();
+        this.log_.ready();
         return { bytes: this.refuse('Query', d), event: this.log_.statementEvent(`<FunctionCall oid ${msg.fnOid}>`, d.action, d.rule) };
       }
       case 'CopyData':
@@ -638,6 +658,7 @@ export class PgSession {
         }
         if (d.action !== 'allow') {
           this.masking?.barrier();
+          this.log_.ready();
           const event = this.log_.statementEvent(this.auditSql(msg.sql, this.masking?.sensitive(msg.sql) ?? false), d.action, d.rule);
           return { bytes: this.refuse('Query', d), event };
         }
@@ -721,8 +742,9 @@ export class PgSession {
       case 'Sync':
         this.readyQueue.push({ completed: 0 });
         this.masking?.barrier();
-        if (this.extHoldInRun) return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]) };
-        return { bytes: SYNC };
+        this.log_.ready();
+        if (this.extHoldInRun) return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]), sync: true };
+        return { bytes: SYNC, sync: true };
       default:
         return { bytes: serializeFrontend(msg) };
     }
@@ -1000,6 +1022,8 @@ interface Outbound {
   onAuditFailure?(o: Outbound): void;
   /** Held for approval: `bytes` is decided once an approver has. */
   hold?: Held;
+  /** The client's Sync (answered by one ReadyForQuery the client sees). */
+  sync?: true;
 }
 
 interface Held {
@@ -1060,6 +1084,11 @@ interface ReadyEntry {
 }
 
 type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable' | 'denied'; rule: string; reason: string };
+
+/** Whether a held decision writes (anything held other than a bulk export), so it must run read-write. */
+function needsReadWrite(d: Decision): boolean {
+  return d.statements.some((f) => f.action === 'hold' && f.rule !== 'P4.export');
+}
 
 const IN_TRANSACTION: Refusal = {
   action: 'block',

@@ -29,8 +29,12 @@ export interface StatementLogDeps {
   appendResult(e: EventInput): void;
 }
 
+/** A Sync or a refused Query in the queue: answered by a ReadyForQuery, not a statement of its own. */
+const READY = { kind: 'ready' } as const;
+type Entry = InFlight | typeof READY;
+
 export class StatementLog {
-  private readonly queue: InFlight[] = [];
+  private readonly queue: Entry[] = [];
   private head = 0;
   count = 0;
 
@@ -57,13 +61,21 @@ export class StatementLog {
     return f;
   }
 
-  private current(): InFlight | undefined {
+  /**
+   * A Sync or a refused Query was forwarded: its ReadyForQuery ends what came before it and nothing
+   * after it (a client may pipeline the next run before this one is answered).
+   */
+  ready(): void {
+    this.queue.push(READY);
+  }
+
+  private current(): Entry | undefined {
     return this.queue[this.head];
   }
 
   onCommandComplete(rows: number): void {
     const f = this.current();
-    if (!f) return;
+    if (!f || f.kind === 'ready') return;
     f.rows += rows;
     if (f.kind === 'execute') this.finish();
   }
@@ -75,24 +87,32 @@ export class StatementLog {
 
   onError(sqlstate: string): void {
     const f = this.current();
-    if (!f) return;
+    if (!f || f.kind === 'ready') return;
     f.sqlstate = sqlstate;
     if (f.kind === 'execute') this.finish();
   }
 
-  /** ReadyForQuery: the simple Query at the head is done, and so is anything the server skipped. */
+  /**
+   * ReadyForQuery: the simple Query at the head is done; or a Sync's run is, with any Execute of it the
+   * server skipped after an error.
+   */
   onReady(): void {
-    const f = this.current();
-    if (f?.kind === 'query') this.finish();
+    if (this.current()?.kind === 'query') return this.finish();
     while (this.current()?.kind === 'execute') this.finish('not run: an earlier message of the pipeline failed');
+    if (this.current()?.kind === 'ready') this.advance();
   }
 
-  private finish(note?: string): void {
+  private advance(): Entry {
     const f = this.queue[this.head++];
     if (this.head > 64 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
+    return f;
+  }
+
+  private finish(note?: string): void {
+    const f = this.advance() as InFlight;
     this.deps.appendResult({
       type: 'statement_result',
       sessionId: this.deps.sessionId,
