@@ -151,7 +151,13 @@ interface Pending {
  * Events recorded after the fact: nothing waits for them (the statement already ran), so a store may let
  * them ride along with the next batch something does wait for (see `GroupCommit`'s `lazyMs`).
  */
-const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result']);
+const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result', 'session_end']);
+
+/**
+ * After-the-fact events a failed batch could not write wait for the store to come back (they describe
+ * what already happened, so refusing them loses evidence); beyond this many the oldest are given up.
+ */
+const MAX_PARKED = 50_000;
 
 /**
  * Seals events onto one agent's chain and writes them in batches. Sealing happens when a batch is
@@ -164,6 +170,8 @@ const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result']);
  */
 export class GroupCommit {
   private queue: Pending[] = [];
+  /** After-the-fact events of failed batches, oldest first: written ahead of the next batch. */
+  private parked: Pending[] = [];
   private busy = false;
   private running: Promise<void> = Promise.resolve();
   private closed = false;
@@ -227,7 +235,7 @@ export class GroupCommit {
   }
 
   private kick(): void {
-    if (this.busy || !this.queue.length) return;
+    if (this.busy || (!this.queue.length && !this.parked.length)) return;
     clearTimeout(this.lazyTimer);
     this.lazyTimer = undefined;
     this.running = this.run();
@@ -235,8 +243,10 @@ export class GroupCommit {
 
   private async run(): Promise<void> {
     this.busy = true;
-    while (this.queue.length) {
-      const batch = this.queue;
+    // Parked events go out with the next batch (or the next kick: a health probe's, once it succeeds).
+    for (let first = true; this.queue.length || (first && this.parked.length); first = false) {
+      const batch = this.parked.length ? this.parked.concat(this.queue) : this.queue;
+      this.parked = [];
       this.queue = [];
       const sealed = this.seal(batch);
       try {
@@ -248,7 +258,11 @@ export class GroupCommit {
       } catch (err) {
         this.health.failed(err);
         const why = new StoreUnavailableError(`audit store not writable: ${errMessage(err)}`, { cause: err });
-        for (const p of batch) p.reject(why);
+        for (const p of batch) {
+          if (AFTER_THE_FACT.has(p.input.type) && !this.closed) this.parked.push(p);
+          else p.reject(why);
+        }
+        for (const p of this.parked.splice(0, Math.max(0, this.parked.length - MAX_PARKED))) p.reject(why);
       }
     }
     this.busy = false;

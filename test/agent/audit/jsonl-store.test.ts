@@ -110,6 +110,27 @@ describe('JsonlStore', () => {
     expect(await s.verify()).toMatchObject({ ok: true });
   });
 
+  it('keeps a result event the store could not take while down and writes it, in order, once the store is back', async () => {
+    requireUnwritableStorage();
+    const { open } = fixture(1);
+    const s = await open();
+    const ran = await s.append(makeStatementEvent({ sessionId: 's-park', who, connection: 'db', sql: 'SELECT 1', decision: 'allow', rule: 'P5' }));
+    setWritable(auditDirOf(s), false);
+    let result: Promise<unknown>;
+    try {
+      // The statement already ran: its result is evidence even though the store is down right now.
+      result = s.append({ type: 'statement_result', sessionId: 's-park', connection: 'db', data: { statementSeq: ran.seq, rows: 1, sqlstate: '00000' } });
+      await expect(s.append(makeStatementEvent({ sessionId: 's-park', who, connection: 'db', sql: 'SELECT 2', decision: 'allow', rule: 'P5' }))).rejects.toThrow(/not writable/);
+    } finally {
+      setWritable(auditDirOf(s), true);
+    }
+    await until(async () => !!(await s.append(makeStatementEvent({ sessionId: 's-park', who, connection: 'db', sql: 'SELECT 3', decision: 'allow', rule: 'P5' })).catch(() => undefined)));
+    await expect(result).resolves.toMatchObject({ type: 'statement_result' });
+    const events = await s.sessionEvents('s-park');
+    expect(events.map((e) => (e.type === 'statement' ? e.data.sql : e.type))).toEqual(['SELECT 1', 'statement_result', 'SELECT 3']);
+    expect(await s.verify()).toMatchObject({ ok: true });
+  });
+
   it('reads a segment file as plain JSON Lines (greppable, one event per line)', async () => {
     const { open } = fixture();
     const s = await open();
