@@ -12,7 +12,8 @@
 //
 //   npm run bench -- [--rounds 3] [--seconds 5] [--connects 100] [--rows 1000000] [--json FILE]
 //                    [--agent-log-level warn|info] [--only KEY,…] [--no-build]
-//   npm run bench -- --profile SECONDS [--profile-workload pgbench|bulk]   (agent + CLI under --cpu-prof)
+//   --only audit_cost: just the cost of auditing (a second agent with audit off, see bench/audit-cost.ts)
+//   npm run bench -- --profile SECONDS [--profile-workload pgbench|bulk|masked]   (agent + CLI under --cpu-prof)
 import { mkdtemp, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { openSync, closeSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -24,6 +25,7 @@ import { startLocalIssuer, type LocalIssuer } from '../cli/src/demo/issuer.js';
 import { freePort } from '../shared/net.js';
 import { installCleanup, run, startService, stopProcess, CLK_TCK, type Service } from './bench/procs.js';
 import { bulkRead, connectLoop, pgbench, pgEnv, type Measured, type Target } from './bench/workloads.js';
+import { AUDIT_COST_KEY, measureAuditCost, renderAuditCost, type AuditCostResult } from './bench/audit-cost.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: opt } = parseArgs({
@@ -200,6 +202,8 @@ async function startAgentAndCli(
   token: string,
   logLevel: string,
   profDir?: string,
+  /** A second agent of the run (the audit-off arm): its own log files and extra environment. */
+  variant: { tag: string; env: NodeJS.ProcessEnv } = { tag: '', env: {} },
 ): Promise<{ agent: Service; cli: Service; localPort: number }> {
   const agentPort = await freePort();
   const config = `listen: 127.0.0.1:${agentPort}
@@ -213,18 +217,19 @@ connections:
 `;
   const configFile = path.join(s.tmp, 'hoop-agent.yaml');
   await writeFile(configFile, config);
-  const prof = (name: string) => (profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name)] : []);
-  const agentLog = openSync(path.join(s.tmp, 'agent.log'), 'a');
+  const prof = (name: string) =>
+    profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name), '--import', path.join(ROOT, 'scripts/bench/exit-after-signal.mjs')] : [];
+  const agentLog = openSync(path.join(s.tmp, `agent${variant.tag}.log`), 'a');
   const agent = await startService('hoop-agent', process.execPath, [...prof('agent'), 'dist/agent/main.js', '--config', configFile], {
     cwd: ROOT,
-    env: { ...process.env, HOOP_LOG_LEVEL: logLevel, BENCH_DB_PASSWORD: agentPassword },
+    env: { ...process.env, HOOP_LOG_LEVEL: logLevel, BENCH_DB_PASSWORD: agentPassword, ...variant.env },
     stderrFd: agentLog,
     ready: () => waitHttp(`http://127.0.0.1:${agentPort}/healthz`),
   });
   closeSync(agentLog);
   stops.push(() => agent.stop());
   const localPort = await freePort();
-  const cliLog = openSync(path.join(s.tmp, 'cli.log'), 'a');
+  const cliLog = openSync(path.join(s.tmp, `cli${variant.tag}.log`), 'a');
   const cli = await startService(
     'hoopctl connect',
     process.execPath,
@@ -314,7 +319,7 @@ interface CpuProfile {
 }
 
 async function topSelfTime(dir: string, n = 15): Promise<string> {
-  const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
+  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'));
   if (!files.length) return `  (no profile written in ${dir})`;
   const prof = JSON.parse(await readFile(path.join(dir, files[0]), 'utf8')) as CpuProfile;
   const byId = new Map(prof.nodes.map((nd) => [nd.id, nd.callFrame]));
@@ -341,16 +346,17 @@ async function profile(seconds: number): Promise<void> {
   const profDir = path.join(s.tmp, 'prof');
   const p = await startAgentAndCli(s, s.agentPassword, s.token, opt['agent-log-level']!, profDir);
   const target = { ...s.targets.hoopctl, port: p.localPort };
-  if (opt['profile-workload'] === 'bulk') {
-    log(`profiling: bulk reads for ${seconds} s through hoopctl`);
+  if (opt['profile-workload'] === 'bulk' || opt['profile-workload'] === 'masked') {
+    const sql = opt['profile-workload'] === 'masked' ? MASKED_SQL : BULK_SQL;
+    log(`profiling: ${opt['profile-workload']} bulk reads for ${seconds} s through hoopctl`);
     let bytes = 0;
     let secs = 0;
     while (secs < seconds) {
-      const m = await bulkRead(target, BULK_SQL);
+      const m = await bulkRead(target, sql);
       bytes += m.units;
       secs += m.seconds;
     }
-    console.log(`bulk read via hoopctl under --cpu-prof: ${fmt(bytes / 1e6 / secs)} MB/s, ${fmt(bytes / 1e6)} MB`);
+    console.log(`${opt['profile-workload']} bulk read via hoopctl under --cpu-prof: ${fmt(bytes / 1e6 / secs)} MB/s, ${fmt(bytes / 1e6)} MB`);
   } else {
     log(`profiling: pgbench -S, 1 client, simple, ${seconds} s through hoopctl`);
     const m = await pgbench(target, { clients: 1, threads: 1, mode: 'simple', seconds });
@@ -359,8 +365,24 @@ async function profile(seconds: number): Promise<void> {
   // SIGINT: both binaries stop cleanly on it, and --cpu-prof writes its file at exit.
   await stopProcess(p.cli.proc, 10_000, 'SIGINT');
   await stopProcess(p.agent.proc, 10_000, 'SIGINT');
+  for (const svc of [p.cli, p.agent]) if (svc.proc.signalCode === 'SIGKILL') log(`${svc.name} did not exit within 10 s of SIGINT: no profile`);
   console.log(`\nhoop-agent\n${await topSelfTime(path.join(profDir, 'agent'))}`);
   console.log(`\nhoopctl connect\n${await topSelfTime(path.join(profDir, 'cli'))}`);
+}
+
+/**
+ * Waits (at most 60 s) until the agent is idle: after start V8 recompiles libpg-query's WebAssembly with
+ * its optimising tier on a background thread, seconds of CPU that belong to no workload.
+ */
+async function settle(agent: Service): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    const before = agent.cpuMs();
+    await new Promise((r) => setTimeout(r, 1000));
+    const used = agent.cpuMs() - before;
+    if (used <= 30) return;
+    if (i === 0) log(`waiting for the idle agent to go quiet (${used} ms of CPU in the last second)`);
+  }
+  log('the agent did not go quiet within 60 s; measuring anyway');
 }
 
 // ── Main ──────────────────────────────────────────────────────────────────────────────────────────
@@ -382,11 +404,14 @@ async function main(): Promise<void> {
 
   // Warm-up: JIT, shared buffers, the agent's first tunnel stream; not recorded.
   log('warm-up');
-  for (const p of PATHS) {
-    await pgbench(s.targets[p], { clients: 4, threads: 2, mode: 'simple', seconds: 1 });
+  for (const p of WORKLOADS.length ? PATHS : []) {
+    // Under heavy machine load 1 s may see no transaction at all: that is no reason to abort the run.
+    await pgbench(s.targets[p], { clients: 4, threads: 2, mode: 'simple', seconds: 1 }).catch((e) => log(`warm-up: ${(e as Error).message.split('\n')[0]}`));
     await bulkRead(s.targets[p], BULK_SQL);
+    if (WORKLOADS.some((w) => w.key === 'bulk_read_masked')) await bulkRead(s.targets[p], MASKED_SQL);
     await connectLoop(s.targets[p], 10);
   }
+  await settle(s.agent);
 
   for (let round = 0; round < ROUNDS; round++) {
     for (const w of WORKLOADS) {
@@ -402,12 +427,27 @@ async function main(): Promise<void> {
     }
   }
 
+  // The cost of auditing: a second agent with audit off, compared with the measured one (audit on).
+  let auditCost: AuditCostResult | undefined;
+  if (!opt.only || opt.only.split(',').includes(AUDIT_COST_KEY)) {
+    log('starting a second hoop-agent with HOOP_AGENT_BENCH_NO_AUDIT=1 (audit off) and its hoopctl connect');
+    const off = await startAgentAndCli(s, s.agentPassword, s.token, opt['agent-log-level']!, undefined, { tag: '-noaudit', env: { HOOP_AGENT_BENCH_NO_AUDIT: '1' } });
+    auditCost = await measureAuditCost(
+      {
+        on: { target: s.targets.hoopctl, agent: s.agent, cli: s.cli },
+        off: { target: { ...s.targets.hoopctl, port: off.localPort }, agent: off.agent, cli: off.cli },
+      },
+      { rounds: ROUNDS, seconds: SECONDS, log },
+    );
+  }
+
   const results = WORKLOADS.map((w) => summarise(w, samples[w.key]));
   const header =
     `hoopctl bench: ${ROUNDS} interleaved rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), node ${process.version}, ` +
     `agent log level ${opt['agent-log-level']}; CPU from /proc (CLK_TCK ${CLK_TCK}, so ±10 ms per reading); MB = 10^6 bytes; "vs direct" = median of the per-round ratios (each path against the direct run of its round)`;
   console.log(`\n${header}\n`);
   for (const r of results) console.log(render(r) + '\n');
+  if (auditCost) console.log(renderAuditCost(auditCost) + '\n');
   const bulk = samples.bulk_read?.direct[0]?.m.units;
   if (bulk) console.log(`bulk read transfers ${(bulk / 1e6).toFixed(1)} MB per run (bytes received by the client, measured)`);
   console.log(`total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -418,6 +458,7 @@ async function main(): Promise<void> {
       options: { rounds: ROUNDS, seconds: SECONDS, connects: CONNECTS, rows: ROWS, agentLogLevel: opt['agent-log-level'] },
       results,
       samples,
+      auditCost,
     };
     await writeFile(opt.json, JSON.stringify(doc, null, 2) + '\n');
     log(`wrote ${opt.json}`);

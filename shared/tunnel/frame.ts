@@ -4,8 +4,8 @@
 //   bytes 1..4  stream id, uint32 big-endian (one stream per local TCP connection; chosen by the CLI)
 //   bytes 5..   payload (type-specific)
 //
-// One WebSocket message carries exactly one frame, and a DATA frame carries one socket read, never one
-// Postgres message: the relay stays byte-oriented. Flow control is per stream and credit-based: each side
+// One WebSocket message carries exactly one frame, and a DATA frame carries the socket reads of one turn
+// of the event loop (mux.ts coalesces them), never one Postgres message: the relay stays byte-oriented. Flow control is per stream and credit-based: each side
 // may send at most `INITIAL_WINDOW` DATA bytes per stream before the peer grants more with WINDOW, so one
 // slow client cannot fill the shared socket and stall every other stream.
 import { z } from 'zod';
@@ -22,7 +22,7 @@ export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 export const HEADER_BYTES = 5;
 /** Credit each side starts with per stream. Large enough for bulk reads to stream at full speed. */
 export const INITIAL_WINDOW = 4 * 1024 * 1024;
-/** Largest WebSocket message either side accepts (a socket read is at most 64 KiB; margin for more). */
+/** Largest WebSocket message either side accepts (mux.ts coalesces DATA up to 256 KiB; margin for more). */
 export const MAX_FRAME_BYTES = 1024 * 1024 + HEADER_BYTES;
 /** Highest stream id; ids are allocated by the CLI and never reused within one WebSocket. */
 export const MAX_STREAM_ID = 0xffffffff;
@@ -74,6 +74,17 @@ export function encodeFrame(type: FrameType, streamId: number, payload?: Buffer)
 
 export function encodeData(streamId: number, data: Buffer): Buffer {
   return encodeFrame(FrameType.Data, streamId, data);
+}
+
+/** One DATA frame carrying several buffers back to back (each copied once, straight into the frame). */
+export function encodeDataParts(streamId: number, parts: readonly Buffer[]): Buffer {
+  if (parts.length === 1) return encodeFrame(FrameType.Data, streamId, parts[0]);
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const buf = header(FrameType.Data, streamId, n);
+  let at = HEADER_BYTES;
+  for (const p of parts) at += p.copy(buf, at);
+  return buf;
 }
 
 export function encodeWindow(streamId: number, credit: number): Buffer {

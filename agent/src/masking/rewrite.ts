@@ -11,7 +11,8 @@
  * No field is decoded unless it is masked and its strategy needs the value (partial, hash).
  * The output is allocated once per chunk from an upper bound (each masked field can grow by at
  * most its strategy's `maxBytes`), so the loop has no growth checks. Short ranges are copied with
- * byte loops (cheaper than Buffer#copy below a few dozen bytes; DESIGN.md performance notes).
+ * word and byte loops (cheaper than Buffer#copy below a few dozen bytes; DESIGN.md performance notes);
+ * masked values (redact, partial, hash of text) are written straight into the output.
  *
  * Never fails open: a malformed row (field count or lengths that don't add up) throws
  * `MaskingError`; the caller refuses the result (ErrorResponse) instead of forwarding bytes.
@@ -20,7 +21,7 @@
  * @see https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9 (file formats)
  */
 import type { ColumnMask } from './lineage.js';
-import { maskerFor, type FieldMasker, type MaskerOptions } from './strategies.js';
+import { maskerFor, type FieldMasker, type FieldMaskerInfo, type MaskerOptions } from './strategies.js';
 
 export class MaskingError extends Error {
   readonly code = 'MASKING_FAILED';
@@ -29,6 +30,12 @@ export class MaskingError extends Error {
 const DATA_ROW = 0x44; // 'D'
 const COPY_DATA = 0x64; // 'd'
 const SHORT = 48;
+/** ColumnMaskers.op: how writeRow replaces a masked field. */
+const OP_CONST = 1; // constant bytes (consts[c])
+const OP_NULL = 2; // SQL NULL
+const OP_PARTIAL = 3; // partial(keep), written in place
+const OP_CALL = 4; // fns[c] (hash of json, uuid, bytea)
+const OP_WRITE = 5; // writers[c]: written in place (hash of text)
 
 /** Copies src[s, e) to dst at d; returns the new d. */
 function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): number {
@@ -39,6 +46,18 @@ function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): n
   }
   src.copy(dst, d, s, e);
   return d + n;
+}
+
+/** copyRange with 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). */
+function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number): number {
+  let n = e - s;
+  if (n >= SHORT) {
+    src.copy(dst, d, s, e);
+    return d + n;
+  }
+  for (; n >= 4; n -= 4, s += 4, d += 4) dv.setUint32(d, sv.getUint32(s));
+  for (; n > 0; n--) dst[d++] = src[s++];
+  return d;
 }
 
 /** partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters. */
@@ -60,6 +79,11 @@ function writePartial(buf: Buffer, s: number, e: number, keep: number, out: Buff
   return pos;
 }
 
+/** A DataView over exactly the bytes of `b` (offsets in it are the Buffer's own). */
+function viewOf(b: Buffer): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
 function putI32(b: Buffer, at: number, v: number): void {
   b[at] = v >>> 24;
   b[at + 1] = v >>> 16;
@@ -73,8 +97,11 @@ class ColumnMaskers {
   readonly masked: Uint8Array;
   readonly consts: (Buffer | null | undefined)[];
   readonly fns: (FieldMasker | undefined)[];
+  readonly writers: (FieldMaskerInfo['write'] | undefined)[];
   /** ≥ 0: partial(keep) on a text-like column, written in place without allocating */
   readonly partialKeep: Int32Array;
+  /** What writeRow does with a non-NULL field of column c: OP_* (0 = pass it through). */
+  readonly op: Uint8Array;
   /** upper bound of the bytes a row can grow by */
   readonly growth: number;
   readonly active: boolean;
@@ -84,7 +111,9 @@ class ColumnMaskers {
     this.masked = new Uint8Array(this.n);
     this.consts = new Array(this.n);
     this.fns = new Array(this.n);
+    this.writers = new Array(this.n);
     this.partialKeep = new Int32Array(this.n).fill(-1);
+    this.op = new Uint8Array(this.n);
     let growth = 0;
     for (let c = 0; c < this.n; c++) {
       const m = plan[c];
@@ -95,6 +124,8 @@ class ColumnMaskers {
       this.consts[c] = info.constant;
       this.fns[c] = info.constant === undefined ? info.mask : undefined;
       if (info.kind === 'partial' && info.constant === undefined && m.strategy.kind === 'partial') this.partialKeep[c] = m.strategy.keep;
+      if (info.constant === undefined && info.write) this.writers[c] = info.write;
+      this.op[c] = this.partialKeep[c] >= 0 ? OP_PARTIAL : info.constant === null ? OP_NULL : info.constant ? OP_CONST : info.write ? OP_WRITE : OP_CALL;
       growth += Math.max(info.maxBytes, 0);
     }
     this.growth = growth;
@@ -165,11 +196,12 @@ export class RowMasker {
 
   /**
    * Writes the masked form of DataRow `buf[start, end)` into `out` at `pos` (room for
-   * `end - start + maxGrowth` bytes is the caller's); returns the new position.
+   * `end - start + maxGrowth` bytes is the caller's); returns the new position. `din`/`dout` are
+   * DataViews of `buf`/`out`, made once per chunk by the caller (length words and short runs move as
+   * 32-bit words through them).
    */
-  writeRow(buf: Buffer, start: number, end: number, out: Buffer, pos: number): number {
+  writeRow(buf: Buffer, start: number, end: number, out: Buffer, pos: number, din = viewOf(buf), dout = viewOf(out)): number {
     const cols = this.cols;
-    const masked = cols.masked;
     if (end - start < 7 || buf[start] !== DATA_ROW) throw new MaskingError('not a DataRow');
     out[pos] = DATA_ROW;
     const lenAt = pos + 1;
@@ -180,45 +212,56 @@ export class RowMasker {
     out[pos++] = buf[i++];
     out[pos++] = buf[i++];
     let run = i; // start of the pending range of untouched bytes
+    const op = cols.op;
     for (let c = 0; c < nf; c++) {
       if (i + 4 > end) throw new MaskingError('DataRow truncated');
-      const len = (buf[i] << 24) | (buf[i + 1] << 16) | (buf[i + 2] << 8) | buf[i + 3];
+      const len = din.getInt32(i);
       const fieldEnd = len < 0 ? i + 4 : i + 4 + len;
       if (len < -1 || fieldEnd > end) throw new MaskingError('DataRow field length out of bounds');
-      if (masked[c] === 0 || len < 0) {
+      const o = op[c];
+      if (o === 0 || len < 0) {
         i = fieldEnd;
         continue;
       }
-      pos = copyRange(buf, run, i, out, pos);
-      const keep = cols.partialKeep[c];
-      if (keep >= 0) {
+      pos = copyRangeDV(buf, din, run, i, out, dout, pos);
+      if (o === OP_PARTIAL) {
         const at = pos;
-        pos = writePartial(buf, i + 4, fieldEnd, keep, out, pos + 4);
-        putI32(out, at, pos - at - 4);
-        i = fieldEnd;
-        run = i;
-        continue;
-      }
-      const rep = cols.replace(c, buf, i + 4, fieldEnd);
-      if (rep === null) {
+        pos = writePartial(buf, i + 4, fieldEnd, cols.partialKeep[c], out, pos + 4);
+        dout.setInt32(at, pos - at - 4);
+      } else if (o === OP_WRITE) {
+        let n: number;
+        try {
+          n = cols.writers[c]!(buf, i + 4, fieldEnd, out, pos + 4);
+        } catch {
+          n = -1; // never fail open: NULL
+        }
+        putI32(out, pos, n);
+        pos += n < 0 ? 4 : 4 + n;
+      } else if (o === OP_NULL) {
         out[pos] = 0xff;
         out[pos + 1] = 0xff;
         out[pos + 2] = 0xff;
         out[pos + 3] = 0xff;
         pos += 4;
       } else {
-        const rl = rep.length;
-        putI32(out, pos, rl);
-        pos += 4;
-        for (let k = 0; k < rl; k++) out[pos + k] = rep[k];
-        pos += rl;
+        const rep = o === OP_CONST ? cols.consts[c]! : cols.replace(c, buf, i + 4, fieldEnd);
+        if (rep === null) {
+          putI32(out, pos, -1);
+          pos += 4;
+        } else {
+          const rl = rep.length;
+          putI32(out, pos, rl);
+          pos += 4;
+          for (let k = 0; k < rl; k++) out[pos + k] = rep[k];
+          pos += rl;
+        }
       }
       i = fieldEnd;
       run = i;
     }
     if (i !== end) throw new MaskingError('DataRow has trailing bytes');
-    pos = copyRange(buf, run, end, out, pos);
-    putI32(out, lenAt, pos - lenAt);
+    pos = copyRangeDV(buf, din, run, end, out, dout, pos);
+    dout.setInt32(lenAt, pos - lenAt);
     return pos;
   }
 }
@@ -241,11 +284,13 @@ export function maskDataRows(buf: Buffer, types: Uint8Array, offsets: Uint32Arra
   let pos = slab.at;
   const first = pos;
   let run = start;
+  const din = viewOf(buf);
+  const dout = viewOf(out);
   for (let m = from; m < to; m++) {
     if (types[m] !== DATA_ROW) continue;
     const s = offsets[m];
     if (s > run) pos = copyRange(buf, run, s, out, pos);
-    pos = masker.writeRow(buf, s, offsets[m + 1], out, pos);
+    pos = masker.writeRow(buf, s, offsets[m + 1], out, pos, din, dout);
     run = offsets[m + 1];
   }
   if (stop > run) pos = copyRange(buf, run, stop, out, pos);

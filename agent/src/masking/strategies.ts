@@ -25,7 +25,7 @@
  * Never fail open: `maskerFor` returns a function that cannot throw; on any internal error it yields
  * NULL.
  */
-import { createHmac } from 'node:crypto';
+import { HmacSha256 } from './hmac.js';
 
 export type Strategy =
   | { kind: 'redact' }
@@ -97,6 +97,11 @@ export interface FieldMaskerInfo {
   mask: FieldMasker;
   /** A constant replacement (the hot path writes it without calling `mask`); undefined → call mask. */
   constant?: Buffer | null;
+  /**
+   * Optional fast path of `mask` for values that are never NULL: writes the replacement straight into
+   * `out` at `at` (room for `maxBytes`) and returns its length. May throw; the caller then writes NULL.
+   */
+  write?: (buf: Buffer, start: number, end: number, out: Buffer, at: number) => number;
   /** Upper bound of the replacement's length in bytes, for one-shot output allocation. */
   maxBytes: number;
   /** The replacement depends on the input only through its length or not at all (for tests/docs). */
@@ -117,8 +122,29 @@ const ALWAYS_NULL: FieldMasker = () => null;
 
 const HEX = '0123456789abcdef';
 
+/** One HmacSha256 per key (its pad blocks are precomputed): keys are per connection, so few. */
+const macs = new WeakMap<Buffer, HmacSha256>();
+function macFor(key: Buffer): HmacSha256 {
+  let m = macs.get(key);
+  if (!m) macs.set(key, (m = new HmacSha256(key)));
+  return m;
+}
+
 function hmac(key: Buffer, data: Buffer): Buffer {
-  return createHmac('sha256', key).update(data).digest();
+  return macFor(key).digest(data);
+}
+
+const HEX_BYTES = Buffer.from('0123456789abcdef', 'latin1');
+const scratch = Buffer.alloc(32);
+
+/** The hex HMAC of buf[s, e) written straight into `out` at `at` (64 bytes); returns 64. */
+function writeHexHmac(mac: HmacSha256, buf: Buffer, s: number, e: number, out: Buffer, at: number): number {
+  mac.digestInto(buf, s, e, scratch, 0);
+  for (let i = 0; i < 32; i++) {
+    out[at + 2 * i] = HEX_BYTES[scratch[i] >> 4];
+    out[at + 2 * i + 1] = HEX_BYTES[scratch[i] & 15];
+  }
+  return 64;
 }
 
 /** Canonical input for the HMAC, so the same value hashes the same in text and binary results. */
@@ -209,8 +235,14 @@ export function maskerFor(strategy: Strategy, typeOid: number, format: 0 | 1, op
         const key = opts.hashKey;
         if (!key || key.length === 0) return constant(null); // no key: cannot hash, fail closed
         if (textLike) {
+          const mac = macFor(key);
           return {
-            mask: guard((buf, s, e) => Buffer.from(hexOf(hmac(key, buf.subarray(s, e))), 'latin1')),
+            mask: guard((buf, s, e) => {
+              const out = Buffer.allocUnsafe(64);
+              writeHexHmac(mac, buf, s, e, out, 0);
+              return out;
+            }),
+            write: (buf, s, e, out, at) => writeHexHmac(mac, buf, s, e, out, at),
             maxBytes: 64,
             kind: 'hash',
           };

@@ -275,6 +275,15 @@ export class BackendFramer {
   }
 
   /**
+   * Whether the last push ended inside a stream of rows (DataRow or CopyData last or still incomplete):
+   * more of the same result is on its way, so the reader may wait a little to read it in bigger pieces.
+   */
+  get midResult(): boolean {
+    const t = this.have > 0 ? this.parts[0][0] : this.count > 0 ? this.types[this.count - 1] : 0;
+    return t === Backend.DataRow || t === Backend.CopyData;
+  }
+
+  /**
    * Everything from message `from` onwards, the incomplete tail included, and resets the framer:
    * used to hand a connection over to another reader without losing bytes.
    */

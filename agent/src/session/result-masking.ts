@@ -200,7 +200,9 @@ export class ResultMasking {
     }
     if (!parts) return buf.subarray(offsets[0], offsets[count]);
     parts.push(buf.subarray(run, offsets[count]));
-    return Buffer.concat(parts);
+    // A read of nothing but rows is one masked range: send it as is, without another copy.
+    const filled = parts.filter((p) => p.length > 0);
+    return filled.length === 1 ? filled[0] : Buffer.concat(filled);
   }
 
   private current(): Owner | undefined {

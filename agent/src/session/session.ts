@@ -114,6 +114,11 @@ export class PgSession {
   private queued: Buffer[] = [];
   private upstreamFull = false;
   private paused = false;
+  /** Reading upstream is paused for a moment so that a streaming result arrives in bigger reads (pace()). */
+  private pacing = false;
+  /** Bytes read upstream in the current turn of the event loop, and whether pace() will look at them. */
+  private burst = 0;
+  private burstCounting = false;
   /** Refusals awaiting their sentinel's ErrorResponse, by sentinel word. */
   private readonly sentinels = new Map<string, PgErrorFields>();
   private readonly nonce = randomBytes(6).toString('hex');
@@ -219,6 +224,30 @@ export class PgSession {
   resume(): void {
     this.paused = false;
     this.upstream?.resume();
+  }
+
+  /**
+   * A large result arriving in small reads (the database writes 8 KiB at a time and we keep up) costs a
+   * wakeup, a tunnel frame and a client write per 8 KiB. When one wakeup brought little (all its reads
+   * together: TLS hands over 16 KiB records one by one) and a result is still streaming, stop reading for
+   * a moment: the rows wait in the socket buffer and the next wakeup takes them in 64 KiB reads.
+   */
+  private pace(bytes: number): void {
+    this.burst += bytes;
+    if (this.burstCounting) return;
+    this.burstCounting = true;
+    setImmediate(() => {
+      const burst = this.burst;
+      this.burst = 0;
+      this.burstCounting = false;
+      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || !this.backend.midResult || !this.upstream || this.step === 'Closed') return;
+      this.pacing = true;
+      this.upstream.pause();
+      setTimeout(() => {
+        this.pacing = false;
+        if (!this.paused && this.step !== 'Closed') this.upstream?.resume();
+      }, PACE_MS);
+    });
   }
 
   /** The client went away (or the tunnel did): end the upstream session too. */
@@ -330,7 +359,7 @@ export class PgSession {
     const sock = up.socket;
     this.upstream = sock;
     sock.setNoDelay(true);
-    sock.on('data', (chunk: Buffer) => this.guard(() => this.onUpstreamBytes(chunk)));
+    sock.on('data', (chunk: Buffer) => this.guard(() => (this.onUpstreamBytes(chunk), this.pace(chunk.length))));
     sock.on('drain', () => {
       this.upstreamFull = false;
       this.out.drained();
@@ -1065,6 +1094,9 @@ function hiddenStatement(name: string, sql: string): Buffer {
 const READ_WRITE = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE' });
 const READ_ONLY = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY' });
 const EMPTY = Buffer.alloc(0);
+/** pace(): a wakeup that read less than this, mid-result, pauses reading for PACE_MS (~100 KB of rows at full speed). */
+const PACE_BELOW_BYTES = 32 * 1024;
+const PACE_MS = 1;
 
 interface ReadyEntry {
   decision?: Decision;

@@ -1,0 +1,162 @@
+// The masked-read fast paths against their slow, obvious definitions: the in-place DataRow rewrite
+// (redact, partial, hash, null written straight into one output buffer) must give, for every field,
+// exactly what maskValue gives; the JS HMAC must be HMAC-SHA-256 (node:crypto) for every key and value
+// length; the framer must say when a read ended inside a stream of rows; coalesced tunnel frames must
+// carry the bytes of every part in order.
+import { describe, expect, it } from 'vitest';
+import { createHmac, randomBytes } from 'node:crypto';
+import { BackendFramer, commandComplete, dataRow, READY_IDLE } from '../../../agent/src/pgwire/backend.js';
+import type { ColumnMask } from '../../../agent/src/masking/lineage.js';
+import { maskDataRows, MaskingError, RowMasker } from '../../../agent/src/masking/rewrite.js';
+import { maskValue, parseStrategy, type Strategy } from '../../../agent/src/masking/strategies.js';
+import { HmacSha256 } from '../../../agent/src/masking/hmac.js';
+import { decodeFrame, encodeDataParts, FrameType } from '../../../shared/tunnel/frame.js';
+
+const KEY = Buffer.from('fast-path-test-key');
+const TEXT = 25;
+const INT4 = 23;
+
+/** A small deterministic PRNG, so a failure can be replayed. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+const ALPHABET = ['a', 'Z', '7', '@', '.', ' ', 'é', 'ß', '東', '京', '😀', '\\', '"'];
+
+function randomText(r: () => number, max: number): string {
+  let s = '';
+  const n = Math.floor(r() * max);
+  for (let i = 0; i < n; i++) s += ALPHABET[Math.floor(r() * ALPHABET.length)];
+  return s;
+}
+
+/** DataRow fields back from wire bytes: null for SQL NULL. */
+function fieldsOf(msg: Buffer): (Buffer | null)[] {
+  const n = msg.readInt16BE(5);
+  const out: (Buffer | null)[] = [];
+  let i = 7;
+  for (let c = 0; c < n; c++) {
+    const len = msg.readInt32BE(i);
+    i += 4;
+    if (len < 0) out.push(null);
+    else {
+      out.push(msg.subarray(i, i + len));
+      i += len;
+    }
+  }
+  expect(i).toBe(msg.length);
+  expect(msg.readInt32BE(1)).toBe(msg.length - 1);
+  return out;
+}
+
+/** Splits a buffer of whole backend messages into messages. */
+function messages(buf: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < buf.length; ) {
+    const end = i + 1 + buf.readInt32BE(i + 1);
+    out.push(buf.subarray(i, end));
+    i = end;
+  }
+  return out;
+}
+
+describe('DataRow rewrite in place', () => {
+  const strategies: Record<string, Strategy | undefined> = {
+    clear: undefined,
+    redact: parseStrategy('redact'),
+    partial0: parseStrategy({ partial: 0 }),
+    partial4: parseStrategy({ partial: 4 }),
+    hash: parseStrategy('hash'),
+    null: parseStrategy('null'),
+  };
+
+  for (const [name, strategy] of Object.entries(strategies)) {
+    it(`gives maskValue's bytes for every field: ${name} on text, split reads, UTF-8, NULLs, empty values`, () => {
+      const r = rng(name.length * 7919);
+      const plan: ColumnMask[] = [{ masked: false }, strategy ? { masked: true, strategy, sources: ['t.c'] } : { masked: false }, { masked: false }];
+      const rows: (string | null)[][] = [];
+      const parts: Buffer[] = [];
+      for (let k = 0; k < 3000; k++) {
+        const v = r() < 0.1 ? null : randomText(r, k % 97 === 0 ? 200 : 20);
+        const row = [String(k), v, r() < 0.2 ? null : randomText(r, 60)];
+        rows.push(row);
+        parts.push(dataRow(row));
+      }
+      parts.push(commandComplete('SELECT 3000'), READY_IDLE);
+      const all = Buffer.concat(parts);
+      const masker = new RowMasker(plan, [0], [INT4, TEXT, TEXT], { hashKey: KEY });
+      const framer = new BackendFramer();
+      const out: Buffer[] = [];
+      // Reads of odd sizes, so rows are split across reads as a socket splits them.
+      for (let i = 0, size = 1; i < all.length; i += size, size = 1 + Math.floor(r() * 5000)) {
+        const n = framer.push(Buffer.from(all.subarray(i, i + size)));
+        if (n > 0) out.push(Buffer.from(maskDataRows(framer.buffer, framer.types, framer.offsets, 0, n, masker)));
+      }
+      const msgs = messages(Buffer.concat(out));
+      expect(msgs).toHaveLength(rows.length + 2);
+      rows.forEach((row, k) => {
+        const got = fieldsOf(msgs[k]);
+        const v = row[1] === null ? null : Buffer.from(row[1]);
+        const want = strategy ? maskValue(strategy, TEXT, 0, v, { hashKey: KEY }) : v;
+        expect(got[0]?.toString()).toBe(row[0]);
+        expect(got[1] === null ? null : got[1].toString('hex')).toBe(want === null ? null : want.toString('hex'));
+        expect(got[2] === null ? null : got[2].toString()).toBe(row[2]);
+      });
+      expect(msgs[rows.length].equals(commandComplete('SELECT 3000'))).toBe(true);
+    });
+  }
+
+  it('hash of text is the hex HMAC-SHA-256 of the value under the connection key', () => {
+    const masker = new RowMasker([{ masked: true, strategy: parseStrategy('hash'), sources: ['t.c'] }], [0], [TEXT], { hashKey: KEY });
+    const row = dataRow(['p12@example.org']);
+    const [field] = fieldsOf(masker.rewrite(row, 0, row.length));
+    expect(field!.toString('latin1')).toBe(createHmac('sha256', KEY).update('p12@example.org').digest('hex'));
+  });
+
+  it('refuses a malformed row instead of forwarding it (fail closed)', () => {
+    const masker = new RowMasker([{ masked: true, strategy: parseStrategy('redact'), sources: ['t.c'] }], [0], [TEXT], {});
+    const row = dataRow(['secret value']);
+    row.writeInt32BE(1000, 7); // a field length past the end of the message
+    expect(() => masker.rewrite(row, 0, row.length)).toThrow(MaskingError);
+  });
+});
+
+describe('HmacSha256', () => {
+  it('equals node:crypto HMAC-SHA-256 for keys of 0–100 bytes and values of 0–200 bytes', () => {
+    for (const klen of [0, 1, 31, 32, 63, 64, 65, 100]) {
+      const key = randomBytes(klen);
+      const mac = new HmacSha256(key);
+      for (let n = 0; n <= 200; n++) {
+        const v = randomBytes(n + 6);
+        expect(mac.digest(v, 3, 3 + n).toString('hex')).toBe(createHmac('sha256', key).update(v.subarray(3, 3 + n)).digest('hex'));
+      }
+    }
+  });
+});
+
+describe('BackendFramer.midResult', () => {
+  it('is true only while a read ends inside a stream of DataRows', () => {
+    const rows = Buffer.concat([dataRow(['1']), dataRow(['2'])]);
+    const f = new BackendFramer();
+    f.push(rows);
+    expect(f.midResult).toBe(true); // ended on a complete DataRow: more may come
+    f.push(Buffer.concat([dataRow(['3']).subarray(0, 4)]));
+    expect(f.midResult).toBe(true); // a DataRow still incomplete
+    f.push(Buffer.concat([dataRow(['3']).subarray(4), commandComplete('SELECT 3'), READY_IDLE]));
+    expect(f.midResult).toBe(false); // the result is over
+  });
+});
+
+describe('encodeDataParts', () => {
+  it('carries every part in order in one DATA frame', () => {
+    const parts = [Buffer.from('abc'), Buffer.alloc(0), Buffer.from('defgh'), randomBytes(70_000)];
+    const frame = decodeFrame(encodeDataParts(42, parts));
+    expect(frame.type).toBe(FrameType.Data);
+    expect(frame.streamId).toBe(42);
+    expect(frame.payload.equals(Buffer.concat(parts))).toBe(true);
+  });
+});
