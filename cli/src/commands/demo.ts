@@ -1,7 +1,11 @@
 // `hoopctl demo`: the product end to end on this machine, nothing to configure. Ctrl-C stops it all.
 import type { Command } from 'commander';
 import type { Output } from '../output.js';
-import type { DemoStackOptions } from '../demo/stack.js';
+import { rmSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { DemoStack, DemoStackOptions } from '../demo/stack.js';
 import { psqlLine } from '../services/local-listener.js';
 import { createLogger } from '../../../agent/src/log.js';
 import { untilSignal } from '../signals.js';
@@ -61,12 +65,14 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
     });
     const line = psqlLine(stack.listener, DEMO_CONNECTION);
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
-    out.event({ type: 'ready', port: stack.listener.port, psql: line, agent: stack.agent.url, issuer: stack.issuer.issuer });
-    if (model) model.update({ state: 'connected', psql: line, detail: `ready in ${secs}s; the agent's decisions appear below` });
+    const approver = await approverEnv(stack);
+    out.event({ type: 'ready', port: stack.listener.port, psql: line, agent: stack.agent.url, issuer: stack.issuer.issuer, approverEnv: approver.file });
+    if (model) model.update({ state: 'connected', psql: line, detail: `ready in ${secs}s; the agent's decisions appear below`, more: approver.howTo });
     else if (!out.json) {
       out.info(`demo: ready in ${secs}s. In another terminal run:\n`);
       process.stdout.write(`  ${line}\n\n`);
       out.info('Try: SELECT full_name, diagnosis FROM patients LIMIT 5;   then Ctrl-C here to stop everything.');
+      out.info(approver.howTo.join('\n'));
     }
     await untilSignal();
     model ? model.update({ state: 'starting', detail: 'stopping…' }) : out.info('demo: stopping…');
@@ -75,6 +81,28 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
   } finally {
     screen?.unmount();
   }
+}
+
+/**
+ * The demo's approver and reviewer: dave (group compliance), signed in through the local issuer. His
+ * agent URL and token go to a 0600 file so the commands to print stay short; removed at stop.
+ */
+async function approverEnv(stack: DemoStack): Promise<{ file: string; howTo: string[] }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'hoop-demo-'));
+  // On exit, however it comes (the embedded PostgreSQL's exit hooks may end the process first).
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'approver.env');
+  const { accessToken } = await stack.issuer.mintDeviceFlowToken('dave@clinic.example');
+  await writeFile(file, `export HOOPCTL_AGENT=${stack.agent.url}\nexport HOOPCTL_TOKEN=${accessToken}\n`, { mode: 0o600 });
+  return {
+    file,
+    howTo: [
+      'Held statements wait for an approver. As dave (group compliance), in a third terminal:',
+      `  source ${file}`,
+      '  npm run -s hoopctl -- approvals              # approve (a) or deny (d) what is held',
+      '  npm run -s hoopctl -- sessions               # who ran what; then: sessions replay ID',
+    ],
+  };
 }
 
 function oneLine(sql: string): string {

@@ -8,6 +8,8 @@ export interface TunnelView {
   psql?: string;
   state: 'starting' | 'connected' | 'reconnecting';
   detail?: string;
+  /** What else to try, with the commands (the demo's approver and reviewer). */
+  more?: string[];
   notes: string[];
 }
 
@@ -50,6 +52,15 @@ export function TunnelScreen({ model }: { model: TunnelViewModel }): React.React
         <Box flexDirection="column" marginTop={1}>
           <Text>Connect from another terminal (no password):</Text>
           <Text color="cyan">  {v.psql}</Text>
+        </Box>
+      ) : null}
+      {v.more?.length ? (
+        <Box flexDirection="column" marginTop={1}>
+          {v.more.map((m, i) => (
+            <Text key={i} color={m.startsWith('  ') ? 'cyan' : undefined}>
+              {m}
+            </Text>
+          ))}
         </Box>
       ) : null}
       {v.notes.length ? (
