@@ -6,6 +6,7 @@ import type { Output } from '../output.js';
 import { getJson } from '../services/agent-api.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import type { RecordingEntry } from '../../../agent/src/audit/store.js';
 
 interface SessionSummary {
   sessionId: string;
@@ -27,20 +28,6 @@ interface AuditEvent {
   data: Record<string, unknown>;
 }
 
-/** One step of a session's recording (agent/src/audit/store.ts RecordingEntry); values are masked. */
-export interface RecordingEntry {
-  ts?: string;
-  seq?: number;
-  sql?: string;
-  columns?: string[];
-  types?: number[];
-  rows?: unknown[][];
-  rowCount?: number;
-  tag?: string;
-  sqlstate?: string;
-  note?: string;
-  truncated?: { rowsOmitted?: number; values?: boolean; session?: boolean };
-}
 
 interface ListOptions {
   agent?: string;
