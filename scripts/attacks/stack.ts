@@ -31,6 +31,7 @@ import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 import { PgWire, connectTcp, tcpTransport, type WireOptions } from './pgclient.js';
 import { openTunnelWs, TunnelStream } from './ws.js';
+import { Teardown } from '../../shared/teardown.js';
 
 export const CONNECTION = 'gwtest';
 export const DATABASE = 'gwtest';
@@ -293,10 +294,8 @@ export interface AttackStack {
 
 export async function startAttackStack(opts: StackOptions): Promise<AttackStack> {
   const progress = opts.progress ?? (() => {});
-  const stops: Array<() => Promise<unknown>> = [];
-  const stop = async () => {
-    for (const s of stops.reverse()) await s().catch(() => {});
-  };
+  const stops = new Teardown();
+  const stop = stops.run;
   try {
     progress('starting PostgreSQL (embedded)');
     const pgs = await startPostgres();

@@ -13,6 +13,7 @@ import { startAgent, type AgentOptions, type RunningAgent } from '../../../agent
 import { silentLogger, type Logger } from '../../../agent/src/log.js';
 import { TunnelClient, type TunnelClientOptions } from '../services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../services/local-listener.js';
+import { Teardown } from '../../../shared/teardown.js';
 
 export const DEMO_CONNECTION = 'demo-db';
 export const DEMO_DATABASE = 'clinic';
@@ -62,10 +63,8 @@ export interface DemoStack {
 
 export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoStack> {
   const progress = opts.progress ?? (() => {});
-  const stops: Array<() => Promise<unknown>> = [];
-  const stop = async () => {
-    for (const s of stops.reverse()) await s().catch(() => {});
-  };
+  const stops = new Teardown();
+  const stop = stops.run;
   try {
     progress('starting PostgreSQL (embedded)');
     const pg = await startPostgres({ version: opts.pgVersion });
