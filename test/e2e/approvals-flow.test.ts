@@ -5,8 +5,7 @@
 //   u-dave      device flow, compliance         an approver; also a requester in the last case
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import pg from 'pg';
-import { psql, run, useStack } from '../harness/stack.js';
+import { directQuery, psql, run, useStack } from '../harness/stack.js';
 import { Child } from '../harness/child.js';
 import { freePort } from '../../shared/net.js';
 
@@ -52,13 +51,7 @@ function psqlOn(port: number, sql: string) {
 }
 
 async function notes(id: number): Promise<string | null> {
-  const c = new pg.Client({ connectionString: s.get().directUrl });
-  await c.connect();
-  try {
-    return (await c.query<{ notes: string | null }>('SELECT notes FROM visits WHERE id = $1', [id])).rows[0].notes;
-  } finally {
-    await c.end();
-  }
+  return (await directQuery<{ notes: string | null }>(s.get(), 'SELECT notes FROM visits WHERE id = $1', [id]))[0].notes;
 }
 
 /** Waits for the job's next approval_requested event after `seen` of them. */

@@ -5,7 +5,7 @@
 // the bytes the client received, the approval records.
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { decideNextApproval, directQuery, psql, tunnelClient, useStack } from '../harness/stack.js';
+import { decideNextApproval, directQuery, nextPendingApproval, psql, tunnelClient, useStack } from '../harness/stack.js';
 import { RawClient, collect, type BackendMsg } from './wire.js';
 import { msg } from '../../scripts/attacks/pgclient.js';
 
@@ -100,7 +100,7 @@ describe('extended-protocol holds (node-postgres)', () => {
         () => undefined,
         (e: unknown) => e,
       );
-      const [held] = await waitPending();
+      const held = await nextPendingApproval(s.get());
       expect(held.params).toEqual(['***', '***']);
       expect(JSON.stringify(held)).not.toContain('555-0199');
       await s.get().agent.store.approvals.decide(held.id, { sub: 'approver-bot', issuer: s.get().issuer.issuer }, 'deny', 'test');
@@ -224,13 +224,4 @@ describe('pipelined runs in the audit trail', () => {
 
 function kinds(msgs: BackendMsg[]): string {
   return msgs.map((m) => m.type).join('');
-}
-
-async function waitPending() {
-  for (let i = 0; i < 200; i++) {
-    const list = await s.get().agent.store.approvals.list({ status: 'pending' });
-    if (list.length) return list;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('no approval request appeared');
 }

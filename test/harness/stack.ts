@@ -2,6 +2,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { spawn, type SpawnOptions } from 'node:child_process';
 import pg from 'pg';
+import type { Approval } from '../../agent/src/audit/approvals.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,17 +137,19 @@ export function psql(stack: Pick<DemoStack, 'listener'>, args: string[], opts: P
   );
 }
 
-/** Waits for the next pending approval request and decides it as the demo's approver (group compliance). */
-export async function decideNextApproval(stack: DemoStack, verdict: 'approve' | 'deny', reason = 'decided by the test'): Promise<string> {
-  const approver = { sub: 'approver-bot', issuer: stack.issuer.issuer, groups: ['compliance'] };
-  // Generous: the requester may be a CLI process still starting on a busy machine.
+/** Waits for the next pending approval request (generous: the requester may be a CLI process still starting on a busy machine). */
+export async function nextPendingApproval(stack: DemoStack): Promise<Approval> {
   for (let i = 0; i < 1200; i++) {
     const [a] = await stack.agent.store.approvals.list({ status: 'pending' });
-    if (a) {
-      await stack.agent.store.approvals.decide(a.id, approver, verdict, reason);
-      return a.id;
-    }
+    if (a) return a;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('no approval request appeared');
+}
+
+/** Waits for the next pending approval request and decides it as the demo's approver (group compliance). */
+export async function decideNextApproval(stack: DemoStack, verdict: 'approve' | 'deny', reason = 'decided by the test'): Promise<string> {
+  const a = await nextPendingApproval(stack);
+  await stack.agent.store.approvals.decide(a.id, { sub: 'approver-bot', issuer: stack.issuer.issuer, groups: ['compliance'] }, verdict, reason);
+  return a.id;
 }
