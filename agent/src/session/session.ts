@@ -472,9 +472,11 @@ export class PgSession {
         this.approvedRunning = false;
         // Back to read-only before anything else of the client runs (P8); its replies are swallowed. The
         // client's later statements already have entries (judged on arrival) but are sent after this one,
-        // so its entry goes first.
-        this.readyQueue.unshift({ completed: 0, hidden: true });
-        this.upstream?.write(READ_ONLY);
+        // so its entry goes first. An export never left read-only.
+        if (runsReadWrite(h)) {
+          this.readyQueue.unshift({ completed: 0, hidden: true });
+          this.upstream?.write(READ_ONLY);
+        }
       }
       from = i + 1;
     }
@@ -486,7 +488,7 @@ export class PgSession {
    * ReadyForQuery arrives: see sendBatch).
    */
   private runReadWrite(o: Outbound, h: Held): true {
-    if (!h.rowLocks && !needsReadWrite(h.decision)) {
+    if (!runsReadWrite(h)) {
       o.bytes = serializeFrontend(h.msg!); // an export reads: it runs as it is, still read-only
       return true;
     }
@@ -1120,6 +1122,11 @@ type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavail
 /** Whether a held decision writes (anything held other than a bulk export), so it must run read-write. */
 function needsReadWrite(d: Decision): boolean {
   return d.statements.some((f) => f.action === 'hold' && f.rule !== 'P4.export');
+}
+
+/** A held simple Query runs read-write when it writes, or locks rows (which READ ONLY refuses). */
+function runsReadWrite(h: Held): boolean {
+  return h.rowLocks === true || needsReadWrite(h.decision);
 }
 
 const IN_TRANSACTION: Refusal = {
