@@ -151,7 +151,10 @@ export class PgSession {
   private extHoldInRun = false;
   /** Replies to the agent's own messages inside a client's run, by type, in the order they come. */
   private readonly swallow: number[] = [];
-  /** The agent's own extended-protocol read-write switches (names only this session knows). */
+  /**
+   * The agent's own read-write switches, for both protocols: named hidden statements (names only this
+   * session knows), so a client's unnamed statement survives them.
+   */
   private readonly switches: { readWrite: Buffer; readOnly: Buffer; skip: Buffer };
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
@@ -475,7 +478,7 @@ export class PgSession {
         // so its entry goes first. An export never left read-only.
         if (runsReadWrite(h)) {
           this.readyQueue.unshift({ completed: 0, hidden: true });
-          this.upstream?.write(READ_ONLY);
+          this.upstream?.write(this.switches.readOnly);
         }
       }
       from = i + 1;
@@ -492,7 +495,7 @@ export class PgSession {
       o.bytes = serializeFrontend(h.msg!); // an export reads: it runs as it is, still read-only
       return true;
     }
-    o.bytes = Buffer.concat([READ_WRITE, serializeFrontend(h.msg!)]);
+    o.bytes = Buffer.concat([this.switches.readWrite, serializeFrontend(h.msg!)]);
     this.readyQueue.splice(this.readyQueue.indexOf(h.ready!), 0, { completed: 0, hidden: true });
     return true;
   }
@@ -1092,9 +1095,6 @@ function hiddenStatement(name: string, sql: string): Buffer {
   ]);
 }
 
-/** Hidden statements around an approved write: their replies never reach the client. */
-const READ_WRITE = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE' });
-const READ_ONLY = serializeFrontend({ type: 'Query', sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY' });
 const EMPTY = Buffer.alloc(0);
 /** pace(): a wakeup that read less than this, mid-result, pauses reading for PACE_MS (~100 KB of rows at full speed). */
 const PACE_BELOW_BYTES = 32 * 1024;
