@@ -180,7 +180,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   };
 }
 
-const UPSTREAM_PINS = { standard_conforming_strings: 'on', default_transaction_read_only: 'on' };
+// client_connection_check_interval: PostgreSQL itself stops a query whose client (this agent) is gone,
+// even if the agent died before it could send a CancelRequest.
+const UPSTREAM_PINS = { standard_conforming_strings: 'on', default_transaction_read_only: 'on', client_connection_check_interval: '2s' };
 
 /** A stable id for this agent's audit chain: one chain per agent (see audit/store.ts). */
 function agentIdFor(listen: string): string {

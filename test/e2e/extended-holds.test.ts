@@ -149,22 +149,26 @@ describe('extended-protocol holds (raw pipeline)', () => {
     return r;
   }
 
-  it('after an earlier error in the same run, the held Execute is skipped as PostgreSQL would: nothing asked, nothing runs', async () => {
-    const r = await raw();
-    const before = await notes(10);
-    try {
-      r.write(Buffer.concat([parse('', 'SELECT 1/0'), bind('', ''), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 10'), bind('', '', ['skipped']), execute(''), sync]));
-      const msgs = await r.until('Z', 10_000);
-      const errors = msgs.filter((m) => m.type === 'E');
-      expect(errors).toHaveLength(1);
-      expect(collect(msgs).error?.code).toBe('22012'); // division by zero, and only that
-      expect(msgs.at(-1)!.body.toString()).toBe('I');
-      expect(await s.get().agent.store.approvals.list({ status: 'pending' })).toEqual([]);
-      expect(await notes(10)).toBe(before);
-      // The session is in step with the server afterwards.
-      expect((await r.simple('SHOW transaction_read_only')).rows).toEqual(['on']);
-    } finally {
-      r.destroy();
+  it('after an earlier error in the same run, the held Execute is skipped as PostgreSQL would: nothing runs, only that error is seen', async () => {
+    // The run is decided as a whole before any of it is sent (so it can run as one transaction); the
+    // approver is asked, and whichever way they decide the server stops at the division by zero.
+    for (const decision of ['approve', 'deny'] as const) {
+      const r = await raw();
+      const before = await notes(10);
+      try {
+        r.write(Buffer.concat([parse('', 'SELECT 1/0'), bind('', ''), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 10'), bind('', '', ['skipped']), execute(''), sync]));
+        await decideNextApproval(s.get(), decision);
+        const msgs = await r.until('Z', 10_000);
+        const errors = msgs.filter((m) => m.type === 'E');
+        expect(errors).toHaveLength(1);
+        expect(collect(msgs).error?.code).toBe('22012'); // division by zero, and only that
+        expect(msgs.at(-1)!.body.toString()).toBe('I');
+        expect(await notes(10)).toBe(before);
+        // The session is in step with the server afterwards.
+        expect((await r.simple('SHOW transaction_read_only')).rows).toEqual(['on']);
+      } finally {
+        r.destroy();
+      }
     }
   });
 
@@ -174,9 +178,9 @@ describe('extended-protocol holds (raw pipeline)', () => {
       r.write(Buffer.concat([parse('', 'SELECT 41 + 1'), bind('', ''), execute(''), parse('', 'UPDATE visits SET notes = $1 WHERE id = 11'), bind('', '', ['piped']), execute(''), sync]));
       await decideNextApproval(s.get(), 'approve');
       const msgs = await r.until('Z', 10_000);
-      // 1 2 D C (the SELECT), 1 2 (the UPDATE's Parse/Bind), N (the hold notice), C (the UPDATE), Z: no
-      // reply of the agent's own Sync, read-write switch or repeated Bind.
-      expect(kinds(msgs)).toBe('12DC12NCZ');
+      // N (the hold notice: the run is decided before it is sent), 1 2 D C (the SELECT), 1 2 (the
+      // UPDATE's Parse/Bind), C (the UPDATE), Z: no reply of the agent's read-write switch or restore.
+      expect(kinds(msgs)).toBe('N12DC12CZ');
       expect(msgs.find((m) => m.type === 'C' && m.body.toString().startsWith('UPDATE'))?.body.toString()).toBe('UPDATE 1\0');
       expect(await notes(11)).toBe('piped');
       expect((await r.simple('SHOW transaction_read_only')).rows).toEqual(['on']);

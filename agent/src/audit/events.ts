@@ -20,7 +20,8 @@ export type EventType =
   | 'approval_decided'
   | 'approval_consumed'
   | 'approval_withdrawn'
-  | 'approval_expired';
+  | 'approval_expired'
+  | 'notification';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {
@@ -178,13 +179,14 @@ export function makeSessionStartEvent(
   };
 }
 
-export function makeSessionEndEvent(f: SessionFacts & { reason?: string; statements?: number }): EventInput {
+export function makeSessionEndEvent(f: SessionFacts & { reason?: string; statements?: number; cancelled?: boolean }): EventInput {
   return {
     type: 'session_end',
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { reason: f.reason, statements: f.statements },
+    // cancelled: a statement was still running; the agent sent PostgreSQL a CancelRequest for it.
+    data: { reason: f.reason, statements: f.statements, cancelled: f.cancelled },
   };
 }
 

@@ -60,6 +60,12 @@ export class FrontendFramer {
     this.max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   }
 
+  /**
+   * A framing error met after complete messages in the same push: those were returned first (PostgreSQL
+   * too answers what came before a malformed message); the error is kept here and thrown by the next push.
+   */
+  failure?: ProtocolError;
+
   /** Bytes received but not yet returned as messages. */
   get buffered(): number {
     return this.have;
@@ -88,6 +94,7 @@ export class FrontendFramer {
 
   /** Complete messages in arrival order; throws ProtocolError (08P01) on a bad length word. */
   push(chunk: Buffer): FrontendRaw[] {
+    if (this.failure) throw this.failure;
     const out: FrontendRaw[] = [];
     let buf = chunk;
     if (this.have > 0 || this.hold) {
@@ -112,9 +119,10 @@ export class FrontendFramer {
       // more than `max` bytes for one message by announcing a large length.
       const len = readI32(buf, i + h - 4);
       if (this.startup ? len < 8 || len > MAX_STARTUP_BYTES : len < 4 || len > this.max) {
-        throw new ProtocolError(
-          this.startup ? `invalid startup packet length ${len}` : `invalid message length ${len}`,
-        );
+        const err = new ProtocolError(this.startup ? `invalid startup packet length ${len}` : `invalid message length ${len}`);
+        if (out.length === 0) throw err;
+        this.failure = err;
+        return out;
       }
       const total = h - 4 + len;
       if (n - i < total) {

@@ -16,7 +16,7 @@ import {
   allow, asVerdict, block, explainAnalyzes, functionVerdict, operatorVerdict, relationVerdict, statementVerdict, stricter,
   tablesampleVerdict, type Action, type FunctionLists, type Verdict,
 } from './rules.js';
-import { PolicySession } from './session.js';
+import { PolicySession, type NameTable } from './session.js';
 import { walkTree } from './walk.js';
 
 export interface PolicyOptions {
@@ -70,6 +70,8 @@ export interface StatementFacts {
   readonly discardsAll?: boolean;
   /** COMMIT / ROLLBACK / ABORT / END: non-holdable cursors are gone */
   readonly endsTransaction?: boolean;
+  /** BEGIN, COMMIT, SAVEPOINT, PREPARE TRANSACTION…: opens, ends or changes a transaction (P8) */
+  readonly controlsTransaction?: boolean;
   /** EXPLAIN ANALYZE: the inner statement runs */
   readonly analyzes?: boolean;
   /** the statement inside PREPARE / DECLARE / EXPLAIN, judged on its own; for EXECUTE/FETCH, what runs */
@@ -120,9 +122,12 @@ export class PolicyEngine {
     return new PolicySession(this).query(sql);
   }
 
-  /** A new per-connection state tracker (prepared statements, cursors, portals). */
-  session(): PolicySession {
-    return new PolicySession(this);
+  /**
+   * A per-connection judge of statements that name prepared statements, cursors and portals. Given
+   * `names`, it reads them from the caller (the agent's session namespace, changed on the server's word).
+   */
+  session(names?: NameTable): PolicySession {
+    return new PolicySession(this, names);
   }
 
   /** Parse and judge every statement of `sql`; cached by exact text. */
@@ -180,7 +185,8 @@ export class PolicyEngine {
     } else if (kind === 'DiscardStmt') {
       extra.discardsAll = body.target === 'DISCARD_ALL';
     } else if (kind === 'TransactionStmt') {
-      extra.endsTransaction = /^TRANS_STMT_(COMMIT|ROLLBACK)$/.test(String(body.kind));
+      extra.endsTransaction = /^TRANS_STMT_(COMMIT|ROLLBACK|PREPARE)$/.test(String(body.kind));
+      extra.controlsTransaction = true;
     }
 
     const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);

@@ -14,5 +14,6 @@
 export { loadPolicyEngine, PolicyEngine } from './engine.js';
 export type { Analysis, Decision, Effect, PolicyOptions, StatementFacts } from './engine.js';
 export { PolicySession } from './session.js';
+export type { NameTable, Portal as PolicyPortal } from './session.js';
 export type { Action, Verdict } from './rules.js';
 export { loadParser } from './parse.js';

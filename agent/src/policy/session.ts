@@ -26,21 +26,61 @@
 import { allow, asVerdict, block, stricter, type Verdict } from './rules.js';
 import type { Decision, Effect, PolicyEngine, StatementFacts } from './engine.js';
 
-interface Portal {
+export interface Portal {
   facts: StatementFacts;
   holdable: boolean;
 }
 
-/** A copy-on-write view, so a multi-statement text sees its own PREPARE/DECLARE before they are applied. */
-class View {
-  constructor(public statements: Map<string, StatementFacts>, public portals: Map<string, Portal>, private owned = false) {}
-  write(): this {
-    if (!this.owned) {
-      this.statements = new Map(this.statements);
-      this.portals = new Map(this.portals);
-      this.owned = true;
+/** What a name means at the server, as far as the caller knows it (session/namespace.ts in the agent). */
+export interface NameTable {
+  statement(name: string): StatementFacts | undefined;
+  portal(name: string): Portal | undefined;
+}
+
+/** An overlay on a NameTable, so a multi-statement text sees its own PREPARE/DECLARE before they are applied. */
+class View implements NameTable {
+  readonly #statements = new Map<string, StatementFacts | null>();
+  readonly #portals = new Map<string, Portal | null>();
+  #noStatements = false;
+  #noPortals = false;
+  constructor(private readonly base: NameTable) {}
+  statement(name: string): StatementFacts | undefined {
+    const v = this.#statements.get(name);
+    if (v !== undefined) return v ?? undefined;
+    return this.#noStatements ? undefined : this.base.statement(name);
+  }
+  portal(name: string): Portal | undefined {
+    const v = this.#portals.get(name);
+    if (v !== undefined) return v ?? undefined;
+    return this.#noPortals ? undefined : this.base.portal(name);
+  }
+  apply(e: Effect): void {
+    switch (e.op) {
+      case 'prepare':
+        this.#statements.set(e.name, e.facts);
+        break;
+      case 'declare':
+        this.#portals.set(e.name, { facts: e.facts, holdable: e.holdable });
+        break;
+      case 'deallocate':
+        if (e.name === '*') (this.#statements.clear(), (this.#noStatements = true));
+        else this.#statements.set(e.name, null);
+        break;
+      case 'close':
+        if (e.name === '*') (this.#portals.clear(), (this.#noPortals = true));
+        else this.#portals.set(e.name, null);
+        break;
+      case 'discard':
+        this.#statements.clear();
+        this.#portals.clear();
+        this.#noStatements = this.#noPortals = true;
+        break;
+      case 'endTransaction':
+        // Which non-holdable portals the base holds is not listed here: the rest of this text sees none
+        // it declared itself; the base's are gone too, but judging them as present only blocks more.
+        for (const [name, p] of this.#portals) if (p && !p.holdable) this.#portals.set(name, null);
+        break;
     }
-    return this;
   }
 }
 
@@ -52,14 +92,22 @@ const EMPTY: StatementFacts = {
 export class PolicySession {
   #statements = new Map<string, StatementFacts>();
   #portals = new Map<string, Portal>();
+  /** Where names are looked up: this object's own maps, or the agent session's namespace. */
+  readonly #names: NameTable;
 
-  constructor(private readonly engine: PolicyEngine) {}
+  /**
+   * Standalone (tests, `classify`), the session keeps its own maps and `apply`/`close`/`endTransaction`
+   * change them. Given `names`, it only reads them: the owner changes them when the server confirms.
+   */
+  constructor(private readonly engine: PolicyEngine, names?: NameTable) {
+    this.#names = names ?? { statement: (n) => this.#statements.get(n), portal: (n) => this.#portals.get(n) };
+  }
 
   /** Simple Query: every statement of `sql`, with EXECUTE/FETCH resolved against this session. */
   query(sql: string): Decision {
     const analysis = this.engine.analyze(sql);
     if (!analysis.ok) return analysis.decision;
-    return this.#resolve(analysis.statements, new View(this.#statements, this.#portals));
+    return this.#resolve(analysis.statements, new View(this.#names));
   }
 
   /** Protocol Parse: one statement (`$n` allowed); recorded under `name` ('' = unnamed) by apply(). */
@@ -69,23 +117,23 @@ export class PolicySession {
     const [facts = EMPTY, ...more] = analysis.statements;
     if (more.length > 0) return decide(block('P3.parse.multi', 'A Parse message may carry only one statement.'), analysis.statements);
     if (facts.action === 'block') return decide(asVerdict(facts), [facts]);
-    if (name !== '' && this.#statements.has(name)) return decide(block('P3.prepared.exists', `Prepared statement ${name} already exists.`), [facts]);
+    if (name !== '' && this.#names.statement(name)) return decide(block('P3.prepared.exists', `Prepared statement ${name} already exists.`), [facts]);
     return { ...allow('P5.parse', 'Parsing runs nothing; Execute is judged by the statement.'), statements: [facts], effects: [{ index: 0, op: 'prepare', name, facts }] };
   }
 
   /** Protocol Bind: the portal will run `statement`. */
   bind(portal: string, statement: string): Decision {
-    const facts = this.#statements.get(statement);
+    const facts = this.#names.statement(statement);
     if (!facts) return decide(block('P3.prepared.unknown', `No prepared statement named "${statement}" passed the gateway.`), []);
-    if (portal !== '' && this.#portals.has(portal)) return decide(block('P3.portal.exists', `Portal ${portal} already exists.`), [facts]);
+    if (portal !== '' && this.#names.portal(portal)) return decide(block('P3.portal.exists', `Portal ${portal} already exists.`), [facts]);
     return { ...allow('P5.bind', 'Binding runs nothing; Execute is judged by the statement.'), statements: [facts], effects: [{ index: 0, op: 'declare', name: portal, facts, holdable: false }] };
   }
 
   /** Protocol Execute: judged by what the portal really runs (a SELECT, a DELETE, an EXECUTE s, a FETCH c…). */
   execute(portal: string): Decision {
-    const p = this.#portals.get(portal);
+    const p = this.#names.portal(portal);
     if (!p) return decide(block('P3.portal.unknown', `No portal named "${portal}" passed the gateway.`), []);
-    return this.#resolve([p.facts], new View(this.#statements, this.#portals));
+    return this.#resolve([p.facts], new View(this.#names));
   }
 
   /** Protocol Close. */
@@ -113,13 +161,12 @@ export class PolicySession {
       if (r.action === 'block') return r;
       const effect = effectOf(f, index);
       if (effect) {
-        if (effect.op === 'prepare' && view.statements.has(effect.name))
+        if (effect.op === 'prepare' && view.statement(effect.name))
           return { ...r, ...block('P3.prepared.exists', `Prepared statement ${effect.name} already exists in this session.`) };
-        if (effect.op === 'declare' && view.portals.has(effect.name))
+        if (effect.op === 'declare' && view.portal(effect.name))
           return { ...r, ...block('P3.cursor.exists', `Cursor ${effect.name} already exists in this session.`) };
         effects.push(effect);
-        const w = view.write();
-        applyEffect(effect, w.statements, w.portals);
+        view.apply(effect);
       }
       return r;
     });
@@ -129,12 +176,12 @@ export class PolicySession {
   /** EXECUTE / FETCH / MOVE / EXPLAIN ANALYZE EXECUTE: judged by the statement they run. */
   #resolveOne(f: StatementFacts, view: View): StatementFacts {
     if (f.executesPrepared !== undefined) {
-      const target = view.statements.get(f.executesPrepared);
+      const target = view.statement(f.executesPrepared);
       if (!target) return { ...f, ...block('P3.prepared.unknown', `No prepared statement named "${f.executesPrepared}" passed the gateway.`) };
       return runs(f, `Prepared statement ${f.executesPrepared}`, this.#resolveOne(target, view));
     }
     if (f.fetchesCursor !== undefined) {
-      const target = view.portals.get(f.fetchesCursor);
+      const target = view.portal(f.fetchesCursor);
       if (!target) return { ...f, ...block('P3.cursor.unknown', `No cursor named "${f.fetchesCursor}" passed the gateway.`) };
       return runs(f, `Cursor ${f.fetchesCursor}`, this.#resolveOne(target.facts, view));
     }

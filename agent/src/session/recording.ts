@@ -1,47 +1,35 @@
 // The session's recording: its masked transcript (statements and their first result rows), for
 // `hoopctl sessions replay ID` (DESIGN.md "Audit, recording, sessions").
 //
-//   session.send(batch)    ── forwarded(): statements (the SQL as audited) and Syncs, in wire order ──► queue
-//   outlet.send(bytes)     ── backend(): the bytes the CLIENT was sent, i.e. after masking
-//                              T  columns · D  the first N rows decoded, later ones only counted
-//                              C / E / s / I  close a result → entry · Z  ends a Query or a Sync
-//   entries                ── one write at a time, in order, never awaited by the relay ──► store.appendRecording
+//   pipeline (pipeline.ts), in the order the client receives them:
+//     fields()    T  columns of the result now arriving
+//     rows()      D  the masked DataRows as sent: the first N decoded, later ones only counted
+//     copy()      H  COPY data is not recorded
+//     result()    C / s / I / E  a result ended → one entry (the statement's SQL on its first)
+//   entries       ── one write at a time, in order, never awaited by the relay ──► store.appendRecording
 //
-// It reads only what already left for the client, after masking, so a recording can hold nothing the
-// client did not see; literals of statements that read masked columns are gone from the audited SQL.
+// It sees only what leaves for the client, after masking, so a recording can hold nothing the client
+// did not see; literals of statements that read masked columns are gone from the audited SQL.
 // Recording is not the evidence (the audit events are, and they fail closed): a recording write that
 // fails is logged and the session goes on.
-import type { EventInput } from '../audit/events.js';
 import type { RecordingEntry, RecordingLimits, StateStore } from '../audit/store.js';
 import type { Logger } from '../log.js';
-import { parseCommandComplete, parseErrorFields, parseRowDescription, type RowField } from '../pgwire/backend.js';
-import { Backend, Frontend } from '../pgwire/codes.js';
+import type { RowField } from '../pgwire/backend.js';
 
 export interface RecordingOptions extends RecordingLimits {
   store: Pick<StateStore, 'appendRecording'>;
 }
 
-/** What the session forwards (its Outbound), as far as the recording needs it. */
-export interface Forwarded {
-  bytes: Buffer;
-  /** Present for statements: the audit event, whose `data.sql` is the SQL as audited. */
-  event?: EventInput;
-  /** Present for statements that run (allowed or held); absent for refusals. */
-  inFlight?: { kind: 'query' | 'execute'; seq?: number };
-  /** The client's Sync (its bytes may carry the agent's own hidden statements too). */
-  sync?: boolean;
+/** The statement a result belongs to, as the pipeline knows it (statement-log.ts InFlight). */
+export interface Recorded {
+  seq?: number;
+  /** The SQL as audited. */
+  sql: string;
+  /** Entries written for it so far (a Query may have several results). */
+  recorded?: number;
 }
 
-/** A statement on the wire: a simple Query ends at its ReadyForQuery, an Execute at its own result. */
-interface Item {
-  kind: 'query' | 'execute' | 'sync';
-  seq?: number;
-  sql: string;
-  /** Refused by the agent: its sentinel's error is the whole story; if the server skips it, nothing. */
-  refused: boolean;
-  /** Results recorded so far (a Query may have several). */
-  results: number;
-}
+export type ResultFacts = Pick<RecordingEntry, 'tag' | 'rowCount' | 'sqlstate' | 'note'>;
 
 /** One value longer than this is cut: a transcript shows what ran, not whole documents. */
 const MAX_VALUE_CHARS = 1000;
@@ -49,13 +37,11 @@ const MAX_VALUE_CHARS = 1000;
 const MAX_PENDING = 256;
 
 export class SessionRecording {
-  private readonly queue: Item[] = [];
-  private head = 0;
-  private fields?: RowField[];
-  private rows: unknown[][] = [];
+  private fieldList?: RowField[];
+  private rowList: unknown[][] = [];
   private omitted = 0;
   private valuesCut = false;
-  private copy = false;
+  private copying = false;
   /** Bytes handed to the store so far (its own count is a little larger: it adds a timestamp). */
   private used = 0;
   private full = false;
@@ -71,153 +57,78 @@ export class SessionRecording {
     private readonly log: Logger,
   ) {}
 
-  // ── frontend side: call in wire order ──────────────────────────────────────────────────────────
-
-  /** A batch about to be written upstream. */
-  forwarded(batch: readonly Forwarded[]): void {
-    for (const o of batch) {
-      if (o.event) {
-        const kind = o.inFlight?.kind ?? (o.bytes[0] === Frontend.Query ? 'query' : 'execute');
-        this.queue.push({ kind, seq: o.inFlight?.seq, sql: String(o.event.data?.sql ?? ''), refused: !o.inFlight, results: 0 });
-      } else if (o.sync) {
-        // Its ReadyForQuery must not end a Query sent after it (pipelining).
-        this.queue.push({ kind: 'sync', sql: '', refused: false, results: 0 });
-      }
-    }
+  /** The RowDescription of the result now arriving. */
+  fields(fields: RowField[]): void {
+    this.fieldList = fields;
   }
 
-  // ── backend side: the masked bytes sent to the client, whole messages ──────────────────────────
+  /** COPY … TO STDOUT started: its data is not recorded. */
+  copy(): void {
+    this.copying = true;
+  }
 
-  backend(buf: Buffer): void {
+  /** DataRow messages exactly as the client was sent them (masked), whole messages. */
+  rows(buf: Buffer): void {
     if (this.broken) return;
     // Nothing the recording does may break the session it records.
     try {
       this.walk(buf);
     } catch (err) {
-      this.lost(`unreadable backend message: ${(err as Error).message}`);
+      this.lost(`unreadable rows: ${(err as Error).message}`);
     }
+  }
+
+  /** A result of `stmt` ended (or `stmt` never ran, with a note saying why). */
+  result(stmt: Recorded, extra: ResultFacts): void {
+    stmt.recorded = (stmt.recorded ?? 0) + 1;
+    const e: RecordingEntry = { seq: stmt.seq, sql: stmt.recorded === 1 ? stmt.sql : undefined, ...extra };
+    if (this.copying && !e.note) e.note = 'COPY data is not recorded';
+    if (this.fieldList) {
+      e.columns = this.fieldList.map((f) => f.name);
+      e.types = this.fieldList.map((f) => f.typeOid);
+      e.rows = this.rowList;
+      e.rowCount ??= this.rowList.length + this.omitted;
+    }
+    if (this.omitted || this.valuesCut) e.truncated = { rowsOmitted: this.omitted || undefined, values: this.valuesCut || undefined };
+    this.resetResult();
+    if (!this.broken) this.write(e);
+  }
+
+  /** Something that happened outside any statement (a notification). */
+  note(text: string): void {
+    if (!this.broken) this.write({ note: text });
   }
 
   private walk(buf: Buffer): void {
     const n = buf.length;
     let off = 0;
     while (off + 5 <= n) {
-      const t = buf[off];
       let end = off + 1 + ((buf[off + 1] << 24) | (buf[off + 2] << 16) | (buf[off + 3] << 8) | buf[off + 4]);
-      if (end < off + 5 || end > n) return this.lost('a backend chunk did not hold whole messages');
-      if (t === Backend.DataRow) {
-        if (this.rows.length < this.opts.maxRowsPerStatement && !this.full && this.current()) {
-          this.rows.push(this.decodeRow(buf, off + 5, end));
-          off = end;
-          continue;
-        }
-        // The hot path: past the cap, a run of rows is only counted (length words, nothing decoded).
-        let count = 1;
-        while (end + 5 <= n && buf[end] === Backend.DataRow) {
-          const next = end + 1 + ((buf[end + 1] << 24) | (buf[end + 2] << 16) | (buf[end + 3] << 8) | buf[end + 4]);
-          if (next < end + 5 || next > n) break;
-          end = next;
-          count++;
-        }
-        this.omitted += count;
-      } else this.message(t, buf.subarray(off + 5, end));
+      if (end < off + 5 || end > n) return this.lost('a chunk of rows did not hold whole messages');
+      if (this.rowList.length < this.opts.maxRowsPerStatement && !this.full) {
+        this.rowList.push(this.decodeRow(buf, off + 5, end));
+        off = end;
+        continue;
+      }
+      // The hot path: past the cap, a run of rows is only counted (length words, nothing decoded).
+      let count = 1;
+      while (end + 5 <= n) {
+        const next = end + 1 + ((buf[end + 1] << 24) | (buf[end + 2] << 16) | (buf[end + 3] << 8) | buf[end + 4]);
+        if (next < end + 5 || next > n) break;
+        end = next;
+        count++;
+      }
+      this.omitted += count;
       off = end;
     }
   }
 
-  /** The session ended: what was in flight is recorded as far as it got. */
-  end(): void {
-    for (let it = this.current(); it; it = this.current()) {
-      if (it.kind !== 'sync' && (this.rows.length || this.omitted || it.results === 0) && !it.refused) this.result(it, { note: 'session ended before the statement completed' });
-      this.resetResult();
-      this.head++;
-    }
-  }
-
-  private message(t: number, body: Buffer): void {
-    const it = this.current();
-    switch (t) {
-      case Backend.RowDescription:
-        this.fields = parseRowDescription(body);
-        break;
-      case Backend.CopyOutResponse:
-        this.copy = true;
-        break;
-      case Backend.CommandComplete:
-        if (it && it.kind !== 'sync') {
-          const { tag, rows } = parseCommandComplete(body);
-          this.result(it, { tag, rowCount: rows ?? undefined, note: this.copy ? 'COPY data is not recorded' : undefined });
-          if (it.kind === 'execute') this.head++;
-        }
-        this.resetResult();
-        break;
-      case Backend.PortalSuspended:
-        if (it?.kind === 'execute') {
-          this.result(it, { note: 'portal suspended: the client fetches the rest with later Executes' });
-          this.head++;
-        }
-        this.resetResult();
-        break;
-      case Backend.EmptyQueryResponse:
-        if (it?.kind === 'execute') this.head++;
-        else if (it) it.results++;
-        break;
-      case Backend.ErrorResponse: {
-        const f = parseErrorFields(body);
-        if (it && it.kind !== 'sync') {
-          this.result(it, { sqlstate: f.code, note: `${f.severity}:  ${f.message}` });
-          if (it.kind === 'execute') this.head++;
-        }
-        this.resetResult();
-        break;
-      }
-      case Backend.ReadyForQuery:
-        this.ready();
-        break;
-    }
-  }
-
-  /** ReadyForQuery answers the first Query or Sync queued; Executes before it that never answered were skipped. */
-  private ready(): void {
-    for (let it = this.current(); it; it = this.current()) {
-      this.head++;
-      if (it.kind === 'sync') break;
-      if (it.kind === 'query') {
-        if (it.results === 0) this.result(it, {});
-        break;
-      }
-      if (!it.refused) this.result(it, { note: 'not run: an earlier message of the pipeline failed' });
-    }
-    if (this.head > 64 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-    this.resetResult();
-  }
-
-  private current(): Item | undefined {
-    return this.queue[this.head];
-  }
-
   private resetResult(): void {
-    this.fields = undefined;
-    this.rows = [];
+    this.fieldList = undefined;
+    this.rowList = [];
     this.omitted = 0;
     this.valuesCut = false;
-    this.copy = false;
-  }
-
-  private result(it: Item, extra: Pick<RecordingEntry, 'tag' | 'rowCount' | 'sqlstate' | 'note'>): void {
-    it.results++;
-    const e: RecordingEntry = { seq: it.seq, sql: it.results === 1 ? it.sql : undefined, ...extra };
-    if (this.fields) {
-      e.columns = this.fields.map((f) => f.name);
-      e.types = this.fields.map((f) => f.typeOid);
-      e.rows = this.rows;
-      e.rowCount ??= this.rows.length + this.omitted;
-    }
-    if (this.omitted || this.valuesCut) e.truncated = { rowsOmitted: this.omitted || undefined, values: this.valuesCut || undefined };
-    this.write(e);
+    this.copying = false;
   }
 
   private write(e: RecordingEntry): void {
@@ -264,7 +175,7 @@ export class SessionRecording {
         out[k] = null;
         continue;
       }
-      const f = this.fields?.[k];
+      const f = this.fieldList?.[k];
       out[k] = f?.format === 1 ? decodeBinary(buf, i, len, f.typeOid) : this.text(buf, i, len);
       i += len;
     }

@@ -6,14 +6,18 @@
 //   StartupMessage              ──►  sanitise parameters ──── connectUpstream ──►  Startup + SCRAM
 //                               ◄──  AuthenticationOk, ParameterStatus*, agent-issued BackendKeyData,
 //                                    ReadyForQuery
-//   Query / Parse / Bind / …    ──►  frame → parse → gate.judge → re-serialise ──►  (allowed bytes only)
-//                               ◄──  backend messages, walked by header, rewritten only where needed
+//   Query / Parse / Bind / …    ──►  frame → judge (policy, namespace) → audit → ──►  (allowed bytes only)
+//                               ◄──  pipeline.ts: each reply matched to its request, masked, recorded
 //   CancelRequest (new stream)  ──►  CancelRegistry: same identity + issued key ──►  real CancelRequest
 //
+// What the agent believes about the server's session (prepared statements, portals, cursors, transaction
+// status) lives in one Namespace and changes only on the server's word (namespace.ts, pipeline.ts).
+// Client messages are judged one at a time, in order, by what the server will really run; a message
+// whose meaning depends on something the server has not confirmed yet waits for it.
+//
 // A refusal of a single statement never desynchronises the protocol: the refused message is replaced by
-// a sentinel that PostgreSQL rejects at parse time (nothing runs), so the error arrives exactly where the
-// server would have put it, the extended-protocol skip-to-Sync and transaction semantics stay the
-// server's own, and the agent rewrites that one ErrorResponse into its 42501 explanation.
+// a sentinel PostgreSQL rejects at parse time (refusals.ts), so the error arrives where the server would
+// have put it and the session stays usable.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { SqlState } from '../../../shared/errors.js';
@@ -21,23 +25,30 @@ import type { Logger } from '../log.js';
 import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
 import type { CancelRegistry } from './cancel.js';
-import type { Decision, PolicySession } from '../policy/index.js';
+import type { Decision, Effect, PolicyEngine, PolicySession, StatementFacts } from '../policy/index.js';
 import type { StateStore } from '../audit/store.js';
 import { identityOf, makeApprovalEvent, makeSessionEndEvent, makeSessionStartEvent, type EventInput } from '../audit/events.js';
 import { durationMs } from '../../../shared/config/schema.js';
 import type { TunnelEvent } from '../../../shared/tunnel/frame.js';
+import type { LineagePlan } from '../masking/lineage.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
-import { ResultMasking } from './result-masking.js';
+import { NO_PLAN, ResultMasker, UNKNOWN_PLAN } from './result-masking.js';
 import { SessionRecording, type RecordingOptions } from './recording.js';
+import { Namespace, type Op, type Portal, type Statement } from './namespace.js';
+import { Pipeline, type QueryStatement, type Request } from './pipeline.js';
+import {
+  AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, refusalFields, sentinel, type Refusal,
+} from './refusals.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
-import { Backend, TxStatus } from '../pgwire/codes.js';
+import { Frontend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
   FrontendFramer,
   parseStartup,
   parseFrontend,
   serializeFrontend,
+  FLUSH,
   SYNC,
   TERMINATE,
   type FrontendMessage,
@@ -51,8 +62,6 @@ import {
   errorResponse,
   noticeResponse,
   parameterStatus,
-  parseErrorFields,
-  parseCommandComplete,
   readyForQuery,
   negotiateProtocolVersion,
   type PgErrorFields,
@@ -78,8 +87,8 @@ export type UpstreamSession = UpstreamConnection & { cancel(): Promise<void> };
 export interface SessionDeps {
   connection: ResolvedConnection;
   identity: Principal;
-  /** This session's policy state: the one decision point every statement passes (policy/). */
-  policy: PolicySession;
+  /** The connection's policy engine: every statement is judged by it (policy/). */
+  policy: PolicyEngine;
   /** The audit trail: events are appended before what they describe reaches the database. */
   audit: Pick<StateStore, 'append' | 'approvals'>;
   /** The connection's masking; absent when it masks no column. */
@@ -103,10 +112,14 @@ export interface SessionMeta {
   cliVersion?: string;
 }
 
+/** What arrived from the client and waits to be judged: a message, or the error that ended the stream. */
+type Inbound = FrontendRaw | { error: unknown };
+
 export class PgSession {
   step: Step = 'AwaitingStartup';
   private readonly framer: FrontendFramer;
   private readonly backend = new BackendFramer();
+  private up?: UpstreamSession;
   private upstream?: Socket;
   private cancelPid?: number;
   private startupTimer?: NodeJS.Timeout;
@@ -116,49 +129,37 @@ export class PgSession {
   private paused = false;
   /** Reading upstream is paused for a moment so that a streaming result arrives in bigger reads (pace()). */
   private pacing = false;
-  /** Bytes read upstream in the current turn of the event loop, and whether pace() will look at them. */
   private burst = 0;
   private burstCounting = false;
-  /** Refusals awaiting their sentinel's ErrorResponse, by sentinel word. */
-  private readonly sentinels = new Map<string, PgErrorFields>();
+
+  /** The server's session as the agent knows it, and the requests it has not answered yet. */
+  private readonly ns = new Namespace();
+  private readonly pipeline: Pipeline;
+  private readonly policy: PolicySession;
+  private masker?: ResultMasker;
+  /** Client messages waiting to be judged, in order; one pump judges them. */
+  private readonly inbox: Inbound[] = [];
+  private pumping = false;
+  /** Judged and not yet sent: everything from the last send on (a held run collects up to its Sync). */
+  private batch: Outbound[] = [];
+  /** The batch holds an extended-protocol Execute that waits for approval: it is sent at the run's Sync. */
+  private heldRun = false;
+  /** Bytes for the database, written in one go at the next flush. */
+  private out_: Buffer[] = [];
+  /** Extended-protocol messages were sent since the last Sync: an implicit transaction may be open. */
+  private runOpen = false;
+
   private readonly nonce = randomBytes(6).toString('hex');
   private sentinelSeq = 0;
-  private inCopyIn = false;
-  /**
-   * One entry per forwarded Query or Sync, in order: each is answered by exactly one ReadyForQuery.
-   * A Query's entry carries its decision and counts its CommandCompletes.
-   */
-  private readonly readyQueue: ReadyEntry[] = [];
-  /** Batches waiting for their audit events to be durable, and the chain that keeps them in order. */
-  private auditing = 0;
-  private auditChain: Promise<void> = Promise.resolve();
-  /** The Bind of each open portal, for the parameters in the audit record. */
-  private readonly portalParams = new Map<string, Extract<FrontendMessage, { type: 'Bind' }>>();
-  private readonly maskedTables: Set<string>;
-  private readonly log_: StatementLog;
-  /** Lineage masking of this session's results (per-session statement, portal and cursor plans). */
-  private masking?: ResultMasking;
-  /** The last ReadyForQuery's transaction status (I, T or E). */
-  private txStatus: number = TxStatus.Idle;
-  /** An approved statement is running and was the last of its batch (its COPY data may pass). */
-  private approvedRunning = false;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
   private pendingHold?: AbortController;
-  /**
-   * An extended-protocol Execute was held since the last Sync: the read-only default is restored after
-   * that Sync (and before any simple Query), whether or not it was approved.
-   */
-  private extHoldInRun = false;
-  /** Replies to the agent's own messages inside a client's run, by type, in the order they come. */
-  private readonly swallow: number[] = [];
-  /**
-   * The agent's own read-write switches, for both protocols: named hidden statements (names only this
-   * session knows), so a client's unnamed statement survives them.
-   */
-  private readonly switches: { readWrite: Buffer; readOnly: Buffer; skip: Buffer };
+  /** The agent's own read-write switches: named hidden statements, so a client's unnamed statement survives them. */
+  private readonly switches: { readWrite: Buffer; readOnly: Buffer };
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
   private applicationName = '';
+  private readonly maskedTables: Set<string>;
+  private readonly stmtLog: StatementLog;
   private readonly log: Logger;
   private readonly recording?: SessionRecording;
 
@@ -171,33 +172,35 @@ export class PgSession {
     this.switches = {
       readWrite: hiddenStatement(`hoop_rw_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE'),
       readOnly: hiddenStatement(`hoop_ro_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'),
-      skip: serializeFrontend({ type: 'Parse', name: `hoop_skip_${this.nonce}`, sql: `hoop_skip_${this.nonce}`, paramTypes: [] }),
     };
     this.log = deps.log.child({ session: meta.sessionId, stream: meta.streamId });
     this.maskedTables = new Set(Object.keys(deps.connection.masking).map((c) => c.split('.')[1]));
-    this.log_ = new StatementLog({
+    this.policy = deps.policy.session(this.ns.names);
+    this.stmtLog = new StatementLog({
       sessionId: meta.sessionId,
       who: deps.identity,
       connection: deps.connection.name,
       clock: deps.clock,
       appendResult: (e) => void deps.audit.append(e).catch(() => {}),
     });
+    if (deps.recording) this.recording = new SessionRecording(meta.sessionId, deps.recording, this.log);
+    this.pipeline = new Pipeline({
+      ns: this.ns,
+      log: this.stmtLog,
+      recording: this.recording,
+      onNotification: (channel, pid) => this.onNotification(channel, pid),
+    });
     this.startupTimer = setTimeout(() => this.fatal(new ProtocolError('startup not completed in time', SqlState.ProtocolViolation)), deps.startupTimeoutMs);
     this.startupTimer.unref();
-    if (deps.recording) {
-      // The recording reads what the client is sent (already masked), once the session is Ready.
-      const rec = (this.recording = new SessionRecording(meta.sessionId, deps.recording, this.log));
-      const send = (b: Buffer) => {
-        out.send(b);
-        if (this.step === 'Ready') rec.backend(b);
-      };
-      this.out = { send, close: (r) => out.close(r), drained: () => out.drained(), event: (e) => out.event(e) };
-    }
+  }
+
+  private get closed(): boolean {
+    return this.step === 'Closed';
   }
 
   // ── StreamEnd: the tunnel drives these ─────────────────────────────────────────────────────────
 
-  /** Client bytes. Returns false while they cannot be passed on yet (connecting, upstream full). */
+  /** Client bytes. Returns false while they cannot be passed on yet (connecting, judging, upstream full). */
   write(data: Buffer): boolean {
     try {
       switch (this.step) {
@@ -208,7 +211,7 @@ export class PgSession {
           this.queued.push(data);
           return false;
         case 'Ready':
-          this.onClientBytes(data);
+          this.receive(data);
           break;
         case 'Closed':
           return true;
@@ -216,7 +219,7 @@ export class PgSession {
     } catch (err) {
       this.fatal(err);
     }
-    return this.step !== 'Connecting' && !this.upstreamFull && this.auditing === 0;
+    return this.step !== 'Connecting' && !this.upstreamFull && !this.pumping;
   }
 
   pause(): void {
@@ -231,19 +234,18 @@ export class PgSession {
 
   /**
    * A large result arriving in small reads (the database writes 8 KiB at a time and we keep up) costs a
-   * wakeup, a tunnel frame and a client write per 8 KiB. When one wakeup brought little (all its reads
-   * together: TLS hands over 16 KiB records one by one) and a result is still streaming, stop reading for
-   * a moment: the rows wait in the socket buffer and the next wakeup takes them in 64 KiB reads.
+   * wakeup, a tunnel frame and a client write per 8 KiB. When one wakeup brought little and a result is
+   * still streaming, stop reading for a moment: the next wakeup takes the rows in 64 KiB reads.
    */
   private pace(bytes: number): void {
     this.burst += bytes;
-    if (this.burstCounting) return;
+    if (this.burstCounting || !this.backend.midResult) return;
     this.burstCounting = true;
     setImmediate(() => {
       const burst = this.burst;
       this.burst = 0;
       this.burstCounting = false;
-      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || !this.backend.midResult || !this.upstream || this.step === 'Closed') return;
+      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || !this.backend.midResult || !this.upstream || this.closed) return;
       this.pacing = true;
       this.upstream.pause();
       setTimeout(() => {
@@ -255,7 +257,7 @@ export class PgSession {
 
   /** The client went away (or the tunnel did): end the upstream session too. */
   close(reason?: string): void {
-    if (this.step === 'Closed') return;
+    if (this.closed) return;
     this.log.debug('client closed', { reason });
     this.teardown(reason ?? 'client closed the connection');
   }
@@ -334,14 +336,15 @@ export class PgSession {
   private async prepareMasking(): Promise<void> {
     const m = this.deps.masking;
     if (!m) return;
-    this.masking = new ResultMasking(await m.current(), m.hashKey, () => m.invalidate());
+    this.masker = new ResultMasker(await m.current(), m.hashKey, () => m.invalidate());
+    this.pipeline.useMasker(this.masker);
   }
 
   private connect(params: Record<string, string>): void {
-    if (this.step === 'Closed') return;
+    if (this.closed) return;
     const conn = this.deps.connection;
     this.deps.connectUpstream(params).then(
-      (up) => this.onUpstreamReady(up),
+      (up) => this.guard(() => this.onUpstreamReady(up)),
       (err) => {
         this.log.warn('upstream connection failed', { error: (err as Error).message });
         this.fatal(
@@ -354,18 +357,19 @@ export class PgSession {
   }
 
   private onUpstreamReady(up: UpstreamSession): void {
-    if (this.step === 'Closed') {
+    if (this.closed) {
       up.socket.destroy();
       return;
     }
     clearTimeout(this.startupTimer);
     const sock = up.socket;
+    this.up = up;
     this.upstream = sock;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.guard(() => (this.onUpstreamBytes(chunk), this.pace(chunk.length))));
     sock.on('drain', () => {
       this.upstreamFull = false;
-      this.out.drained();
+      if (!this.pumping) this.out.drained();
     });
     sock.on('error', (err) => this.log.warn('upstream socket error', { error: err.message }));
     sock.on('close', () => {
@@ -386,52 +390,162 @@ export class PgSession {
     this.log.info('session ready', { applicationName: this.applicationName });
 
     if (up.leftover.length) this.onUpstreamBytes(up.leftover);
-    // Bytes pipelined behind the StartupMessage: first those the framer held, then later arrivals.
-    this.forward(this.framer.startupDone());
+    // Bytes pipelined behind the StartupMessage go through the same path as any later bytes: first
+    // those the framer held, then later arrivals.
+    this.take(() => this.framer.startupDone());
     const queued = this.queued;
     this.queued = [];
-    for (const chunk of queued) this.forward(this.framer.push(chunk));
-    if (!this.upstreamFull) this.out.drained();
+    for (const chunk of queued) this.receive(chunk);
+    if (!this.upstreamFull && !this.pumping) this.out.drained();
   }
 
   // ── Client → database ──────────────────────────────────────────────────────────────────────────
 
-  private onClientBytes(data: Buffer): void {
-    this.forward(this.framer.push(data));
+  private receive(data: Buffer): void {
+    this.take(() => this.framer.push(data));
   }
 
   /**
-   * Judges every message of a client read, then forwards the result in one write. When statements are
-   * among them, their audit events are appended first and the bytes leave only once the store has them;
-   * a store that cannot write turns those statements into refusals (fail closed). Later reads queue
-   * behind, so the order on the wire never changes.
+   * Frames client bytes into the inbox. Messages framed before a framing error are judged and answered
+   * first; the error then ends the session where PostgreSQL would end it.
    */
-  private forward(raws: FrontendRaw[]): void {
-    if (raws.length === 0) return;
-    const batch: Outbound[] = [];
-    let terminate = false;
-    for (const raw of raws) {
-      const msg = parseFrontend(raw.type, raw.body);
-      if (msg.type === 'Query' && this.extHoldInRun) batch.push(this.restoreBeforeQuery());
-      const o = this.judge(msg);
-      if (o === 'terminate') {
-        terminate = true;
-        break;
-      }
-      if (o) batch.push(o);
+  private take(frame: () => FrontendRaw[]): void {
+    let raws: FrontendRaw[] = [];
+    let error: unknown;
+    try {
+      raws = frame();
+    } catch (err) {
+      error = err;
     }
-    // Nothing to record and nothing ahead of it: straight out. While an approved COPY FROM STDIN runs,
-    // its data must flow past the wait for that statement's end (nothing else is queued then).
-    const quiet = !batch.some((o) => o.event);
-    if (quiet && (this.auditing === 0 || (this.auditing === 1 && this.approvedRunning))) return this.send(batch, terminate);
-    this.auditing++;
-    this.auditChain = this.auditChain
-      .then(() => this.appendEvents(batch))
-      .then(() => this.sendBatch(batch, terminate))
-      .catch((err) => this.fatal(err))
-      .finally(() => {
-        if (--this.auditing === 0 && !this.upstreamFull) this.out.drained();
-      });
+    error ??= this.framer.failure;
+    if (this.closed) return;
+    // COPY FROM STDIN data of an approved statement flows past the pump, which waits for that statement.
+    let i = 0;
+    if (this.inbox.length === 0 && this.pipeline.copyIn) {
+      while (i < raws.length && isCopyData(raws[i].type)) {
+        this.writeUpstream(serializeFrontend(parseFrontend(raws[i].type, raws[i].body)));
+        if (raws[i].type !== Frontend.CopyData) this.pipeline.copyIn = false;
+        i++;
+      }
+    }
+    for (; i < raws.length; i++) this.inbox.push(raws[i]);
+    if (error) this.inbox.push({ error });
+    if (this.inbox.length) void this.pump();
+  }
+
+  /**
+   * Judges the inbox one message at a time, in order, and sends what was judged. It waits (and the
+   * tunnel stops reading) while a message depends on what the server has not confirmed, while audit
+   * events are written, and while a held statement waits for its approver.
+   */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.step === 'Ready') {
+        const item = this.inbox[0];
+        if (!item) {
+          if (!this.heldRun) await this.dispatch();
+          if (this.inbox.length === 0) break;
+          continue;
+        }
+        if ('error' in item) {
+          // PostgreSQL answers what came before a malformed message, then ends the session.
+          await this.dispatch();
+          await this.answered();
+          throw item.error;
+        }
+        let msg: FrontendMessage;
+        try {
+          msg = parseFrontend(item.type, item.body);
+        } catch (err) {
+          this.inbox[0] = { error: err };
+          continue;
+        }
+        if (readsNames(msg) && this.ns.unsettled()) {
+          // Its meaning depends on a change the server has not confirmed (or skipped): wait for the server.
+          if (this.heldRun) this.refuseHeldRun();
+          await this.dispatch();
+          await this.ns.settled();
+          continue;
+        }
+        this.inbox.shift();
+        if (this.pipeline.copyIn) {
+          this.duringCopyIn(msg);
+          continue;
+        }
+        if (msg.type === 'Terminate') {
+          if (this.heldRun) this.refuseHeldRun();
+          await this.dispatch();
+          return this.teardown('client terminated the session');
+        }
+        if (this.heldRun && (msg.type === 'Flush' || msg.type === 'Query' || msg.type === 'FunctionCall')) this.refuseHeldRun();
+        const o = this.judge(msg);
+        if (!o) continue;
+        this.batch.push(o);
+        if (o.hold?.ext) this.heldRun = true;
+        if (this.heldRun) {
+          if (o.sync) await this.dispatch(); // the held run is whole: decide it
+        } else if (o.hold || o.waitAfter) await this.dispatch();
+      }
+    } catch (err) {
+      this.fatal(err);
+    } finally {
+      this.pumping = false;
+      if (this.step === 'Ready' && !this.upstreamFull) this.out.drained();
+    }
+  }
+
+  /** A message while the server reads COPY data: PostgreSQL ignores Flush and Sync, and fails the COPY on anything else. */
+  private duringCopyIn(msg: FrontendMessage): void {
+    switch (msg.type) {
+      case 'CopyData':
+      case 'CopyDone':
+      case 'CopyFail':
+        if (msg.type !== 'CopyData') this.pipeline.copyIn = false;
+        this.writeUpstream(serializeFrontend(msg));
+        return;
+      case 'Sync':
+      case 'Flush':
+        return;
+      default:
+        this.pipeline.copyIn = false;
+        this.writeUpstream(serializeFrontend({ type: 'CopyFail', message: `unexpected ${msg.type} message during COPY from stdin` }));
+    }
+  }
+
+  /** Resolves when everything sent so far is answered (a Flush first, so an unsynced run's replies come). */
+  private async answered(): Promise<void> {
+    if (this.pipeline.length === 0 || !this.upstream) return;
+    if (this.runOpen) this.writeUpstream(FLUSH);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.pipeline.idle(), new Promise<void>((r) => (timer = setTimeout(r, ANSWER_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Sends the batch: its audit events first (durable before anything they describe is forwarded; a store
+   * that cannot write turns the statements into refusals), then holds decided, then the bytes in order.
+   */
+  private async dispatch(): Promise<void> {
+    const batch = this.batch;
+    if (batch.length === 0) return;
+    this.batch = [];
+    const heldRun = this.heldRun;
+    this.heldRun = false;
+    await this.appendEvents(batch);
+    if (this.closed) return;
+    if (heldRun) await this.decideRun(batch);
+    for (const o of batch) {
+      if (this.closed) return;
+      if (o.hold?.query) await this.decideQuery(o, o.hold.query);
+      this.send(o);
+      if (o.waitAfter) {
+        this.flushUpstream();
+        await o.waitAfter();
+      }
+    }
+    this.flushUpstream();
   }
 
   /** Appends the batch's statement events; on failure every statement of the batch is refused instead. */
@@ -440,141 +554,381 @@ export class PgSession {
     if (withEvents.length === 0) return;
     try {
       const written = await Promise.all(withEvents.map((o) => this.deps.audit.append(o.event!)));
-      withEvents.forEach((o, i) => o.inFlight && (o.inFlight.seq = written[i]?.seq));
+      withEvents.forEach((o, i) => o.log && (o.log.seq = written[i]?.seq));
     } catch (err) {
       this.log.error('audit store unavailable; refusing statements', { error: (err as Error).message });
-      for (const o of withEvents) o.onAuditFailure?.(o);
+      for (const o of withEvents) if (!o.refused) this.refuseOutbound(o, AUDIT_DOWN);
     }
   }
 
+  private send(o: Outbound): void {
+    if (this.closed) return;
+    for (const r of o.requests) this.pipeline.push(r);
+    if (o.bytes.length) this.out_.push(o.bytes);
+    if (o.sync) this.runOpen = false;
+    else if (o.extended) this.runOpen = true;
+  }
+
+  private writeUpstream(bytes: Buffer): void {
+    this.out_.push(bytes);
+    this.flushUpstream();
+  }
+
+  private flushUpstream(): void {
+    if (this.out_.length === 0 || !this.upstream || this.closed) return;
+    const bytes = this.out_.length === 1 ? this.out_[0] : Buffer.concat(this.out_);
+    this.out_ = [];
+    if (!this.upstream.write(bytes)) this.upstreamFull = true;
+  }
+
+  // ── Judging: one client message → what to forward ─────────────────────────────────────────────
+
   /**
-   * Sends a batch whose events are recorded. A held statement waits for its approval; an approved one
-   * runs read-write, and nothing after it leaves until it finished and the read-only default is back.
+   * Decides one frontend message: what to forward (with the requests the server will answer), or
+   * nothing. Statements are judged where they run: a Query by its text, a Parse by its statement, a
+   * Bind by the statement it binds, an Execute by what its portal really runs.
    */
-  private async sendBatch(batch: Outbound[], terminate: boolean): Promise<void> {
-    let from = 0;
-    for (let i = 0; i < batch.length; i++) {
-      const o = batch[i];
-      const h = o.hold;
-      if (!h) continue;
-      this.send(batch.slice(from, i), false);
-      if (h.ext) {
-        await this.runExtendedHold(o, h, h.ext);
-        if (this.step === 'Closed') return;
-        this.send([o], false);
-        from = i + 1;
-        continue;
+  private judge(msg: FrontendMessage): Outbound | null {
+    switch (msg.type) {
+      case 'FunctionCall': {
+        // The fast-path interface calls any function by OID, past every SQL-level check.
+        const sql = `<FunctionCall oid ${msg.fnOid}>`;
+        return this.refused('Query', FUNCTION_CALL, sql);
       }
-      const approved = h.rowLocks ? this.runReadWrite(o, h) : await this.holdQuery(o, h);
-      if (this.step === 'Closed') return;
-      const done = approved ? new Promise<void>((resolve) => (h.ready!.done = resolve)) : undefined;
-      this.approvedRunning = approved && i === batch.length - 1;
-      this.send([batch[i]], false);
-      if (done) {
-        await done;
-        this.approvedRunning = false;
-        // Back to read-only before anything else of the client runs (P8); its replies are swallowed. The
-        // client's later statements already have entries (judged on arrival) but are sent after this one,
-        // so its entry goes first. An export never left read-only.
-        if (runsReadWrite(h)) {
-          this.readyQueue.unshift({ completed: 0, hidden: true });
-          this.upstream?.write(this.switches.readOnly);
-        }
+      case 'CopyData':
+      case 'CopyDone':
+      case 'CopyFail':
+        // Outside COPY FROM STDIN the server would reject these; we never forward them there.
+        return null;
+      case 'Query':
+        return this.judgeQuery(msg.sql);
+      case 'Parse': {
+        const d = this.policy.parse(msg.name, msg.sql);
+        const facts = d.statements[0];
+        if (d.action !== 'allow' || !facts) return this.refused('Parse', d, msg.sql);
+        const entry: Statement = { facts, plan: this.planOf(facts.text) };
+        const changes = this.ns.stage([{ op: 'prepare', name: msg.name, entry }], true);
+        return { bytes: serializeFrontend(msg), requests: [{ kind: 'parse', changes, redact: false }], extended: true };
       }
-      from = i + 1;
+      case 'Bind': {
+        const d = this.policy.bind(msg.portal, msg.statement);
+        const stmt = this.ns.statement(msg.statement);
+        if (d.action !== 'allow' || !stmt) return this.refused('Parse', d, stmt?.facts.text ?? '');
+        const entry: Portal = { facts: stmt.facts, plan: stmt.plan, holdable: false, formats: msg.resultFormats, bind: msg };
+        const changes = this.ns.stage([{ op: 'declare', name: msg.portal, entry }], true);
+        return { bytes: serializeFrontend(msg), requests: [{ kind: 'bind', changes, redact: false }], extended: true };
+      }
+      case 'Describe': {
+        const portal = msg.target === 'P' ? this.ns.portal(msg.name) : undefined;
+        return { bytes: serializeFrontend(msg), requests: [{ kind: 'describe', portal, redact: false }], extended: true };
+      }
+      case 'Execute':
+        return this.judgeExecute(msg);
+      case 'Close': {
+        const op: Op = msg.target === 'S' ? { op: 'deallocate', name: msg.name } : { op: 'close', name: msg.name };
+        return { bytes: serializeFrontend(msg), requests: [{ kind: 'close', changes: this.ns.stage([op], true), redact: false }], extended: true };
+      }
+      case 'Sync':
+        this.ns.sync();
+        // An implicit COMMIT runs deferred work (constraints, WITH HOLD cursors): its errors may quote values.
+        return { bytes: SYNC, requests: [{ kind: 'sync', redact: this.masker !== undefined }], sync: true };
+      case 'Flush':
+        return { bytes: FLUSH, requests: [] };
+      default:
+        throw new ProtocolError(`unexpected ${msg.type} message`);
     }
-    this.send(batch.slice(from), terminate);
   }
 
-  /**
-   * P8: this statement, and only it, runs outside the read-only default (restored when its
-   * ReadyForQuery arrives: see sendBatch).
-   */
-  private runReadWrite(o: Outbound, h: Held): true {
-    if (!runsReadWrite(h)) {
-      o.bytes = serializeFrontend(h.msg!); // an export reads: it runs as it is, still read-only
-      return true;
+  private judgeQuery(sql: string): Outbound {
+    const d = this.policy.query(sql);
+    const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
+    if (d.action !== 'allow' && !holdable) return this.refused('Query', d, sql);
+    const statements = this.queryStatements(d);
+    const sensitive = statements.some((s) => s.plan.readsMasked) || d.statements.some((f) => this.touchesMasked(f.relations));
+    const audited = this.auditSql(sql, sensitive);
+    this.logDecision(d);
+    const log = this.stmtLog.started('query', audited);
+    const o: Outbound = {
+      bytes: serializeFrontend({ type: 'Query', sql }),
+      requests: [{ kind: 'query', statements, log, redact: this.masker !== undefined }],
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule),
+      log,
+    };
+    const locksRows = d.statements.some((f) => f.locksRows);
+    if (holdable || locksRows) {
+      o.hold = { query: { decision: d, sql: audited, fingerprint: holdable ? this.fingerprint(sql) : '', approve: holdable, locksRows } };
     }
-    o.bytes = Buffer.concat([this.switches.readWrite, serializeFrontend(h.msg!)]);
-    this.readyQueue.splice(this.readyQueue.indexOf(h.ready!), 0, { completed: 0, hidden: true });
-    return true;
+    return o;
   }
 
-  /**
-   * An Execute held in the extended protocol. Its Parse and Bind are already at the server, inside the
-   * client's implicit transaction, which is read-only (P8) and may already be failed:
-   *
-   *   agent ──► Sync (its ReadyForQuery swallowed)   ends that transaction; tells us whether the server
-   *                                                   was skipping to Sync (an earlier error) and whether
-   *                                                   a transaction block is open
-   *   skipping     ──► a Parse that fails (its error swallowed): the server skips the rest of the run
-   *                    again, as it would have; nothing is asked, nothing runs
-   *   in a block   ──► refused (42501): the block is read-only and must stay so
-   *   otherwise    ──► approval request; denied → refused; approved →
-   *                    read-write switch (hidden), the client's Bind again (its BindComplete swallowed:
-   *                    the portal ended with the transaction), the client's Execute. The read-only
-   *                    default comes back after the client's Sync (judge: Sync).
-   */
-  private async runExtendedHold(o: Outbound, h: Held, ext: ExtendedHold): Promise<void> {
-    const { status, errored } = await this.boundary(ext.prev);
-    if (this.step === 'Closed') return;
-    if (errored) {
-      this.swallow.push(Backend.ErrorResponse);
-      o.bytes = this.switches.skip;
-      return;
+  private judgeExecute(msg: Extract<FrontendMessage, { type: 'Execute' }>): Outbound {
+    const d = this.policy.execute(msg.portal);
+    const portal = this.ns.portal(msg.portal);
+    const facts = d.statements[0];
+    const sql = facts?.text ?? '';
+    const bind = portal?.bind;
+    const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
+    if ((d.action !== 'allow' && !holdable) || !portal || !facts) return this.refused('Parse', d, sql, bind);
+    // What the portal runs may itself name statements and cursors (EXECUTE s, FETCH c, PREPARE, DECLARE).
+    const run = this.runPlan(portal.plan, facts, d.effects ?? [], 0, new Overlay(this.ns));
+    const sensitive = run.plan.readsMasked || this.touchesMasked(facts.relations);
+    const audited = this.auditSql(sql, sensitive);
+    const params = bind && auditParams(bind.params, bind.paramFormats, sensitive);
+    this.logDecision(d);
+    const log = this.stmtLog.started('execute', audited);
+    const request: Request = {
+      kind: 'execute',
+      plan: run.plan,
+      portal,
+      changes: this.ns.stage(run.ops, true),
+      log,
+      redact: this.masker !== undefined && (run.plan.readsMasked || defers(facts)),
+    };
+    const o: Outbound = {
+      bytes: serializeFrontend(msg),
+      requests: [request],
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule, params),
+      log,
+      extended: true,
+      controls: facts.controlsTransaction === true,
+    };
+    if (holdable) {
+      // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
+      o.hold = { ext: { decision: d, sql: audited, params, fingerprint: this.fingerprint(sql, bind), copies: facts.kind === 'CopyStmt' } };
     }
-    const write = needsReadWrite(h.decision);
-    if (status === TxStatus.Failed) {
-      // A failed block: the server refuses whatever comes (25P02), so there is nothing to approve.
-      o.bytes = serializeFrontend(ext.execute);
-      return;
-    }
-    if (status !== TxStatus.Idle && write) {
-      if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
-      o.bytes = this.refuse('Parse', IN_TRANSACTION);
-      return;
-    }
-    if (!(await this.awaitApproval(o, h))) return;
-    this.deps.policy.apply(h.decision);
-    if (status !== TxStatus.Idle) {
-      // An export inside a block (pg_dump): the block keeps the portal, and a read needs no switch.
-      o.bytes = serializeFrontend(ext.execute);
-      return;
-    }
-    // The implicit transaction ended with the boundary, and the portal with it: bind it again.
-    if (write) {
-      const at = ext.prev ? this.readyQueue.indexOf(ext.prev) + 1 : 0;
-      this.readyQueue.splice(at, 0, { completed: 0, hidden: true, thenSwallow: Backend.BindComplete });
-    } else this.swallow.push(Backend.BindComplete);
-    o.bytes = Buffer.concat([write ? this.switches.readWrite : EMPTY, serializeFrontend(ext.bind), serializeFrontend(ext.execute)]);
+    return o;
   }
 
-  /** Sends a Sync of the agent's own right after everything forwarded so far; resolves at its ReadyForQuery. */
-  private boundary(prev: ReadyEntry | undefined): Promise<{ status: number; errored: boolean }> {
-    return new Promise((resolve) => {
-      const entry: ReadyEntry = { completed: 0, boundary: resolve, errored: false };
-      this.readyQueue.splice(prev ? this.readyQueue.indexOf(prev) + 1 : 0, 0, entry);
-      if (!this.upstream!.write(SYNC)) this.upstreamFull = true;
+  /** The statements of an allowed (or held) Query, their plans and the changes they stage, in order. */
+  private queryStatements(d: Decision): QueryStatement[] {
+    const overlay = new Overlay(this.ns);
+    return d.statements.map((f, i) => {
+      const run = this.runPlan(this.planOf(f.text), f, d.effects ?? [], i, overlay);
+      return {
+        plan: run.plan,
+        changes: this.ns.stage(run.ops, false),
+        endsTransaction: f.endsTransaction === true,
+        redact: this.masker !== undefined && (run.plan.readsMasked || defers(f)),
+      };
     });
   }
 
   /**
-   * A simple Query's hold. Once everything before it is answered the transaction status is known: in a
-   * transaction block (read-only, P8) an approved write could not run, so it is refused at once. An
-   * export (COPY … TO STDOUT in pg_dump's read-only block) is a read and is asked for as anywhere.
+   * One statement as it runs: the plan of its result (EXECUTE and FETCH take the plan of what they run;
+   * PREPARE and DECLARE return nothing) and the namespace changes it makes (a cursor's plan travels with
+   * the cursor). `overlay` lets later statements of one text see the changes of earlier ones.
    */
-  private async holdQuery(o: Outbound, h: Held): Promise<boolean> {
-    await this.untilAnswered(h.ready!);
-    if (this.step === 'Closed') return false;
-    if (this.txStatus !== TxStatus.Idle && needsReadWrite(h.decision)) {
-      h.ready!.decision = undefined;
-      o.bytes = this.refuse('Query', IN_TRANSACTION);
-      return false;
+  private runPlan(raw: LineagePlan, facts: StatementFacts, effects: readonly Effect[], index: number, overlay: Overlay): { plan: LineagePlan; ops: Op[] } {
+    const ops: Op[] = [];
+    for (const e of effects) {
+      if (e.index !== index) continue;
+      switch (e.op) {
+        case 'prepare':
+          ops.push({ op: 'prepare', name: e.name, entry: { facts: e.facts, plan: raw.kind === 'prepare' ? raw.plan : this.unknownPlan() } });
+          break;
+        case 'declare':
+          ops.push({ op: 'declare', name: e.name, entry: { facts: e.facts, plan: raw.kind === 'rows' && raw.cursor ? { ...raw, cursor: undefined } : this.unknownPlan(), holdable: e.holdable } });
+          break;
+        case 'deallocate':
+        case 'close':
+          ops.push({ op: e.op, name: e.name });
+          break;
+        case 'discard':
+          ops.push({ op: 'discard' });
+          break;
+      }
     }
-    return this.awaitApproval(o, h);
+    const plan = this.resolvePlan(raw, overlay, facts);
+    for (const op of ops) overlay.apply(op);
+    return { plan, ops };
   }
 
-  private async awaitApproval(o: Outbound, h: Held): Promise<boolean> {
+  private resolvePlan(raw: LineagePlan, names: Overlay, facts?: StatementFacts): LineagePlan {
+    switch (raw.kind) {
+      case 'prepare':
+        return { kind: 'none', readsMasked: raw.readsMasked };
+      case 'execute': {
+        const s = names.statement(raw.name);
+        return s ? this.resolvePlan(s.plan, names) : this.unknownPlan();
+      }
+      case 'fetch': {
+        const p = names.portal(raw.cursor);
+        return p ? this.resolvePlan(p.plan, names) : this.unknownPlan();
+      }
+      case 'rows':
+        return raw.cursor ? { kind: 'none', readsMasked: raw.readsMasked } : raw;
+      case 'none':
+        // MOVE runs the cursor's query too: what it reads decides whether its errors may quote values.
+        if (facts?.fetchesCursor !== undefined) {
+          const p = names.portal(facts.fetchesCursor);
+          return { kind: 'none', readsMasked: p ? this.resolvePlan(p.plan, names).readsMasked : this.masker !== undefined };
+        }
+        return raw;
+      default:
+        return raw;
+    }
+  }
+
+  private planOf(sql: string): LineagePlan {
+    return this.masker ? this.masker.plan(sql) : NO_PLAN;
+  }
+
+  private unknownPlan(): LineagePlan {
+    return this.masker ? UNKNOWN_PLAN : NO_PLAN;
+  }
+
+  /** A refused message: its sentinel, the audit event of the refusal, and the request its error answers. */
+  private refused(as: 'Query' | 'Parse', d: Refusal, sql: string, bind?: Extract<FrontendMessage, { type: 'Bind' }>): Outbound {
+    this.logDecision(d);
+    const sensitive = (this.masker?.plan(sql).readsMasked ?? false) || (d as Decision).statements?.some((f) => this.touchesMasked(f.relations)) === true;
+    const audited = this.auditSql(sql, sensitive);
+    const params = bind && auditParams(bind.params, bind.paramFormats, true);
+    const log = this.stmtLog.refused(as === 'Query' ? 'query' : 'execute', audited);
+    const o: Outbound = { bytes: EMPTY, requests: [], event: this.stmtLog.statementEvent(audited, d.action, d.rule, params), log, refused: true, extended: as === 'Parse' };
+    this.refuseOutbound(o, d);
+    return o;
+  }
+
+  /** Turns an outbound into a refusal: its staged changes are dropped, its bytes become a sentinel. */
+  private refuseOutbound(o: Outbound, d: Refusal): void {
+    for (const r of o.requests) {
+      this.ns.drop(r.changes);
+      for (const s of r.statements ?? []) this.ns.drop(s.changes);
+    }
+    const as = o.requests[0]?.kind === 'query' || (!o.extended && o.requests.length === 0) ? 'Query' : 'Parse';
+    const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
+    o.bytes = sentinel(as, word);
+    o.requests = [{ kind: as === 'Query' ? 'query' : 'parse', refusal: refusalFields(d), sentinel: word, log: o.log, redact: false }];
+    o.hold = undefined;
+    o.waitAfter = undefined;
+    o.refused = true;
+  }
+
+  // ── Holds: approvals and the read-write switch (P4, P8) ───────────────────────────────────────
+
+  /**
+   * A simple Query that is held (P4) or locks rows (FOR UPDATE, which READ ONLY refuses). Once all
+   * before it is answered the transaction status is known. Inside a block (read-only, P8) a write
+   * cannot run, so it is refused at once; an export (COPY … TO STDOUT in pg_dump's block) is a read and
+   * is asked for as anywhere.
+   */
+  private async decideQuery(o: Outbound, h: QueryHold): Promise<void> {
+    const write = needsReadWrite(h.decision) || h.locksRows;
+    this.flushUpstream();
+    if (this.runOpen) {
+      // An extended-protocol run is open upstream: its implicit transaction is already read-only.
+      if (h.approve) this.refuseOutbound(o, IN_PIPELINE);
+      return;
+    }
+    await this.pipeline.idle();
+    if (this.closed) return;
+    if (write && this.pipeline.status !== TxStatus.Idle) {
+      if (h.approve && needsReadWrite(h.decision)) this.refuseOutbound(o, IN_TRANSACTION);
+      return; // a row lock inside a block runs as it is (the block decides)
+    }
+    if (write && h.decision.statements.some((f) => f.controlsTransaction)) return this.refuseOutbound(o, READ_WRITE_ALONE);
+    if (h.approve) {
+      const verdict = await this.awaitApproval(o, h);
+      if (this.closed) return;
+      if (verdict !== true) return this.refuseOutbound(o, verdict);
+    }
+    if (write) this.runAlone(o);
+  }
+
+  /**
+   * P8: this Query, and only it, runs outside the read-only default. The agent's read-write switch goes
+   * before it; once its ReadyForQuery came (COPY FROM STDIN data flows meanwhile) the transaction must be
+   * closed, and the read-only default is restored before anything else of the client's is sent.
+   */
+  private runAlone(o: Outbound): void {
+    const q = o.requests[0];
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    q.done = (status) => {
+      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a statement that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
+      finished();
+    };
+    o.bytes = Buffer.concat([this.switches.readWrite, o.bytes]);
+    o.requests = [this.hidden('read-write switch'), q];
+    o.waitAfter = async () => {
+      await done;
+      if (this.closed) return;
+      this.restoreReadOnly();
+    };
+  }
+
+  /** Sends the agent's read-only restore; if it fails the session cannot be trusted to be read-only. */
+  private restoreReadOnly(): void {
+    this.pipeline.push(this.hidden('read-only restore', true));
+    this.out_.push(this.switches.readOnly);
+  }
+
+  private hidden(what: string, mustSucceed = false): Request {
+    return {
+      kind: 'hidden',
+      redact: false,
+      done: (_status, errored) => {
+        if (errored && mustSucceed) this.fatal(new ProtocolError(`the agent's ${what} failed; the session is ended`, SqlState.InternalError));
+      },
+    };
+  }
+
+  /**
+   * An extended-protocol run (up to its Sync) holding Executes that need approval. Nothing of it has been
+   * sent, so it can run as PostgreSQL runs it, in one implicit transaction: every hold is asked in
+   * order; if one is denied the rest are not asked, and that Execute becomes a refusal (the run fails
+   * there and rolls back, as a failing statement would). If any approved hold writes, the whole run goes
+   * read-write between the agent's switch and its restore, which follows the run's Sync.
+   */
+  private async decideRun(batch: Outbound[]): Promise<void> {
+    const held = batch.filter((o) => o.hold?.ext);
+    if (held.length === 0) return;
+    this.flushUpstream();
+    const sync = batch.at(-1)?.sync ? batch.at(-1) : undefined;
+    const refuseFirst = (d: Refusal) => this.refuseOutbound(held[0], d);
+    if (!sync || this.runOpen || held.some((o) => o.hold!.ext!.copies && needsReadWrite(o.hold!.ext!.decision))) return refuseFirst(IN_PIPELINE);
+    await this.pipeline.idle();
+    if (this.closed) return;
+    const writes = held.some((o) => needsReadWrite(o.hold!.ext!.decision));
+    if (writes && this.pipeline.status !== TxStatus.Idle) {
+      // A block stays read-only: the first write is refused (exports before it may still be asked).
+      const first = held.find((o) => needsReadWrite(o.hold!.ext!.decision))!;
+      held.splice(held.indexOf(first));
+      this.refuseOutbound(first, IN_TRANSACTION);
+    } else if (writes && batch.some((o) => o.controls)) {
+      return refuseFirst(READ_WRITE_ALONE);
+    }
+    let readWrite = false;
+    for (const o of held) {
+      const h = o.hold!.ext!;
+      const verdict = await this.awaitApproval(o, h);
+      if (this.closed) return;
+      if (verdict !== true) {
+        this.refuseOutbound(o, verdict);
+        break;
+      }
+      o.hold = undefined;
+      readWrite ||= needsReadWrite(h.decision);
+    }
+    for (const o of held) o.hold = undefined;
+    if (!readWrite) return;
+    batch[0] = { ...batch[0], bytes: Buffer.concat([this.switches.readWrite, batch[0].bytes]), requests: [this.hidden('read-write switch'), ...batch[0].requests] };
+    const s = sync.requests[0];
+    s.done = (status) => {
+      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a run that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
+    };
+    sync.bytes = Buffer.concat([sync.bytes, this.switches.readOnly]);
+    sync.requests = [s, this.hidden('read-only restore', true)];
+  }
+
+  /** A held run cannot be decided as a whole (a Flush, Query or wait came before its Sync): its holds are refused. */
+  private refuseHeldRun(): void {
+    for (const o of this.batch) if (o.hold?.ext) this.refuseOutbound(o, IN_PIPELINE);
+    this.heldRun = false;
+  }
+
+  /** Asks the approvers; true when approved (and consumed), else the refusal to send instead. */
+  private async awaitApproval(o: Outbound, h: { decision: Decision; sql: string; params?: unknown[]; fingerprint: string }): Promise<true | Refusal> {
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
     const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
@@ -588,10 +942,10 @@ export class PgSession {
       fingerprint,
       timeoutMs: durationMs(conn.approval.timeout),
       minApprovals: conn.approval.minApprovals,
-      statementSeq: o.inFlight?.seq,
+      statementSeq: o.log?.seq,
       rule: h.decision.rule,
     });
-    await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq, fingerprint }));
+    await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.log?.seq, fingerprint }));
     const text = `hoopctl: statement held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
     this.out.send(noticeResponse({ severity: 'NOTICE', code: '01000', message: text, hint: `An approver runs: hoopctl approvals approve ${a.id}   (expires ${a.expiresAt})` }));
     this.out.event({ type: 'approval_requested', streamId: this.meta.streamId, message: text, data: { id: a.id, connection: conn.name, sql: h.sql, expiresAt: a.expiresAt } });
@@ -607,7 +961,7 @@ export class PgSession {
       const last = d.approval.votes.at(-1);
       if (last) by = ` by ${last.sub}${last.reason ? `: ${last.reason}` : ''}`;
     } catch {
-      // The client cancelled (Ctrl-C): withdraw the request, nothing runs.
+      // The client cancelled (Ctrl-C) or left: withdraw the request, nothing runs.
       await approvals.withdraw(a.id).catch(() => {});
       status = 'withdrawn';
     } finally {
@@ -621,178 +975,12 @@ export class PgSession {
       }
     }
     if (status === 'approved') {
-      await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.inFlight?.seq }));
-      if (!h.ext) this.runReadWrite(o, h);
+      await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.log?.seq }));
       this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
       return true;
     }
-    if (h.ready) h.ready.decision = undefined;
-    if (o.inFlight) o.inFlight.sqlstate = SqlState.InsufficientPrivilege;
-    o.bytes = this.refuse(h.ext ? 'Parse' : 'Query', { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` });
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
-    return false;
-  }
-
-  private send(batch: Outbound[], terminate: boolean): void {
-    if (this.step === 'Closed') return;
-    this.recording?.forwarded(batch);
-    if (batch.length) {
-      const bytes = batch.length === 1 ? batch[0].bytes : Buffer.concat(batch.map((o) => o.bytes));
-      if (!this.upstream!.write(bytes)) this.upstreamFull = true;
-    }
-    if (terminate) this.teardown('client terminated the session');
-  }
-
-  /**
-   * Decides one frontend message: what to forward, nothing, or 'terminate'. Statements are judged where
-   * they would run: a Query by its text, a Parse by its statement, a Bind by the statement it binds, an
-   * Execute by what its portal really runs (policy/session.ts).
-   */
-  private judge(msg: FrontendMessage): Outbound | null | 'terminate' {
-    const policy = this.deps.policy;
-    switch (msg.type) {
-      case 'Terminate':
-        return 'terminate';
-      case 'FunctionCall': {
-        // The fast-path interface calls any function by OID, past every SQL-level check.
-        this.readyQueue.push({ completed: 0 });
-        const d = { action: 'block', rule: 'P3.protocol.function-call', reason: 'the FunctionCall protocol message is not allowed through hoopctl' } as const;
-        this.masking?.barrier();
-        this.log_.ready();
-        return { bytes: this.refuse('Query', d), event: this.log_.statementEvent(`<FunctionCall oid ${msg.fnOid}>`, d.action, d.rule) };
-      }
-      case 'CopyData':
-      case 'CopyDone':
-      case 'CopyFail':
-        // Outside COPY FROM STDIN the server would reject these; we never forward them there.
-        if (!this.inCopyIn) return null;
-        if (msg.type !== 'CopyData') this.inCopyIn = false;
-        return { bytes: serializeFrontend(msg) };
-      case 'Query': {
-        const d = policy.query(msg.sql);
-        this.logDecision(msg.sql, d);
-        const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
-        const ready: ReadyEntry = { decision: d.action === 'allow' || holdable ? d : undefined, completed: 0 };
-        this.readyQueue.push(ready);
-        if (holdable) {
-          // P4: held until a human approves exactly this statement; the session waits with it.
-          const reads = this.masking?.query(d.statements.map((f) => f.text)) ?? false;
-          const sql = this.auditSql(msg.sql, reads);
-          return {
-            bytes: EMPTY,
-            event: this.log_.statementEvent(sql, d.action, d.rule),
-            inFlight: this.log_.started('query', msg.sql),
-            hold: { msg, decision: d, ready, sql, fingerprint: this.fingerprint(msg.sql) },
-            onAuditFailure: (o) => {
-              ready.decision = undefined;
-              o.hold = undefined;
-              o.bytes = this.refuse('Query', AUDIT_DOWN);
-            },
-          };
-        }
-        if (d.action !== 'allow') {
-          this.masking?.barrier();
-          this.log_.ready();
-          const event = this.log_.statementEvent(this.auditSql(msg.sql, this.masking?.sensitive(msg.sql) ?? false), d.action, d.rule);
-          return { bytes: this.refuse('Query', d), event };
-        }
-        const reads = this.masking?.query(d.statements.map((f) => f.text)) ?? false;
-        const event = this.log_.statementEvent(this.auditSql(msg.sql, reads), d.action, d.rule);
-        // Row locks are not writes (allowed), but a READ ONLY transaction refuses them: run it read-write
-        // on its own, outside a client transaction only (inside one, PostgreSQL keeps the block read-only).
-        const rowLocks = this.txStatus === TxStatus.Idle && d.statements.some((f) => f.locksRows);
-        return {
-          hold: rowLocks ? { msg, decision: d, ready, sql: msg.sql, rowLocks, fingerprint: '' } : undefined,
-          bytes: serializeFrontend(msg),
-          event,
-          inFlight: this.log_.started('query', msg.sql),
-          onAuditFailure: (o) => {
-            ready.decision = undefined;
-            o.hold = undefined;
-            o.bytes = this.refuse('Query', AUDIT_DOWN);
-          },
-        };
-      }
-      case 'Parse': {
-        const d = policy.parse(msg.name, msg.sql);
-        if (d.action === 'allow') this.masking?.parse(msg.name, msg.sql);
-        return this.decided(d, msg, msg.sql);
-      }
-      case 'Bind': {
-        const d = policy.bind(msg.portal, msg.statement);
-        if (d.action === 'allow') this.masking?.bind(msg.portal, msg.statement, msg.resultFormats);
-        this.portalParams.set(msg.portal, msg);
-        return this.decided(d, msg);
-      }
-      case 'Describe':
-        this.masking?.describe(msg.target, msg.name);
-        return { bytes: serializeFrontend(msg) };
-      case 'Execute': {
-        const d = policy.execute(msg.portal);
-        const facts = d.statements[0];
-        const sql = facts?.text ?? '';
-        const bind = this.portalParams.get(msg.portal);
-        this.logDecision(sql, d);
-        const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
-        const runs = d.action === 'allow' || holdable;
-        const reads = runs ? (this.masking?.execute(msg.portal) ?? false) : (this.masking?.sensitive(sql) ?? false);
-        const sensitive = reads || this.touchesMasked(facts?.relations);
-        const params = bind && auditParams(bind.params, bind.paramFormats, sensitive);
-        const event = this.log_.statementEvent(this.auditSql(sql, sensitive), d.action, d.rule, params);
-        if (holdable) {
-          // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
-          this.extHoldInRun = true;
-          return {
-            bytes: EMPTY,
-            event,
-            inFlight: this.log_.started('execute', sql),
-            hold: {
-              decision: d,
-              sql: this.auditSql(sql, sensitive),
-              params,
-              fingerprint: this.fingerprint(sql, bind),
-              ext: { bind, execute: msg, prev: this.readyQueue.at(-1) },
-            },
-            onAuditFailure: (o) => {
-              o.hold = undefined;
-              o.bytes = this.refuse('Parse', AUDIT_DOWN);
-            },
-          };
-        }
-        if (d.action !== 'allow') return { bytes: this.refuse('Parse', d), event };
-        this.deps.policy.apply(d);
-        return {
-          bytes: serializeFrontend(msg),
-          event,
-          inFlight: this.log_.started('execute', sql),
-          onAuditFailure: (o) => (o.bytes = this.refuse('Parse', AUDIT_DOWN)),
-        };
-      }
-      case 'Close':
-        policy.close(msg.target, msg.name);
-        this.masking?.close(msg.target, msg.name);
-        if (msg.target === 'P') this.portalParams.delete(msg.name);
-        return { bytes: serializeFrontend(msg) };
-      case 'Sync':
-        this.readyQueue.push({ completed: 0 });
-        this.masking?.barrier();
-        this.log_.ready();
-        if (this.extHoldInRun) return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]), sync: true };
-        return { bytes: SYNC, sync: true };
-      default:
-        return { bytes: serializeFrontend(msg) };
-    }
-  }
-
-  /** Parse and Bind run nothing: forwarded with their effects recorded, or refused (and audited). */
-  private decided(d: Decision, msg: FrontendMessage, sql?: string): Outbound {
-    if (d.action !== 'allow') {
-      this.logDecision(sql ?? '', d);
-      const text = sql ?? '';
-      return { bytes: this.refuse('Parse', d), event: this.log_.statementEvent(this.auditSql(text, this.masking?.sensitive(text) ?? false), d.action, d.rule) };
-    }
-    this.deps.policy.apply(d);
-    return { bytes: serializeFrontend(msg) };
+    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` };
   }
 
   /**
@@ -806,25 +994,6 @@ export class PgSession {
       for (const p of bind.params) h.update(p === null ? '\0N' : `\0${p.length}:`).update(p ?? EMPTY);
     }
     return h.digest('hex');
-  }
-
-  /**
-   * The read-only default again (P8) after a run that held an Execute, as the agent's own hidden
-   * statement right behind the client's Sync. Its replies are swallowed.
-   */
-  private restoreReadOnly(): Buffer {
-    this.extHoldInRun = false;
-    this.readyQueue.push({ completed: 0, hidden: true });
-    return this.switches.readOnly;
-  }
-
-  /**
-   * A simple Query inside a run that held an Execute (no Sync yet): end that run first with a Sync of
-   * the agent's own (so the switch cannot be skipped after an error), then restore the read-only default.
-   */
-  private restoreBeforeQuery(): Outbound {
-    this.readyQueue.push({ completed: 0, hidden: true });
-    return { bytes: Buffer.concat([SYNC, this.restoreReadOnly()]) };
   }
 
   /**
@@ -845,151 +1014,29 @@ export class PgSession {
     return relations.some((r) => this.maskedTables.has(r.split('.').pop()!));
   }
 
-  private logDecision(sql: string, d: Pick<Decision, 'action' | 'rule'>): void {
-    this.log.info('statement', { decision: d.action, rule: d.rule, sql });
-  }
-
-  /**
-   * Replaces a refused message by a sentinel PostgreSQL rejects while parsing (see the header). In the
-   * extended protocol the sentinel is a Parse of a fresh name, so no statement of the client's changes.
-   */
-  private refuse(as: 'Query' | 'Parse', d: Refusal): Buffer {
-    const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
-    this.sentinels.set(word, refusalFields(d));
-    // A sentinel the server skipped (after an earlier error in its pipeline) never answers; statements
-    // pipelined behind a ReadyForQuery still will, so old entries are dropped by count, not by RFQ.
-    if (this.sentinels.size > 256) this.sentinels.delete(this.sentinels.keys().next().value!);
-    return as === 'Query'
-      ? serializeFrontend({ type: 'Query', sql: word })
-      : serializeFrontend({ type: 'Parse', name: word, sql: word, paramTypes: [] });
+  /** Per statement at debug level, and never with its text: SQL literals may hold PHI. */
+  private logDecision(d: { action: string; rule: string }): void {
+    this.log.debug('statement', { decision: d.action, rule: d.rule });
   }
 
   // ── Database → client ──────────────────────────────────────────────────────────────────────────
 
-  /**
-   * Backend bytes: walk the headers, act on the few message types that carry state, and pass the rest
-   * on as they arrived: one tunnel frame per upstream read.
-   */
+  /** Backend bytes: framed once, walked once by the pipeline (which masks), one tunnel frame per read. */
   private onUpstreamBytes(chunk: Buffer): void {
     const fr = this.backend;
     const count = fr.push(chunk);
     if (count === 0) return;
-    const { types, offsets } = fr;
-    let rewrites: Map<number, Buffer> | undefined;
-    for (let i = 0; i < count; i++) {
-      if (this.swallow.length > 0) {
-        // The agent's own message inside a client's run (a Bind again, a skip): its reply is dropped.
-        if (this.swallow[0] === types[i]) {
-          this.swallow.shift();
-          (rewrites ??= new Map()).set(i, EMPTY);
-          continue;
-        }
-        this.swallow.length = 0; // not the reply we expected (an error): the client sees it
-      }
-      const head = this.readyQueue[0];
-      if (head?.hidden) {
-        // Replies to the agent's own statements are dropped; they change no state the client sees.
-        (rewrites ??= new Map()).set(i, EMPTY);
-        if (types[i] === Backend.ReadyForQuery) {
-          this.shiftReady();
-          if (head.thenSwallow !== undefined) this.swallow.push(head.thenSwallow);
-        }
-        continue;
-      }
-      if (head?.boundary && types[i] === Backend.ReadyForQuery) {
-        // The agent's own Sync before a held Execute: the client's run is not over, so no ReadyForQuery.
-        (rewrites ??= new Map()).set(i, EMPTY);
-        this.shiftReady();
-        this.txStatus = fr.buffer[offsets[i] + 5];
-        head.boundary({ status: this.txStatus, errored: head.errored === true });
-        continue;
-      }
-      switch (types[i]) {
-        case Backend.ErrorResponse: {
-          if (head?.boundary) head.errored = true;
-          const fields = parseErrorFields(fr.body(i));
-          const refusal = this.sentinelFor(fields.message ?? '');
-          if (refusal) (rewrites ??= new Map()).set(i, errorResponse(refusal));
-          else this.log_.onError(fields.code);
-          break;
-        }
-        case Backend.CommandComplete: {
-          const q = this.readyQueue[0];
-          if (q) q.completed++;
-          this.log_.onCommandComplete(parseCommandComplete(fr.body(i)).rows ?? 0);
-          break;
-        }
-        case Backend.PortalSuspended:
-        case Backend.EmptyQueryResponse:
-          this.log_.onExecuteEnd();
-          break;
-        case Backend.ReadyForQuery: {
-          this.inCopyIn = false;
-          this.log_.onReady();
-          this.onReadyForQuery(fr.buffer[offsets[i] + 5]);
-          break;
-        }
-        case Backend.CopyInResponse:
-          this.inCopyIn = true;
-          break;
-        case Backend.CopyBothResponse:
-          // Only replication uses CopyBoth, and replication is refused at startup.
-          throw new ProtocolError('unexpected CopyBothResponse from the database');
-      }
-    }
-    // Masking sees every chunk (it tracks which statement owns which rows) and applies our rewrites too.
-    if (this.masking) return this.out.send(this.masking.process(fr.buffer, types, offsets, count, rewrites));
-    const complete = fr.complete;
-    if (!rewrites) return this.out.send(complete);
-    const parts: Buffer[] = [];
-    let at = 0;
-    for (const [i, bytes] of rewrites) {
-      parts.push(complete.subarray(at, offsets[i]), bytes);
-      at = offsets[i + 1];
-    }
-    parts.push(complete.subarray(at));
-    this.out.send(Buffer.concat(parts));
+    const bytes = this.pipeline.process(fr.buffer, fr.types, fr.offsets, count);
+    if (bytes.length) this.out.send(bytes);
+    this.flushUpstream(); // what a pipeline callback queued (a read-only restore)
   }
 
-  /** Removes the answered entry; the next one may be waited on (untilAnswered). */
-  private shiftReady(): ReadyEntry | undefined {
-    const q = this.readyQueue.shift();
-    const next = this.readyQueue[0];
-    if (next?.atHead) {
-      const go = next.atHead;
-      next.atHead = undefined;
-      go();
-    }
-    return q;
-  }
-
-  /** Resolves once everything sent before this entry has been answered (so txStatus is current). */
-  private untilAnswered(e: ReadyEntry): Promise<void> {
-    if (this.readyQueue[0] === e) return Promise.resolve();
-    return new Promise((resolve) => (e.atHead = resolve));
-  }
-
-  /** The refusal a sentinel's syntax error stands for, if this error is one of ours. */
-  private sentinelFor(message: string): PgErrorFields | undefined {
-    if (this.sentinels.size === 0 || !message.includes(this.nonce)) return undefined;
-    for (const [word, refusal] of this.sentinels) {
-      if (!message.includes(word)) continue;
-      this.sentinels.delete(word);
-      return refusal;
-    }
-    return undefined;
-  }
-
-  /**
-   * ReadyForQuery ends a simple Query or a Sync. Record what the Query's statements did (only those
-   * that completed), and forget portals and cursors when no transaction is open any more.
-   */
-  private onReadyForQuery(status: number): void {
-    const q = this.shiftReady();
-    if (q?.decision) this.deps.policy.apply(q.decision, q.completed);
-    q?.done?.();
-    this.txStatus = status;
-    if (status === TxStatus.Idle) this.deps.policy.endTransaction();
+  /** A notification (payload masked for the client): the audit trail and the recording say it came. */
+  private onNotification(channel: string, pid: number): void {
+    this.deps.audit
+      .append({ type: 'notification', sessionId: this.meta.sessionId, connection: this.deps.connection.name, identity: identityOf(this.deps.identity), data: { channel, pid } })
+      .catch((err) => this.log.warn('notification not recorded', { error: (err as Error).message }));
+    this.recording?.note(`notification on channel "${channel}" (payload masked)`);
   }
 
   // ── Errors and teardown ────────────────────────────────────────────────────────────────────────
@@ -1007,7 +1054,7 @@ export class PgSession {
    * verbatim; anything else becomes "internal error (ref …)" and the details go to the log.
    */
   private fatal(err: unknown): void {
-    if (this.step === 'Closed') return;
+    if (this.closed) return;
     let fields: PgErrorFields;
     if (err instanceof ProtocolError || err instanceof StartupRefusal) {
       fields = { severity: 'FATAL', code: err.code, message: err.message, hint: (err as { hint?: string }).hint };
@@ -1022,66 +1069,124 @@ export class PgSession {
   }
 
   private teardown(reason: string): void {
-    if (this.step === 'Closed') return;
+    if (this.closed) return;
     this.step = 'Closed';
     clearTimeout(this.startupTimer);
     this.pendingHold?.abort(); // a held statement of a client that left is withdrawn, never run
     if (this.cancelPid !== undefined) this.deps.cancels.release(this.cancelPid);
     const sock = this.upstream;
+    // A statement still running is cancelled at the server, not left to finish for nobody.
+    const running = this.pipeline.length > 0 && sock !== undefined && !sock.destroyed;
+    if (running) {
+      this.up?.cancel().catch((err) => this.log.warn('cancel of the running statement failed', { error: (err as Error).message }));
+    }
     if (sock && !sock.destroyed) {
-      if (this.txStatus === TxStatus.Idle && this.readyQueue.length === 0) {
+      if (!running && this.pipeline.status === TxStatus.Idle) {
         // Idle: say goodbye properly so the server ends the backend at once.
         sock.end(TERMINATE);
         setTimeout(() => sock.destroy(), 2000).unref();
       } else {
-        // Mid-statement the server is not reading (it may be blocked sending rows): drop the connection
-        // so the backend stops at once instead of finishing a result nobody reads.
+        // Mid-statement the server is not reading (it may be blocked sending rows): drop the connection;
+        // the CancelRequest (and client_connection_check_interval) stop the query at once.
         sock.destroy();
       }
     }
+    this.pipeline.abandon('session ended before the statement completed');
     this.out.close();
-    this.recording?.end();
     if (!this.recorded) return; // a cancel request or a refused startup: no session to close
-    const end = makeSessionEndEvent({ sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.log_.count });
+    const end = makeSessionEndEvent({
+      sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.stmtLog.count,
+      cancelled: running || undefined,
+    });
     this.deps.audit.append(end).catch((err) => this.log.error('audit store unavailable; session end not recorded', { error: (err as Error).message }));
+  }
+
+  /** For tests: the namespace as the agent believes the server holds it. */
+  namespaceSnapshot(): ReturnType<Namespace['snapshot']> & { status: number; inFlight: number } {
+    return { ...this.ns.snapshot(), status: this.pipeline.status, inFlight: this.pipeline.length };
   }
 }
 
-/** One frontend message's outcome: the bytes to forward and, for statements, the audit event. */
+/** One frontend message's outcome: the bytes to forward, the requests they make, the audit event. */
 interface Outbound {
   bytes: Buffer;
+  /** What the server will answer for these bytes, in order (pushed on the pipeline when sent). */
+  requests: Request[];
   event?: EventInput;
-  inFlight?: InFlight;
-  /** The audit store could not take the event: swap the bytes for a refusal. */
-  onAuditFailure?(o: Outbound): void;
-  /** Held for approval: `bytes` is decided once an approver has. */
-  hold?: Held;
-  /** The client's Sync (answered by one ReadyForQuery the client sees). */
-  sync?: true;
+  log?: InFlight;
+  /** Held: decided (approval, transaction status) when the batch is sent. */
+  hold?: { query?: QueryHold; ext?: ExtHold };
+  /** Sent, then wait for this before anything after it (a read-write Query's end). */
+  waitAfter?: () => Promise<void>;
+  /** An extended-protocol message (opens the implicit transaction of a run). */
+  extended?: boolean;
+  /** The client's Sync. */
+  sync?: boolean;
+  /** Already a refusal. */
+  refused?: boolean;
+  /** Executes a statement that opens, ends or changes a transaction. */
+  controls?: boolean;
 }
 
-interface Held {
-  /** A simple Query's hold (answered by its own ReadyForQuery entry)… */
-  msg?: Extract<FrontendMessage, { type: 'Query' }>;
-  ready?: ReadyEntry;
-  /** …or an extended-protocol Execute's. */
-  ext?: ExtendedHold;
+interface QueryHold {
   decision: Decision;
-  /** Parameters as recorded (masked values redacted), shown to approvers. */
-  params?: unknown[];
-  /** What the approval is bound to (see PgSession.fingerprint). */
-  fingerprint: string;
   /** The SQL as recorded and shown to approvers (literals removed when it reads masked columns). */
   sql: string;
-  /** Not a write: a read with FOR UPDATE/SHARE, which PostgreSQL refuses in READ ONLY; no approval. */
-  rowLocks?: boolean;
+  fingerprint: string;
+  /** Needs an approver (P4); otherwise it only locks rows and runs read-write on its own. */
+  approve: boolean;
+  locksRows: boolean;
 }
 
-interface ExtendedHold {
-  bind: Extract<FrontendMessage, { type: 'Bind' }>;
-  execute: Extract<FrontendMessage, { type: 'Execute' }>;
-  /** The last ReadyForQuery entry before this run's: the agent's own entries go right after it. */
-  prev: ReadyEntry | undefined;
+interface ExtHold {
+  decision: Decision;
+  sql: string;
+  /** Parameters as recorded (masked values redacted), shown to approvers. */
+  params?: unknown[];
+  fingerprint: string;
+  /** A COPY (FROM STDIN would stop the run mid-way). */
+  copies: boolean;
+}
+
+/** Names as one text sees them while it is judged: the namespace plus the text's own earlier changes. */
+class Overlay {
+  private readonly statements = new Map<string, Statement | null>();
+  private readonly portals = new Map<string, Portal | null>();
+  private cleared = { statements: false, portals: false };
+  constructor(private readonly ns: Namespace) {}
+  statement(name: string): Statement | undefined {
+    const v = this.statements.get(name);
+    if (v !== undefined) return v ?? undefined;
+    return this.cleared.statements ? undefined : this.ns.statement(name);
+  }
+  portal(name: string): Portal | undefined {
+    const v = this.portals.get(name);
+    if (v !== undefined) return v ?? undefined;
+    return this.cleared.portals ? undefined : this.ns.portal(name);
+  }
+  apply(op: Op): void {
+    switch (op.op) {
+      case 'prepare':
+        this.statements.set(op.name, op.entry);
+        break;
+      case 'declare':
+        this.portals.set(op.name, op.entry);
+        break;
+      case 'deallocate':
+        if (op.name === '*') (this.statements.clear(), (this.cleared.statements = true));
+        else this.statements.set(op.name, null);
+        break;
+      case 'close':
+        if (op.name === '*') (this.portals.clear(), (this.cleared.portals = true));
+        else this.portals.set(op.name, null);
+        break;
+      case 'discard':
+        this.statements.clear();
+        this.portals.clear();
+        this.cleared = { statements: true, portals: true };
+        break;
+    }
+  }
 }
 
 /** Parse, Bind, Execute, Close and Sync of one statement of the agent's, named so the client's unnamed statement survives. */
@@ -1095,81 +1200,41 @@ function hiddenStatement(name: string, sql: string): Buffer {
   ]);
 }
 
-const EMPTY = Buffer.alloc(0);
-/** pace(): a wakeup that read less than this, mid-result, pauses reading for PACE_MS (~100 KB of rows at full speed). */
-const PACE_BELOW_BYTES = 32 * 1024;
-const PACE_MS = 1;
-
-interface ReadyEntry {
-  decision?: Decision;
-  completed: number;
-  /** The agent's own statement (read-write switch around an approved write): swallow its replies. */
-  hidden?: boolean;
-  /** After this hidden entry's ReadyForQuery, the next reply of this type is the agent's too. */
-  thenSwallow?: number;
-  /** The agent's own Sync inside a client's run: only its ReadyForQuery is swallowed (runExtendedHold). */
-  boundary?: (r: { status: number; errored: boolean }) => void;
-  /** An ErrorResponse came before this boundary: the server was skipping to Sync. */
-  errored?: boolean;
-  /** Called when this entry's ReadyForQuery arrived. */
-  done?: () => void;
-  /** Called when every entry before this one has been answered. */
-  atHead?: () => void;
+/** Messages whose judgement reads the namespace (a Query may name statements and cursors in its text). */
+function readsNames(msg: FrontendMessage): boolean {
+  switch (msg.type) {
+    case 'Query':
+    case 'Bind':
+    case 'Execute':
+    case 'Describe':
+      return true;
+    case 'Parse':
+      return msg.name !== '';
+    default:
+      return false;
+  }
 }
 
-type Refusal = Pick<Decision, 'action' | 'rule' | 'reason'> | { action: 'unavailable' | 'denied'; rule: string; reason: string };
+function isCopyData(type: number): boolean {
+  return type === Frontend.CopyData || type === Frontend.CopyDone || type === Frontend.CopyFail;
+}
+
+/**
+ * Statements whose work is deferred or runs another statement's query: their errors may quote values of
+ * a query judged elsewhere (a cursor's, a prepared statement's, a WITH HOLD cursor's at COMMIT).
+ */
+function defers(f: StatementFacts): boolean {
+  return f.executesPrepared !== undefined || f.fetchesCursor !== undefined || f.closesCursor !== undefined || f.endsTransaction === true || (f.kind === 'ExplainStmt' && f.analyzes === true);
+}
 
 /** Whether a held decision writes (anything held other than a bulk export), so it must run read-write. */
 function needsReadWrite(d: Decision): boolean {
   return d.statements.some((f) => f.action === 'hold' && f.rule !== 'P4.export');
 }
 
-/** A held simple Query runs read-write when it writes, or locks rows (which READ ONLY refuses). */
-function runsReadWrite(h: Held): boolean {
-  return h.rowLocks === true || needsReadWrite(h.decision);
-}
-
-const IN_TRANSACTION: Refusal = {
-  action: 'block',
-  rule: 'P4.in-transaction',
-  reason: 'a statement that needs approval cannot run inside a transaction block (BEGIN … COMMIT), which stays read-only; send it on its own',
-};
-
-const AUDIT_DOWN: Refusal = {
-  action: 'unavailable',
-  rule: 'P9.audit-unavailable',
-  reason: 'the audit store cannot record it right now, so it was not run',
-};
-
-function refusalFields(d: Refusal): PgErrorFields {
-  switch (d.action) {
-    case 'hold':
-      return {
-        severity: 'ERROR',
-        code: SqlState.InsufficientPrivilege,
-        message: `hoopctl: statement needs approval and was not run (${d.rule}): ${d.reason}`,
-        hint: 'Writes and bulk exports wait for an approver, but this connection has no approvers configured (approval.approvers). Ask its owner to add them.',
-      };
-    case 'denied':
-      return {
-        severity: 'ERROR',
-        code: SqlState.InsufficientPrivilege,
-        message: `hoopctl: ${d.reason} (${d.rule})`,
-        hint: 'Nothing was changed. Ask an approver, or send the statement again to request a new approval.',
-      };
-    case 'unavailable':
-      return {
-        severity: 'ERROR',
-        code: SqlState.CannotConnectNow,
-        message: `hoopctl: ${d.reason} (${d.rule})`,
-        hint: 'Retry shortly; the agent recovers by itself when its audit store is writable again.',
-      };
-    default:
-      return {
-        severity: 'ERROR',
-        code: SqlState.InsufficientPrivilege,
-        message: `hoopctl: statement blocked by policy (${d.rule}): ${d.reason}`,
-        hint: 'Ask the connection owner to change the policy if this statement is needed.',
-      };
-  }
-}
+const EMPTY = Buffer.alloc(0);
+/** pace(): a wakeup that read less than this, mid-result, pauses reading for PACE_MS (~100 KB of rows at full speed). */
+const PACE_BELOW_BYTES = 32 * 1024;
+const PACE_MS = 1;
+/** How long the session waits for answers to what came before a malformed message. */
+const ANSWER_WAIT_MS = 5_000;

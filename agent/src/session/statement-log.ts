@@ -1,23 +1,27 @@
-// The session's side of the audit trail: which statements are in flight and what became of them.
+// The session's side of the audit trail: the statement events, and what became of each statement.
 //
 //   forward  ── statement event (decision, SQL, redacted parameters) ── appended before the bytes go out
-//   backend  ── CommandComplete / ErrorResponse / PortalSuspended / ReadyForQuery ── statement_result
-//
-// Results follow the protocol's order: a simple Query is answered up to its ReadyForQuery, an Execute by
-// its CommandComplete, PortalSuspended, EmptyQueryResponse or ErrorResponse; an Execute the server skipped
-// after an earlier error in the same pipeline is closed at the ReadyForQuery, marked as not run.
+//   backend  ── the pipeline (pipeline.ts) adds rows and SQLSTATE to the statement's InFlight and calls
+//               finish() at its end: CommandComplete / PortalSuspended / ErrorResponse for an Execute,
+//               ReadyForQuery for a simple Query, or "not run" when the server skipped it.
 import type { EventInput } from '../audit/events.js';
 import { makeStatementEvent } from '../audit/events.js';
 import type { Principal } from '../identity/access.js';
 
 export interface InFlight {
   kind: 'query' | 'execute';
+  /** The SQL as audited (literals removed when it reads masked columns). */
   sql: string;
   startedAt: number;
   rows: number;
   sqlstate?: string;
   /** Seq of the statement event, once it is durable. */
   seq?: number;
+  /** Refused by the agent: its refusal is the outcome, no statement_result follows. */
+  refused?: boolean;
+  finished?: boolean;
+  /** Recording entries written for it so far. */
+  recorded?: number;
 }
 
 export interface StatementLogDeps {
@@ -29,13 +33,8 @@ export interface StatementLogDeps {
   appendResult(e: EventInput): void;
 }
 
-/** A Sync or a refused Query in the queue: answered by a ReadyForQuery, not a statement of its own. */
-const READY = { kind: 'ready' } as const;
-type Entry = InFlight | typeof READY;
-
 export class StatementLog {
-  private readonly queue: Entry[] = [];
-  private head = 0;
+  /** Statements forwarded to run (refusals not counted). */
   count = 0;
 
   constructor(private readonly deps: StatementLogDeps) {}
@@ -53,66 +52,22 @@ export class StatementLog {
     });
   }
 
-  /** A statement was forwarded; its outcome comes from the backend messages that follow. */
+  /** A statement about to be forwarded; its outcome comes from the backend messages that follow. */
   started(kind: InFlight['kind'], sql: string): InFlight {
-    const f: InFlight = { kind, sql, startedAt: this.deps.clock(), rows: 0 };
-    this.queue.push(f);
     this.count++;
-    return f;
+    return { kind, sql, startedAt: this.deps.clock(), rows: 0 };
   }
 
-  /**
-   * A Sync or a refused Query was forwarded: its ReadyForQuery ends what came before it and nothing
-   * after it (a client may pipeline the next run before this one is answered).
-   */
-  ready(): void {
-    this.queue.push(READY);
+  /** A refused statement's record (the recording shows its refusal; the audit has its event). */
+  refused(kind: InFlight['kind'], sql: string): InFlight {
+    return { kind, sql, startedAt: this.deps.clock(), rows: 0, refused: true };
   }
 
-  private current(): Entry | undefined {
-    return this.queue[this.head];
-  }
-
-  onCommandComplete(rows: number): void {
-    const f = this.current();
-    if (!f || f.kind === 'ready') return;
-    f.rows += rows;
-    if (f.kind === 'execute') this.finish();
-  }
-
-  /** PortalSuspended / EmptyQueryResponse end an Execute. */
-  onExecuteEnd(): void {
-    if (this.current()?.kind === 'execute') this.finish();
-  }
-
-  onError(sqlstate: string): void {
-    const f = this.current();
-    if (!f || f.kind === 'ready') return;
-    f.sqlstate = sqlstate;
-    if (f.kind === 'execute') this.finish();
-  }
-
-  /**
-   * ReadyForQuery: the simple Query at the head is done; or a Sync's run is, with any Execute of it the
-   * server skipped after an error.
-   */
-  onReady(): void {
-    if (this.current()?.kind === 'query') return this.finish();
-    while (this.current()?.kind === 'execute') this.finish('not run: an earlier message of the pipeline failed');
-    if (this.current()?.kind === 'ready') this.advance();
-  }
-
-  private advance(): Entry {
-    const f = this.queue[this.head++];
-    if (this.head > 64 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-    return f;
-  }
-
-  private finish(note?: string): void {
-    const f = this.advance() as InFlight;
+  /** The statement's outcome, once: rows, SQLSTATE, duration, and a note when it did not run. */
+  finish(f: InFlight, note?: string): void {
+    if (f.finished) return;
+    f.finished = true;
+    if (f.refused) return;
     this.deps.appendResult({
       type: 'statement_result',
       sessionId: this.deps.sessionId,

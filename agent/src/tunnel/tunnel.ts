@@ -38,7 +38,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
       return new PgSession(
         {
           ...ctx.sessionDeps,
-          policy: ctx.policy.session(),
+          policy: ctx.policy,
           masking: ctx.masking.enabled ? ctx.masking : undefined,
           identity: ctx.identity,
           connection: ctx.connection,

@@ -1,0 +1,212 @@
+// The one namespace of the PostgreSQL session, kept as the server keeps it (SECURITY-POLICY.md P10).
+//
+//   prepared statements   protocol Parse / Close 'S'  and  SQL PREPARE / DEALLOCATE   (one namespace)
+//   portals               protocol Bind / Close 'P'   and  SQL DECLARE / CLOSE        (one namespace)
+//
+// Each name carries what the agent knows of it: the policy facts of the statement it runs and its
+// lineage plan for masking (a cursor's plan travels with the cursor), and for portals the result formats
+// and the RowDescription a Describe reported.
+//
+// Nothing changes here when a message is forwarded. A change is *staged* with the request that makes it
+// and applied when PostgreSQL confirms it (ParseComplete, BindComplete, CloseComplete, the statement's
+// CommandComplete, ReadyForQuery for the end of a transaction); a request the server skipped (after an
+// error, until Sync) drops its changes.
+//
+// Judging must happen before the server answers, so lookups see the confirmed state plus every staged
+// change, in order. That is exact only when a staged change cannot be skipped while the message judged
+// now still runs: both are extended-protocol messages of the same run (an error in between makes the
+// server skip everything up to Sync, the message judged too). Any other staged change (one from a
+// simple Query, or from a run that a Sync already ended) is *unsettled*: the session waits for the
+// server's answer before it judges anything that reads names (settled()).
+import type { NameTable, StatementFacts } from '../policy/index.js';
+import type { LineagePlan } from '../masking/lineage.js';
+import type { RowField } from '../pgwire/backend.js';
+import type { FrontendMessage } from '../pgwire/frontend.js';
+
+export interface Statement {
+  readonly facts: StatementFacts;
+  /** Lineage of its result; `NO_PLAN` on a connection that masks nothing. */
+  readonly plan: LineagePlan;
+}
+
+export interface Portal {
+  readonly facts: StatementFacts;
+  readonly plan: LineagePlan;
+  readonly holdable: boolean;
+  /** Result formats asked for in Bind (protocol portals); SQL cursors send text. */
+  readonly formats?: readonly number[];
+  /** The Bind that created it: parameters for the audit record and approval binding. */
+  readonly bind?: Extract<FrontendMessage, { type: 'Bind' }>;
+  /** From a Describe of this portal, once the server sent it. */
+  fields?: RowField[];
+}
+
+export type Op =
+  | { op: 'prepare'; name: string; entry: Statement }
+  | { op: 'deallocate'; name: string }
+  | { op: 'declare'; name: string; entry: Portal }
+  | { op: 'close'; name: string }
+  | { op: 'discard' };
+
+/** A staged change, owned by the request that makes it. */
+export interface Staged {
+  readonly op: Op;
+  /** From an extended-protocol message (skipped with the rest of its run after an error). */
+  readonly extended: boolean;
+  /** The run (Syncs forwarded before it) it belongs to. */
+  readonly run: number;
+}
+
+export class Namespace {
+  private readonly statements = new Map<string, Statement>();
+  private readonly portals = new Map<string, Portal>();
+  /** Holdable cursors declared in the open transaction: they survive only its commit. */
+  private readonly tentative = new Set<Portal>();
+  private readonly staged: Staged[] = [];
+  private run = 0;
+  private waiters: (() => void)[] = [];
+
+  /** The view the policy judges by (confirmed + staged). */
+  readonly names: NameTable = {
+    statement: (n) => this.statement(n)?.facts,
+    portal: (n) => this.portal(n),
+  };
+
+  // ── judging side ───────────────────────────────────────────────────────────────────────────────
+
+  statement(name: string): Statement | undefined {
+    let v = this.statements.get(name);
+    for (const s of this.staged) v = stepStatement(s.op, name, v);
+    return v;
+  }
+
+  portal(name: string): Portal | undefined {
+    let v = this.portals.get(name);
+    for (const s of this.staged) v = stepPortal(s.op, name, v);
+    return v;
+  }
+
+  /** Holdable cursors that exist, or may: a COMMIT or Sync runs their queries to keep their rows. */
+  holdsCursors(): boolean {
+    for (const p of this.portals.values()) if (p.holdable) return true;
+    return this.staged.some((s) => s.op.op === 'declare' && s.op.entry.holdable);
+  }
+
+  /** Whether a staged change could be skipped by the server while a message judged now runs. */
+  unsettled(): boolean {
+    for (const s of this.staged) if (!s.extended || s.run !== this.run) return true;
+    return false;
+  }
+
+  /** Resolves once nothing is unsettled (the server answered what came before). */
+  settled(): Promise<void> {
+    if (!this.unsettled()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Records the changes a forwarded request will make if the server confirms it. */
+  stage(ops: readonly Op[], extended: boolean): Staged[] {
+    const out = ops.map((op) => ({ op, extended, run: this.run }));
+    this.staged.push(...out);
+    return out;
+  }
+
+  /** A Sync was forwarded: a new run begins. */
+  sync(): void {
+    this.run++;
+  }
+
+  // ── server side ────────────────────────────────────────────────────────────────────────────────
+
+  /** The server confirmed these changes: they are the server's state now. */
+  confirm(changes: readonly Staged[] | undefined): void {
+    if (!changes?.length) return;
+    for (const s of changes) {
+      this.unstage(s);
+      const op = s.op;
+      switch (op.op) {
+        case 'prepare':
+          this.statements.set(op.name, op.entry);
+          break;
+        case 'deallocate':
+          if (op.name === '*') this.statements.clear();
+          else this.statements.delete(op.name);
+          break;
+        case 'declare':
+          this.portals.set(op.name, op.entry);
+          if (op.entry.holdable) this.tentative.add(op.entry); // kept only if its transaction commits
+          break;
+        case 'close':
+          if (op.name === '*') this.portals.clear();
+          else this.portals.delete(op.name);
+          break;
+        case 'discard':
+          this.statements.clear();
+          this.portals.clear();
+          break;
+      }
+    }
+    this.wake();
+  }
+
+  /** The server skipped the request (an earlier error in its run): its changes never happen. */
+  drop(changes: readonly Staged[] | undefined): void {
+    if (!changes?.length) return;
+    for (const s of changes) this.unstage(s);
+    this.wake();
+  }
+
+  /**
+   * A transaction ended (ReadyForQuery 'I', or COMMIT / ROLLBACK completed): portals and cursors
+   * without HOLD are gone; a holdable cursor declared in it survives only a commit.
+   */
+  transactionEnded(committed: boolean): void {
+    for (const [name, p] of this.portals) {
+      if (!p.holdable || (!committed && this.tentative.has(p))) this.portals.delete(name);
+    }
+    this.tentative.clear();
+  }
+
+  /** Every name the server has, for the model-based test (compared with pg_prepared_statements / pg_cursors). */
+  snapshot(): { statements: string[]; portals: string[]; staged: number } {
+    return { statements: [...this.statements.keys()].sort(), portals: [...this.portals.keys()].sort(), staged: this.staged.length };
+  }
+
+  private unstage(s: Staged): void {
+    const i = this.staged.indexOf(s);
+    if (i >= 0) this.staged.splice(i, 1);
+  }
+
+  private wake(): void {
+    if (this.waiters.length === 0 || this.unsettled()) return;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+function stepStatement(op: Op, name: string, v: Statement | undefined): Statement | undefined {
+  switch (op.op) {
+    case 'prepare':
+      return op.name === name ? op.entry : v;
+    case 'deallocate':
+      return op.name === name || op.name === '*' ? undefined : v;
+    case 'discard':
+      return undefined;
+    default:
+      return v;
+  }
+}
+
+function stepPortal(op: Op, name: string, v: Portal | undefined): Portal | undefined {
+  switch (op.op) {
+    case 'declare':
+      return op.name === name ? op.entry : v;
+    case 'close':
+      return op.name === name || op.name === '*' ? undefined : v;
+    case 'discard':
+      return undefined;
+    default:
+      return v;
+  }
+}
