@@ -70,8 +70,9 @@ export interface StatementFacts {
   readonly discardsAll?: boolean;
   /** COMMIT / ROLLBACK / ABORT / END: non-holdable cursors are gone */
   readonly endsTransaction?: boolean;
-  /** BEGIN, COMMIT, SAVEPOINT, PREPARE TRANSACTION…: opens, ends or changes a transaction (P8) */
-  readonly controlsTransaction?: boolean;
+  /** Transaction control (P8): `begin` opens a block, `end` ends it (COMMIT, ROLLBACK, PREPARE TRANSACTION),
+   * `chain` ends it and opens the next (… AND CHAIN), `inside` acts within one (SAVEPOINT, RELEASE, ROLLBACK TO). */
+  readonly controlsTransaction?: 'begin' | 'end' | 'chain' | 'inside';
   /** EXPLAIN ANALYZE: the inner statement runs */
   readonly analyzes?: boolean;
   /** the statement inside PREPARE / DECLARE / EXPLAIN, judged on its own; for EXECUTE/FETCH, what runs */
@@ -103,6 +104,13 @@ const WRAPPERS = new Set(['ExplainStmt', 'PrepareStmt', 'DeclareCursorStmt']);
 const CURSOR_OPT_HOLD = 0x20;
 
 type Body = Record<string, unknown>;
+
+function transactionControl(kind: string, chain: boolean): StatementFacts['controlsTransaction'] {
+  if (/^TRANS_STMT_(BEGIN|START)$/.test(kind)) return 'begin';
+  if (/^TRANS_STMT_(COMMIT|ROLLBACK)$/.test(kind)) return chain ? 'chain' : 'end';
+  if (kind === 'TRANS_STMT_PREPARE') return 'end';
+  return 'inside';
+}
 
 export class PolicyEngine {
   readonly #cache: Lru<Analysis>;
@@ -186,7 +194,7 @@ export class PolicyEngine {
       extra.discardsAll = body.target === 'DISCARD_ALL';
     } else if (kind === 'TransactionStmt') {
       extra.endsTransaction = /^TRANS_STMT_(COMMIT|ROLLBACK|PREPARE)$/.test(String(body.kind));
-      extra.controlsTransaction = true;
+      extra.controlsTransaction = transactionControl(String(body.kind), body.chain === true);
     }
 
     const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);

@@ -25,7 +25,7 @@ export const IN_PIPELINE: Refusal = {
 export const READ_WRITE_ALONE: Refusal = {
   action: 'block',
   rule: 'P8.read-write-alone',
-  reason: 'a statement that runs read-write is sent with nothing that opens, ends or changes a transaction (BEGIN, COMMIT, SAVEPOINT…); send those separately',
+  reason: 'a statement that runs read-write may not leave a transaction block open (BEGIN without its COMMIT or ROLLBACK in the same batch); send the block whole, or the statement on its own',
 };
 
 export const AUDIT_DOWN: Refusal = {

@@ -690,7 +690,7 @@ export class PgSession {
       event: this.stmtLog.statementEvent(audited, d.action, d.rule, params),
       log,
       extended: true,
-      controls: facts.controlsTransaction === true,
+      runs: facts,
     };
     if (holdable) {
       // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
@@ -826,7 +826,7 @@ export class PgSession {
       if (h.approve && needsReadWrite(h.decision)) this.refuseOutbound(o, IN_TRANSACTION);
       return; // a row lock inside a block runs as it is (the block decides)
     }
-    if (write && h.decision.statements.some((f) => f.controlsTransaction)) return this.refuseOutbound(o, READ_WRITE_ALONE);
+    if (write && leavesTransactionOpen(h.decision.statements)) return this.refuseOutbound(o, READ_WRITE_ALONE);
     if (h.approve) {
       const verdict = await this.awaitApproval(o, h);
       if (this.closed) return;
@@ -895,7 +895,7 @@ export class PgSession {
       const first = held.find((o) => needsReadWrite(o.hold!.ext!.decision))!;
       held.splice(held.indexOf(first));
       this.refuseOutbound(first, IN_TRANSACTION);
-    } else if (writes && batch.some((o) => o.controls)) {
+    } else if (writes && leavesTransactionOpen(batch.flatMap((o) => (o.runs ? [o.runs] : [])))) {
       return refuseFirst(READ_WRITE_ALONE);
     }
     let readWrite = false;
@@ -1124,8 +1124,8 @@ interface Outbound {
   sync?: boolean;
   /** Already a refusal. */
   refused?: boolean;
-  /** Executes a statement that opens, ends or changes a transaction. */
-  controls?: boolean;
+  /** The statement an Execute runs. */
+  runs?: StatementFacts;
 }
 
 interface QueryHold {
@@ -1225,6 +1225,30 @@ function isCopyData(type: number): boolean {
  */
 function defers(f: StatementFacts): boolean {
   return f.executesPrepared !== undefined || f.fetchesCursor !== undefined || f.closesCursor !== undefined || f.endsTransaction === true || (f.kind === 'ExplainStmt' && f.analyzes === true);
+}
+
+/**
+ * P8: whether statements that run read-write, in this order and starting outside a block, could leave a
+ * transaction block open (BEGIN without its COMMIT; savepoints outside a block). Checked again at the
+ * batch's ReadyForQuery: a block left open (an error inside it) ends the session.
+ */
+function leavesTransactionOpen(statements: readonly StatementFacts[]): boolean {
+  let open = false;
+  for (const f of statements) {
+    switch (f.controlsTransaction) {
+      case 'begin':
+      case 'chain':
+        open = true;
+        break;
+      case 'end':
+        open = false;
+        break;
+      case 'inside':
+        if (!open) return true;
+        break;
+    }
+  }
+  return open;
 }
 
 /** Whether a held decision writes (anything held other than a bulk export), so it must run read-write. */
