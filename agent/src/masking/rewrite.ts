@@ -350,7 +350,9 @@ class TextCopyMasker implements CopyMasker {
   push(payload: Buffer): Buffer {
     const buf = this.pending ? Buffer.concat([this.pending, payload]) : payload;
     this.pending = undefined;
-    if (!this.cols.active && !this.headerLeft) return buf;
+    // Nothing to rewrite: the rows pass as they are, but each must still have the plan's width (a plan
+    // that disagrees with the server's output is not trusted to say what is clear).
+    if (!this.cols.active && !this.headerLeft) return this.checkWidths(buf);
     const parts: Buffer[] = [];
     let i = 0;
     while (i < buf.length) {
@@ -369,6 +371,44 @@ class TextCopyMasker implements CopyMasker {
 
   end(): void {
     if (this.pending?.length) throw new MaskingError('COPY data ended inside a row');
+  }
+
+  /** Passes whole rows through after counting their fields; a partial row waits for its end. */
+  private checkWidths(buf: Buffer): Buffer {
+    let i = 0;
+    while (i < buf.length) {
+      const eol = this.rowEnd(buf, i);
+      if (eol < 0) break;
+      const n = this.csv ? this.csvFields(buf, i, eol) : this.textFields(buf, i, eol);
+      if (n !== this.cols.n) throw new MaskingError(`COPY row has ${n} fields, the plan ${this.cols.n}`);
+      i = eol + 1;
+    }
+    if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
+    return i === buf.length ? buf : buf.subarray(0, i);
+  }
+
+  private textFields(buf: Buffer, from: number, eol: number): number {
+    let n = 1;
+    for (let k = from; k < eol; k++) {
+      const b = buf[k];
+      if (b === 0x5c) k++;
+      else if (b === this.delim) n++;
+    }
+    return n;
+  }
+
+  private csvFields(buf: Buffer, from: number, eol: number): number {
+    let n = 1;
+    let inQuote = false;
+    for (let k = from; k < eol; k++) {
+      const b = buf[k];
+      if (inQuote) {
+        if (b === this.escape && this.escape !== this.quote && k + 1 < eol && (buf[k + 1] === this.quote || buf[k + 1] === this.escape)) k++;
+        else if (b === this.quote) inQuote = false;
+      } else if (b === this.quote) inQuote = true;
+      else if (b === this.delim) n++;
+    }
+    return n;
   }
 
   /** Index of the newline ending the row that starts at i, or -1. */

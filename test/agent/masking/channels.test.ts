@@ -172,6 +172,27 @@ describe('COPY masking on real COPY streams', () => {
   });
 });
 
+describe('COPY rows must have the width of their plan', () => {
+  const clear = { masked: false } as const;
+  it.each([
+    { fmt: { format: 'text' as const }, rows: 'a\tb\n', bad: 'a\tb\tc\n' },
+    { fmt: { format: 'csv' as const }, rows: '"a,x",b\n', bad: 'a,b,c\n' },
+  ])('$fmt.format: a row wider than the plan is refused even when no column is masked', ({ fmt, rows, bad }) => {
+    const ok = copyMasker([clear, clear], [25, 25], fmt, { hashKey: KEY });
+    expect(ok.push(Buffer.from(rows)).toString()).toBe(rows);
+    ok.end();
+    const wide = copyMasker([clear, clear], [25, 25], fmt, { hashKey: KEY });
+    expect(() => wide.push(Buffer.from(bad))).toThrow(/3 fields, the plan 2/);
+  });
+
+  it('a row split across CopyData messages is checked whole', () => {
+    const m = copyMasker([clear, clear], [25, 25], { format: 'text' }, { hashKey: KEY });
+    expect(m.push(Buffer.from('a\t')).toString()).toBe('');
+    expect(m.push(Buffer.from('b\nc\td\n')).toString()).toBe('a\tb\nc\td\n');
+    m.end();
+  });
+});
+
 describe('errors, notices, notifications', () => {
   async function errorBytes(q: string): Promise<Buffer> {
     // the ErrorResponse as PostgreSQL built it, rebuilt from node-postgres' parsed fields
