@@ -245,13 +245,14 @@ describe('teardown and asynchronous messages', () => {
     expect(note!.body.toString('utf8')).not.toContain('123-45-6789');
     const store = s.get().agent.store;
     let events: Array<{ type: string; data?: Record<string, unknown> }> = [];
-    for (let i = 0; i < 50 && !events.some((e) => e.type === 'notification'); i++) {
+    const isNote = (e: { type: string; data?: Record<string, unknown> }) => e.type === 'async_message' && e.data?.kind === 'notification';
+    for (let i = 0; i < 50 && !events.some(isNote); i++) {
       const page = await store.querySessions({ limit: 200 });
       const session = page.sessions.find((x) => x.applicationName === app);
       events = session ? await store.sessionEvents(session.sessionId) : [];
-      if (!events.some((e) => e.type === 'notification')) await new Promise((res) => setTimeout(res, 100));
+      if (!events.some(isNote)) await new Promise((res) => setTimeout(res, 100));
     }
-    const ev = events.find((e) => e.type === 'notification');
+    const ev = events.find(isNote);
     expect(ev?.data).toMatchObject({ channel: 'hoop_test_channel' });
     expect(JSON.stringify(ev)).not.toContain('123-45-6789');
   });

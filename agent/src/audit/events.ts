@@ -21,7 +21,7 @@ export type EventType =
   | 'approval_consumed'
   | 'approval_withdrawn'
   | 'approval_expired'
-  | 'notification';
+  | 'async_message';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {

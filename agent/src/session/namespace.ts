@@ -94,8 +94,24 @@ export class Namespace {
 
   /** Whether a staged change could be skipped by the server while a message judged now runs. */
   unsettled(): boolean {
-    for (const s of this.staged) if (!s.extended || s.run !== this.run) return true;
+    for (const s of this.staged) if (!this.safe(s)) return true;
     return false;
+  }
+
+  /**
+   * The same for one name: what decides it is the last staged change that touches it. A change of this
+   * run stands or falls with the message judged now; an unsettled one before it then no longer matters.
+   */
+  unsettledName(kind: 'statement' | 'portal', name: string): boolean {
+    for (let i = this.staged.length - 1; i >= 0; i--) {
+      const s = this.staged[i];
+      if (touches(s.op, kind, name)) return !this.safe(s);
+    }
+    return false;
+  }
+
+  private safe(s: Staged): boolean {
+    return s.extended && s.run === this.run;
   }
 
   /** Resolves once nothing is unsettled (the server answered what came before). */
@@ -182,6 +198,19 @@ export class Namespace {
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
+  }
+}
+
+function touches(op: Op, kind: 'statement' | 'portal', name: string): boolean {
+  switch (op.op) {
+    case 'prepare':
+    case 'deallocate':
+      return kind === 'statement' && (op.name === name || op.name === '*');
+    case 'declare':
+    case 'close':
+      return kind === 'portal' && (op.name === name || op.name === '*');
+    case 'discard':
+      return true;
   }
 }
 

@@ -81,8 +81,11 @@ export interface PipelineDeps {
   masker?: ResultMasker;
   log: StatementLog;
   recording?: SessionRecording;
-  /** A NotificationResponse arrived (payload already masked for the client). */
-  onNotification(channel: string, pid: number): void;
+  /**
+   * A message that answers no request: a NotificationResponse (payload masked for the client), or a
+   * NoticeResponse / ParameterStatus while nothing is in flight. For the audit trail and the recording.
+   */
+  onAsync(kind: 'notification' | 'notice' | 'parameter', data: Record<string, unknown>): void;
   /** An ErrorResponse (not the agent's own) with this SQLSTATE. */
   onError?(code: string | undefined): void;
 }
@@ -108,7 +111,25 @@ export class Pipeline {
     this.deps.masker = m;
   }
 
+  /**
+   * The server is skipping to Sync (an extended-protocol request failed and no Sync was sent after it
+   * yet): what is sent now is skipped too, up to the next Sync.
+   */
+  skipping = false;
+  /** The error of a failed Parse/Bind/Describe, for the Execute its run was to run (then skipped). */
+  private blame?: { code?: string; note: string };
+
   push(r: Request): Request {
+    if (this.skipping) {
+      if (r.kind === 'sync' || r.kind === 'hidden') {
+        // A Sync ends the skipping; the agent's own statement before its Sync is skipped all the same.
+        this.skipping = false;
+        if (r.kind === 'hidden') r.errored = true;
+      } else {
+        this.skip(r);
+        return r;
+      }
+    }
     this.queue.push(r);
     return r;
   }
@@ -171,7 +192,7 @@ export class Pipeline {
         // A payload cannot be traced to a statement (triggers, other sessions): never passed in clear.
         const masked = maskNotification(buf, offsets[i], offsets[i + 1]);
         replace(i, i + 1, masked);
-        d.onNotification(notificationChannel(masked), masked.readInt32BE(5));
+        d.onAsync('notification', { channel: notificationChannel(masked), pid: masked.readInt32BE(5) });
         continue;
       }
       if (r?.kind === 'hidden') {
@@ -181,9 +202,16 @@ export class Pipeline {
         else if (t === Backend.ReadyForQuery) this.ready(r, buf[offsets[i] + 5]);
         continue;
       }
-      if (t === Backend.ParameterStatus) continue;
+      if (t === Backend.ParameterStatus) {
+        if (!r) d.onAsync('parameter', { name: body(i).toString('utf8', 0, Math.max(0, body(i).indexOf(0))) });
+        continue;
+      }
       if (t === Backend.NoticeResponse) {
-        if (this.redacts(r)) replace(i, i + 1, maskErrorMessage(buf, offsets[i], offsets[i + 1], true));
+        if (!r) {
+          const f = parseErrorFields(body(i));
+          d.onAsync('notice', { severity: f.severity, code: f.code });
+          if (idleErrorRedacts(f, d.masker !== undefined)) replace(i, i + 1, maskErrorMessage(buf, offsets[i], offsets[i + 1], true));
+        } else if (this.redacts(r)) replace(i, i + 1, maskErrorMessage(buf, offsets[i], offsets[i + 1], true));
         continue;
       }
       if (t === Backend.ErrorResponse) {
@@ -227,6 +255,8 @@ export class Pipeline {
         }
         case Backend.DataRow: {
           this.expectResult(r, t);
+          // An Execute's columns come from the Describe of its portal (the recording shows them too).
+          if (!r.fields && r.portal?.fields && d.recording) d.recording.fields((r.fields = r.portal.fields));
           let j = i + 1;
           while (j < count && types[j] === Backend.DataRow) j++;
           const masker = this.rowMasker(r, (buf[offsets[i] + 5] << 8) | buf[offsets[i] + 6]);
@@ -377,8 +407,10 @@ export class Pipeline {
    */
   private onError(r: Request | undefined, buf: Buffer, start: number, end: number, body: Buffer): Buffer {
     const fields = parseErrorFields(body);
+    // The agent's own refusal: the server's syntax error quotes the sentinel's word.
+    const own = r?.refusal && (fields.message ?? '').includes(r.sentinel ?? '\0') ? r.refusal : undefined;
     let out: Buffer;
-    if (r?.refusal && (fields.message ?? '').includes(r.sentinel ?? '\0')) out = errorResponse(r.refusal);
+    if (own) out = errorResponse(own);
     else {
       this.deps.onError?.(fields.code);
       if (!r) out = idleErrorRedacts(fields, this.deps.masker !== undefined) ? maskErrorMessage(buf, start, end, true) : buf.subarray(start, end);
@@ -388,41 +420,64 @@ export class Pipeline {
     this.failedSinceIdle = true;
     r.errored = true;
     if (r.log) {
-      r.log.sqlstate = fields.code;
-      this.deps.recording?.result(r.log, { sqlstate: fields.code, note: r.refusal ? `refused: ${r.refusal.message}` : `${fields.severity}:  ${redactedNote(out, fields, body)}` });
+      const code = own ? own.code : fields.code;
+      r.log.sqlstate = code;
+      this.deps.recording?.result(r.log, { sqlstate: code, note: `${own?.severity ?? fields.severity}:  ${own ? own.message : redactedNote(out, fields, body)}` });
     }
     if (r.kind === 'query' || r.kind === 'sync') return out; // its ReadyForQuery follows
     if (!EXTENDED.has(r.kind)) throw lost(r, Backend.ErrorResponse);
     this.deps.ns.drop(r.changes);
     if (r.log) this.deps.log.finish(r.log);
+    // A Parse, Bind or Describe that failed is the failure of the statement its run was to execute.
+    this.blame = r.kind !== 'execute' && !own ? { code: fields.code, note: `${fields.severity}:  ${redactedNote(out, fields, body)}` } : undefined;
     this.shift();
     this.skipToSync();
     return out;
   }
 
-  /** The server skips everything up to the next Sync: those requests never run and change nothing. */
+  /**
+   * The server skips everything up to the next Sync: those requests never run and change nothing. When
+   * no Sync was sent yet, what is sent until one is skipped too (push()).
+   */
   private skipToSync(): void {
-    for (let r = this.current(); r && r.kind !== 'sync'; r = this.current()) {
+    for (let r = this.current(); ; r = this.current()) {
+      if (!r) {
+        this.skipping = true;
+        return;
+      }
+      if (r.kind === 'sync') return;
       if (r.kind === 'hidden') {
         // The agent's own statement ends with its own Sync: its statement was skipped, its Sync was not.
         r.errored = true;
         return;
       }
-      this.deps.ns.drop(r.changes);
-      for (const s of r.statements ?? []) this.deps.ns.drop(s.changes);
-      if (r.log && !r.refusal) {
-        const note = r.kind === 'query' ? 'not run: the server discarded it while skipping to Sync after an earlier error' : 'not run: an earlier message of the pipeline failed';
-        this.deps.recording?.result(r.log, { note });
-        this.deps.log.finish(r.log, note);
-      }
-      r.done?.(this.status, true);
+      this.skip(r);
       this.shift();
     }
+  }
+
+  /** A request the server skipped: its changes never happen; the audit and the recording say it did not run. */
+  private skip(r: Request): void {
+    this.deps.ns.drop(r.changes);
+    for (const s of r.statements ?? []) this.deps.ns.drop(s.changes);
+    const blame = r.kind === 'execute' ? this.blame : undefined;
+    if (blame && r.log && !r.refusal) {
+      this.blame = undefined;
+      r.log.sqlstate = blame.code;
+      this.deps.recording?.result(r.log, { sqlstate: blame.code, note: blame.note });
+      this.deps.log.finish(r.log);
+    } else if (r.log && !r.refusal) {
+      const note = r.kind === 'query' ? 'not run: the server discarded it while skipping to Sync after an earlier error' : 'not run: an earlier message of the pipeline failed';
+      this.deps.recording?.result(r.log, { note });
+      this.deps.log.finish(r.log, note);
+    } else if (r.log) this.deps.log.finish(r.log);
+    r.done?.(this.status, true);
   }
 
   /** ReadyForQuery: the Query or Sync (or hidden statement) at the head is answered. */
   private ready(r: Request, status: number): void {
     this.status = status;
+    this.blame = undefined;
     this.copyIn = false;
     if (r.kind === 'query') {
       for (const s of (r.statements ?? []).slice(r.at ?? 0)) this.deps.ns.drop(s.changes); // not reached: an error ended it

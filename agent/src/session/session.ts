@@ -188,7 +188,7 @@ export class PgSession {
       ns: this.ns,
       log: this.stmtLog,
       recording: this.recording,
-      onNotification: (channel, pid) => this.onNotification(channel, pid),
+      onAsync: (kind, data) => this.onAsync(kind, data),
     });
     this.startupTimer = setTimeout(() => this.fatal(new ProtocolError('startup not completed in time', SqlState.ProtocolViolation)), deps.startupTimeoutMs);
     this.startupTimer.unref();
@@ -462,7 +462,7 @@ export class PgSession {
           this.inbox[0] = { error: err };
           continue;
         }
-        if (readsNames(msg) && this.ns.unsettled()) {
+        if (this.dependsOnUnconfirmed(msg)) {
           // Its meaning depends on a change the server has not confirmed (or skipped): wait for the server.
           if (this.heldRun) this.refuseHeldRun();
           await this.dispatch();
@@ -493,6 +493,32 @@ export class PgSession {
     } finally {
       this.pumping = false;
       if (this.step === 'Ready' && !this.upstreamFull) this.out.drained();
+    }
+  }
+
+  /**
+   * Whether judging this message reads a name whose state the server has not confirmed yet, and could
+   * still skip without skipping this message (see namespace.ts). A Query may name anything in its text.
+   */
+  private dependsOnUnconfirmed(msg: FrontendMessage): boolean {
+    const ns = this.ns;
+    switch (msg.type) {
+      case 'Query':
+        return ns.unsettled();
+      case 'Parse':
+        return msg.name !== '' && ns.unsettledName('statement', msg.name);
+      case 'Bind':
+        return ns.unsettledName('statement', msg.statement) || (msg.portal !== '' && ns.unsettledName('portal', msg.portal));
+      case 'Describe':
+        return ns.unsettledName(msg.target === 'S' ? 'statement' : 'portal', msg.name);
+      case 'Execute': {
+        if (ns.unsettledName('portal', msg.portal)) return true;
+        // A portal that runs EXECUTE s or FETCH c reads those names too.
+        const f = ns.portal(msg.portal)?.facts;
+        return f !== undefined && (f.executesPrepared !== undefined || f.fetchesCursor !== undefined || f.kind === 'ExplainStmt') && ns.unsettled();
+      }
+      default:
+        return false;
     }
   }
 
@@ -1031,12 +1057,13 @@ export class PgSession {
     this.flushUpstream(); // what a pipeline callback queued (a read-only restore)
   }
 
-  /** A notification (payload masked for the client): the audit trail and the recording say it came. */
-  private onNotification(channel: string, pid: number): void {
+  /** A message outside any statement (a notification, an idle notice, a parameter report): audited and recorded, never with values. */
+  private onAsync(kind: 'notification' | 'notice' | 'parameter', data: Record<string, unknown>): void {
     this.deps.audit
-      .append({ type: 'notification', sessionId: this.meta.sessionId, connection: this.deps.connection.name, identity: identityOf(this.deps.identity), data: { channel, pid } })
-      .catch((err) => this.log.warn('notification not recorded', { error: (err as Error).message }));
-    this.recording?.note(`notification on channel "${channel}" (payload masked)`);
+      .append({ type: 'async_message', sessionId: this.meta.sessionId, connection: this.deps.connection.name, identity: identityOf(this.deps.identity), data: { kind, ...data } })
+      .catch((err) => this.log.warn('asynchronous message not recorded', { error: (err as Error).message }));
+    if (kind === 'notification') this.recording?.note(`notification on channel "${String(data.channel)}" (payload masked)`);
+    else if (kind === 'notice') this.recording?.note(`${String(data.severity)} ${String(data.code)} outside any statement`);
   }
 
   // ── Errors and teardown ────────────────────────────────────────────────────────────────────────
@@ -1200,20 +1227,6 @@ function hiddenStatement(name: string, sql: string): Buffer {
   ]);
 }
 
-/** Messages whose judgement reads the namespace (a Query may name statements and cursors in its text). */
-function readsNames(msg: FrontendMessage): boolean {
-  switch (msg.type) {
-    case 'Query':
-    case 'Bind':
-    case 'Execute':
-    case 'Describe':
-      return true;
-    case 'Parse':
-      return msg.name !== '';
-    default:
-      return false;
-  }
-}
 
 function isCopyData(type: number): boolean {
   return type === Frontend.CopyData || type === Frontend.CopyDone || type === Frontend.CopyFail;
