@@ -1447,7 +1447,8 @@ export class Lineage {
     if (system) return SENSITIVE_CATALOGS.has(rel.name) ? unknownTaint(`catalog:${rel.name}`) : null;
     if (rel.kind !== 'v' && rel.kind !== 'm') return null;
     this.viewColumns(rel);
-    return this.viewRel.get(rel.oid)?.rows ?? unknownTaint(`view:${rel.name}`);
+    const view = this.viewRel.get(rel.oid);
+    return view ? view.rows : unknownTaint(`view:${rel.name}`);
   }
 
   private viewColumns(rel: CatalogRelation): Col[] {
