@@ -233,6 +233,13 @@ const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoi
 /** Builtin set-returning functions: in a target list they multiply the rows by what their arguments say. */
 const SET_RETURNING = new Set([...Object.keys(SRF_WIDTH), 'unnest', 'jsonb_path_query_array', 'json_populate_recordset', 'jsonb_populate_recordset', 'json_to_recordset', 'jsonb_to_recordset', 'xpath_table']);
 
+/** Set-returning functions whose number of rows is a number computed from their arguments. */
+const COUNTING_SRFS = new Set(['generate_series', 'generate_subscripts']);
+
+/** Operators and functions that fail on a zero divisor: with a masked divisor, the error is an oracle. */
+const DIVISIONS = new Set(['/', '%', 'pg_catalog./', 'pg_catalog.%']);
+const DIVIDING_FUNCTIONS = new Set(['div', 'mod']);
+
 /** Builtin aggregates (those also recognisable by their syntax, `agg(*)`, DISTINCT, FILTER, WITHIN GROUP, OVER, need not be listed). */
 const AGGREGATES = new Set([
   'count', 'sum', 'avg', 'min', 'max', 'array_agg', 'string_agg', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'bit_xor',
@@ -290,7 +297,7 @@ const SELECT_KEYS = new Set([
 type Clause =
   | 'WHERE' | 'JOIN' | 'JOIN USING' | 'HAVING' | 'GROUP BY' | 'ORDER BY' | 'DISTINCT' | 'DISTINCT ON' | 'LIMIT' | 'OFFSET'
   | 'FILTER' | 'window' | 'window frame' | 'TABLESAMPLE' | 'FROM function argument' | 'table function document' | 'CASE'
-  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON';
+  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor';
 
 class Analysis {
   readsMasked = false;
@@ -983,7 +990,10 @@ class Analysis {
           if (this.plain(b.arg, scope)) return null;
           return derive(this.expr(b.arg, scope));
         case 'A_Expr': {
-          const t = derive(union(this.expr(b.lexpr, scope), this.expr(b.rexpr, scope)));
+          const r = this.expr(b.rexpr, scope);
+          const t = derive(union(this.expr(b.lexpr, scope), r));
+          // x / masked, x % masked: whether `division by zero` happens is the value
+          if (b.kind === 'AEXPR_OP' && DIVISIONS.has(names(b.name).join('.'))) this.leak('divisor', r);
           // NULLIF(a, b) is `a = b` deciding between NULL and a: only the equality lookup P7 allows
           if (b.kind === 'AEXPR_NULLIF' && !this.equalityLookup({ ...b, kind: 'AEXPR_OP', name: [{ String: { sval: '=' } }] }, scope)) this.leak('NULLIF', t);
           return t;
@@ -1084,6 +1094,9 @@ class Analysis {
     }
     if (isOpaqueBuiltin(name)) return this.touch(unknownTaint(`function:${name}`));
     if (SET_RETURNING.has(name)) this.addSrfRows(argT);
+    // generate_series(1, ascii(ssn)) in a target list returns as many rows as the value says
+    if (builtin && COUNTING_SRFS.has(name)) this.leak('set-returning function argument', argT);
+    if (builtin && DIVIDING_FUNCTIONS.has(name)) this.leak('divisor', args[1] ?? null);
     return derive(union(argT, order, filter, over, rows));
   }
 
@@ -1121,11 +1134,11 @@ function groupTarget(g: unknown, targets: unknown[], scope: Scope): unknown {
   return g;
 }
 
-/** A constant or parameter (possibly cast): what an equality lookup may compare a masked value with. */
+/** A constant, parameter or CURRENT_DATE-like value (possibly cast): one value per statement, what an equality lookup may compare a masked value with. */
 function isConst(v: unknown): boolean {
   const u = unwrap(v);
   if (!u) return false;
-  if (u[0] === 'A_Const' || u[0] === 'ParamRef') return true;
+  if (u[0] === 'A_Const' || u[0] === 'ParamRef' || u[0] === 'SQLValueFunction') return true;
   return u[0] === 'TypeCast' && isConst(u[1].arg);
 }
 

@@ -139,6 +139,9 @@ const P7: { desc: string; sql: string; leak: boolean }[] = [
   { desc: '= ANY of a parameter array (unbounded)', sql: 'SELECT id FROM patients WHERE ssn = ANY ($1)', leak: true },
   { desc: 'equality with a clear column of attacker-chosen values', sql: `SELECT p.id FROM patients p JOIN (VALUES ('123-45-6789'), ('219-09-9999')) v(g) ON p.ssn = v.g`, leak: true },
   { desc: 'IN (sub-select) of guesses', sql: `SELECT id FROM patients WHERE ssn IN (SELECT '123-45-' || lpad(g::text, 4, '0') FROM generate_series(0, 9999) g)`, leak: true },
+  { desc: 'generate_series fed by the value in the select list (row count)', sql: 'SELECT generate_series(1, ascii(ssn)) FROM patients WHERE id = 1', leak: true },
+  { desc: 'division by a masked-derived value (error oracle)', sql: 'SELECT 1 / (ascii(ssn) - 49) FROM patients WHERE id = 1', leak: true },
+  { desc: 'mod() by a masked-derived value', sql: 'SELECT mod(7, ascii(mrn) - 77) FROM patients WHERE id = 1', leak: true },
   { desc: 'unknown relation in a condition (fail closed)', sql: `SELECT 1 FROM no_such_table WHERE x LIKE 'a%'`, leak: true },
   // allowed
   { desc: 'equality lookup', sql: `SELECT id, full_name, mrn FROM patients WHERE mrn = 'MRN-00042-A'`, leak: false },
@@ -153,6 +156,8 @@ const P7: { desc: string; sql: string; leak: boolean }[] = [
   { desc: 'clear predicates, clear order', sql: `SELECT ssn FROM patients WHERE full_name LIKE 'A%' AND id > 1 ORDER BY id LIMIT 2`, leak: false },
   { desc: 'value aggregates', sql: `SELECT mode() WITHIN GROUP (ORDER BY phone), string_agg(ssn, ',' ORDER BY ssn) FROM patients`, leak: false },
   { desc: 'JSON_TABLE over a clear document', sql: `SELECT * FROM JSON_TABLE(jsonb '[{"a":1},{"a":2}]', '$[*]' COLUMNS (o FOR ORDINALITY, a int PATH '$.a')) jt`, leak: false },
+  { desc: 'splitting a masked value into rows (MK-011) stays masked output', sql: `SELECT regexp_split_to_table(ssn, '') FROM patients WHERE id = 1`, leak: false },
+  { desc: 'a masked value divided by a constant', sql: 'SELECT ascii(ssn) / 2, length(email) % 3 FROM patients WHERE id = 1', leak: false },
   { desc: 'current_setting in WHERE is not masked data', sql: `SELECT 1 FROM notes WHERE current_setting('application_name') LIKE 'psql%'`, leak: false },
 ];
 
