@@ -111,6 +111,11 @@ export interface LineageOptions {
 interface Taint {
   sources: Set<string>;
   plain: boolean;
+  /**
+   * plain for masking, but other values mixed in (`SELECT ssn … UNION ALL SELECT 'guess'`, a FULL JOIN
+   * USING column): the strategy still applies, but P7 does not take it for masked values only
+   */
+  mixed?: true;
 }
 type T = Taint | null;
 
@@ -589,7 +594,7 @@ class Analysis {
     const v = unwrap(node);
     if (!v || (v[0] !== 'ColumnRef' && v[0] !== 'A_Indirection')) return false;
     const t = v[0] === 'ColumnRef' ? this.columnRef(v[1], scope, true)?.taint : this.expr(node, scope);
-    return !!t?.plain;
+    return !!t?.plain && !t.mixed;
   }
 
   // ---- FROM ----------------------------------------------------------------------------------
@@ -778,11 +783,13 @@ class Analysis {
         const c2 = r.cols.find((c) => c.name === n && !c.spread);
         const spreadT = union(...l.cols.filter((c) => c.spread).map((c) => c.taint), ...r.cols.filter((c) => c.spread).map((c) => c.taint));
         let taint: T;
-        if (a?.taint && !c2?.taint && !spreadT) taint = a.taint;
-        else if (c2?.taint && !a?.taint && !spreadT) taint = c2.taint;
+        // FULL JOIN: the merged column is COALESCE(left, right), values of the clear side mixed in
+        const full = b.jointype === 'JOIN_FULL';
+        if (a?.taint && !c2?.taint && !spreadT) taint = full && a.taint.plain ? { ...a.taint, mixed: true } : a.taint;
+        else if (c2?.taint && !a?.taint && !spreadT) taint = full && c2.taint.plain ? { ...c2.taint, mixed: true } : c2.taint;
         else taint = union(a?.taint ?? null, c2?.taint ?? null, spreadT, !a && !c2 ? unknownTaint(`using:${n}`) : null);
         // USING is an equality between the two sides: P7 allows it only between two plain masked values
-        const lookup = !!a?.taint?.plain && !!c2?.taint?.plain && !spreadT;
+        const lookup = !!a?.taint?.plain && !a.taint.mixed && !!c2?.taint?.plain && !c2.taint.mixed && !spreadT;
         if (taint && !lookup) rows = union(rows, this.leak('JOIN USING', this.touch(taint)));
         this.touch(taint);
         const inner = b.jointype === 'JOIN_INNER' || b.jointype === 'JOIN_LEFT';
@@ -1177,7 +1184,8 @@ function setOp(l: Col[], r: Col[]): Col[] {
     // the same single plain source on both sides stays a plain reference (same value, same strategy)
     const plain = !!a && !!b && a.plain && b.plain && a.sources.size === 1 && sameTaint(a, b);
     const bothPlainOne = (a?.plain && !b) || (b?.plain && !a);
-    return { name: c.name, taint: plain ? a : bothPlainOne ? { sources: new Set((a ?? b)!.sources), plain: true } : union(a, b), typeOid: c.typeOid === r[i].typeOid ? c.typeOid : undefined };
+    const one: T = bothPlainOne ? { sources: new Set((a ?? b)!.sources), plain: true, mixed: true } : null;
+    return { name: c.name, taint: plain ? (a!.mixed || b!.mixed ? { ...a!, mixed: true } : a) : one ?? union(a, b), typeOid: c.typeOid === r[i].typeOid ? c.typeOid : undefined };
   });
 }
 

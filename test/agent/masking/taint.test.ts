@@ -138,6 +138,8 @@ const P7: { desc: string; sql: string; leak: boolean }[] = [
   { desc: 'ORs of equalities beyond maxEqualityValues', sql: `SELECT id FROM patients WHERE ${Array.from({ length: 101 }, (_, i) => `mrn = 'M${i}'`).join(' OR ')}`, leak: true },
   { desc: '= ANY of a parameter array (unbounded)', sql: 'SELECT id FROM patients WHERE ssn = ANY ($1)', leak: true },
   { desc: 'equality with a clear column of attacker-chosen values', sql: `SELECT p.id FROM patients p JOIN (VALUES ('123-45-6789'), ('219-09-9999')) v(g) ON p.ssn = v.g`, leak: true },
+  { desc: 'join with a CTE that mixes guesses into the masked column', sql: `WITH g AS (SELECT ssn FROM patients WHERE false UNION ALL SELECT '123-45-' || lpad(n::text, 4, '0') FROM generate_series(0, 9999) n) SELECT p.id FROM patients p JOIN g ON p.ssn = g.ssn`, leak: true },
+  { desc: 'JOIN USING between a masked column and guesses', sql: `SELECT p.id FROM patients p JOIN (patients q FULL JOIN (VALUES ('123-45-6789')) v(ssn) USING (ssn)) ON p.ssn = ssn`, leak: true },
   { desc: 'IN (sub-select) of guesses', sql: `SELECT id FROM patients WHERE ssn IN (SELECT '123-45-' || lpad(g::text, 4, '0') FROM generate_series(0, 9999) g)`, leak: true },
   { desc: 'generate_series fed by the value in the select list (row count)', sql: 'SELECT generate_series(1, ascii(ssn)) FROM patients WHERE id = 1', leak: true },
   { desc: 'division by a masked-derived value (error oracle)', sql: 'SELECT 1 / (ascii(ssn) - 49) FROM patients WHERE id = 1', leak: true },
