@@ -5,7 +5,8 @@
  *                                   │ parse error → block P3.parse-error
  *   judge = verdict of the statement node itself (rules.ts)
  *         ⊕ verdicts of every nested statement, function call, relation, operator found by the walk
- *         ⊕ P7 predicate check (strict profile) ; holds listed in approvalFreeFingerprints → allow
+ *         ⊕ P7 predicate check (strict by default: on lineage via the PredicateOracle once the catalog
+ *           is loaded, by column names before) ; holds listed in approvalFreeFingerprints → allow
  *
  * The analysis of a text is cached (LRU). Statements that refer to session state (EXECUTE, FETCH,
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
