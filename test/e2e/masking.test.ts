@@ -554,6 +554,15 @@ describe('strictPredicates: false still masks values, row counts and errors', ()
     expect(phiIn(textOf(msgs))).toEqual([]);
   });
 
+  it('deferred execution: COMMIT materialises a WITH HOLD cursor, and its error is redacted', async () => {
+    const sql = 'BEGIN; DECLARE h CURSOR WITH HOLD FOR SELECT ssn::int FROM patients ORDER BY id; COMMIT;';
+    const dr = await psqlDirect(['-At', '-c', sql]).catch((e) => e as RunResult);
+    expect(phiIn(dr.stderr).length).toBe(1);
+    const gw = await psql(lax, ['-At', '-c', sql]);
+    expect(gw.stderr).toMatch(/ERROR: {2}invalid input syntax/);
+    expect(phiIn(gw.stderr)).toEqual([]);
+  });
+
   it('deferred execution: MOVE runs the cursor query, and its error is redacted', async () => {
     const sql = 'BEGIN; DECLARE c CURSOR FOR SELECT ssn::int FROM patients ORDER BY id; MOVE NEXT IN c; ROLLBACK;';
     const dr = await psqlDirect(['-At', '-c', sql]).catch((e) => e as RunResult);
