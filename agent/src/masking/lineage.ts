@@ -236,10 +236,28 @@ const DEFERRING_TRANSACTION_KINDS = new Set(['TRANS_STMT_COMMIT', 'TRANS_STMT_PR
 const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
 
 /** Builtin set-returning functions: in a target list they multiply the rows by what their arguments say. */
-const SET_RETURNING = new Set([...Object.keys(SRF_WIDTH), 'unnest', 'jsonb_path_query_array', 'json_populate_recordset', 'jsonb_populate_recordset', 'json_to_recordset', 'jsonb_to_recordset', 'xpath_table']);
+const SET_RETURNING = new Set([...Object.keys(SRF_WIDTH), 'unnest', 'json_populate_recordset', 'jsonb_populate_recordset', 'json_to_recordset', 'jsonb_to_recordset', 'regexp_matches', 'ts_debug', 'ts_parse', 'ts_token_type']);
 
-/** Set-returning functions whose number of rows is a number computed from their arguments. */
-const COUNTING_SRFS = new Set(['generate_series', 'generate_subscripts']);
+/**
+ * Set-returning functions whose number of rows, fed a masked value, is no more than its length or its
+ * shape: splitting into characters (MK-011), and a JSON path without a filter (MK-017). Every other
+ * set-returning function fed a masked value returns as many rows as the value decides (generate_series
+ * to ascii(ssn), regexp_matches(ssn, '^1'), a path filter `? (@ starts with "1")`): P7 refuses it.
+ */
+function structuralSrf(name: string, args: unknown[]): boolean {
+  const text = (v: unknown): string | null | undefined => {
+    const c = unwrap(v);
+    if (c?.[0] === 'TypeCast') return text(c[1].arg);
+    if (c?.[0] !== 'A_Const') return undefined;
+    return c[1].isnull === true ? null : isObj(c[1].sval) ? String(c[1].sval.sval ?? '') : undefined;
+  };
+  if (name === 'regexp_split_to_table' || name === 'string_to_table') return args.length === 2 && (text(args[1]) === '' || text(args[1]) === null);
+  if (name === 'jsonb_path_query' || name === 'jsonb_path_query_tz') {
+    const path = text(args[1]);
+    return args.length === 2 && typeof path === 'string' && !/[?@$]/.test(path.replace(/^\s*(strict|lax)?\s*\$/, ''));
+  }
+  return false;
+}
 
 /** Operators and functions that fail on a zero divisor: with a masked divisor, the error is an oracle. */
 const DIVISIONS = new Set(['/', '%', 'pg_catalog./', 'pg_catalog.%']);
@@ -1092,6 +1110,7 @@ class Analysis {
       }
       // it may return a set: the rows of this query level then depend on it too
       this.addSrfRows(t);
+      if (user.returnsSet) this.leak('set-returning function argument', argT);
       return this.touch(derive(t));
     }
     if (builtin && name === 'count') {
@@ -1100,9 +1119,11 @@ class Analysis {
       return derive(union(...nulls, filter, over, rows));
     }
     if (isOpaqueBuiltin(name)) return this.touch(unknownTaint(`function:${name}`));
-    if (SET_RETURNING.has(name)) this.addSrfRows(argT);
-    // generate_series(1, ascii(ssn)) in a target list returns as many rows as the value says
-    if (builtin && COUNTING_SRFS.has(name)) this.leak('set-returning function argument', argT);
+    if (SET_RETURNING.has(name)) {
+      this.addSrfRows(argT);
+      // generate_series(1, ascii(ssn)) in a target list returns as many rows as the value says
+      if (!structuralSrf(name, arr(b.args))) this.leak('set-returning function argument', argT);
+    }
     if (builtin && DIVIDING_FUNCTIONS.has(name)) this.leak('divisor', args[1] ?? null);
     return derive(union(argT, order, filter, over, rows));
   }

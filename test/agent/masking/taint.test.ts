@@ -142,6 +142,9 @@ const P7: { desc: string; sql: string; leak: boolean }[] = [
   { desc: 'JOIN USING between a masked column and guesses', sql: `SELECT p.id FROM patients p JOIN (patients q FULL JOIN (VALUES ('123-45-6789')) v(ssn) USING (ssn)) ON p.ssn = ssn`, leak: true },
   { desc: 'IN (sub-select) of guesses', sql: `SELECT id FROM patients WHERE ssn IN (SELECT '123-45-' || lpad(g::text, 4, '0') FROM generate_series(0, 9999) g)`, leak: true },
   { desc: 'generate_series fed by the value in the select list (row count)', sql: 'SELECT generate_series(1, ascii(ssn)) FROM patients WHERE id = 1', leak: true },
+  { desc: 'regexp_matches on the value in the select list (0 or 1 row)', sql: `SELECT id, regexp_matches(ssn, '^1') FROM patients`, leak: true },
+  { desc: 'a jsonb path filter on the value in the select list', sql: `SELECT id, jsonb_path_query(to_jsonb(p), '$.ssn ? (@ starts with "1")') FROM patients p`, leak: true },
+  { desc: 'unnest of the value split by a chosen separator', sql: `SELECT id, unnest(string_to_array(ssn, '1')) FROM patients`, leak: true },
   { desc: 'division by a masked-derived value (error oracle)', sql: 'SELECT 1 / (ascii(ssn) - 49) FROM patients WHERE id = 1', leak: true },
   { desc: 'mod() by a masked-derived value', sql: 'SELECT mod(7, ascii(mrn) - 77) FROM patients WHERE id = 1', leak: true },
   { desc: 'unknown relation in a condition (fail closed)', sql: `SELECT 1 FROM no_such_table WHERE x LIKE 'a%'`, leak: true },
@@ -159,6 +162,7 @@ const P7: { desc: string; sql: string; leak: boolean }[] = [
   { desc: 'value aggregates', sql: `SELECT mode() WITHIN GROUP (ORDER BY phone), string_agg(ssn, ',' ORDER BY ssn) FROM patients`, leak: false },
   { desc: 'JSON_TABLE over a clear document', sql: `SELECT * FROM JSON_TABLE(jsonb '[{"a":1},{"a":2}]', '$[*]' COLUMNS (o FOR ORDINALITY, a int PATH '$.a')) jt`, leak: false },
   { desc: 'splitting a masked value into rows (MK-011) stays masked output', sql: `SELECT regexp_split_to_table(ssn, '') FROM patients WHERE id = 1`, leak: false },
+  { desc: 'a jsonb path without a filter (MK-017)', sql: `SELECT jsonb_path_query(to_jsonb(p), '$.email') FROM patients p WHERE id = 1`, leak: false },
   { desc: 'a masked value divided by a constant', sql: 'SELECT ascii(ssn) / 2, length(email) % 3 FROM patients WHERE id = 1', leak: false },
   { desc: 'current_setting in WHERE is not masked data', sql: `SELECT 1 FROM notes WHERE current_setting('application_name') LIKE 'psql%'`, leak: false },
 ];
