@@ -320,7 +320,7 @@ const SELECT_KEYS = new Set([
 type Clause =
   | 'WHERE' | 'JOIN' | 'JOIN USING' | 'HAVING' | 'GROUP BY' | 'ORDER BY' | 'DISTINCT' | 'DISTINCT ON' | 'LIMIT' | 'OFFSET'
   | 'FILTER' | 'window' | 'window frame' | 'TABLESAMPLE' | 'FROM function argument' | 'table function document' | 'CASE'
-  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor';
+  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor' | 'set operation';
 
 class Analysis {
   readsMasked = false;
@@ -389,8 +389,10 @@ class Analysis {
           const l = this.select(isObj(s.larg) ? s.larg : {}, outer, ctes);
           const r = this.select(isObj(s.rarg) ? s.rarg : {}, outer, ctes);
           const cols = setOp(l.cols, r.cols);
-          // UNION / INTERSECT / EXCEPT without ALL compare the values: how many rows remain depends on them
-          rel = { cols, rows: union(l.rows, r.rows, s.all === true ? null : derive(union(...cols.map((c) => c.taint)))) };
+          // UNION / INTERSECT / EXCEPT (but UNION ALL) compare the values: how many rows remain depends on them
+          const compares = op !== 'SETOP_UNION' || s.all !== true;
+          if (compares) this.setComparison(s, l.cols, r.cols);
+          rel = { cols, rows: union(l.rows, r.rows, compares ? derive(union(...cols.map((c) => c.taint))) : null) };
         } else rel = { cols: this.values(arr(s.valuesLists), outer, ctes), rows: null };
         const scope: Scope = { items: [], entries: [], parent: outer, ctes };
         for (const sb of arr(s.sortClause)) this.ordering('ORDER BY', sb, scope, rel.cols);
@@ -424,6 +426,27 @@ class Analysis {
       return { cols: out, rows: union(rows, this.limit(s, scope, out)) };
     } finally {
       this.depth--;
+    }
+  }
+
+  /**
+   * P7 for INTERSECT / EXCEPT / UNION: they compare every column of one side with the other's. Allowed
+   * like an equality lookup: masked values against masked values, or against constant rows (counted
+   * against maxEqualityValues); against anything else (a generated list of guesses) it is refused.
+   */
+  setComparison(s: Obj, l: Col[], r: Col[]): void {
+    const pure = (c: Col | undefined) => !!c?.taint?.plain && !c.taint.mixed;
+    const width = Math.max(l.length, r.length);
+    for (let i = 0; i < width; i++) {
+      const a = l[i];
+      const b = r[i];
+      if (!a?.taint && !b?.taint && !a?.spread && !b?.spread) continue;
+      if (pure(a) && pure(b)) continue;
+      const other = pure(a) ? s.rarg : pure(b) ? s.larg : undefined;
+      const n = other === undefined ? undefined : constantRows(other);
+      if (n === undefined) this.leak('set operation', union(a?.taint ?? null, b?.taint ?? null));
+      else this.compared(n);
+      return; // one verdict per comparison of rows
     }
   }
 
@@ -1160,6 +1183,15 @@ function groupTarget(g: unknown, targets: unknown[], scope: Scope): unknown {
     if (t && !input) return t.val;
   }
   return g;
+}
+
+/** Rows of constants (`SELECT 'x'`, `VALUES ('a'), ('b')`) a set operation compares with: how many; undefined otherwise. */
+function constantRows(node: unknown): number | undefined {
+  const b = unwrap(node)?.[1] ?? (isObj(node) ? node : {});
+  const clauses = ['fromClause', 'whereClause', 'groupClause', 'havingClause', 'withClause', 'limitCount', 'limitOffset', 'larg', 'rarg'];
+  if (clauses.some((k) => b[k] !== undefined && !(Array.isArray(b[k]) && (b[k] as unknown[]).length === 0))) return undefined;
+  if (Array.isArray(b.valuesLists)) return b.valuesLists.every((row) => arr(unwrap(row)?.[1].items).every(isConst)) ? b.valuesLists.length : undefined;
+  return arr(b.targetList).every((t) => isConst(unwrap(t)?.[1].val)) ? 1 : undefined;
 }
 
 /** A constant, parameter or CURRENT_DATE-like value (possibly cast): one value per statement, what an equality lookup may compare a masked value with. */
