@@ -71,7 +71,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const engines = new Map<string, PolicyEngine>();
   const maskers = new Map<string, ConnectionMasking>();
   for (const [name, conn] of config.connections) {
-    maskers.set(name, new ConnectionMasking(conn));
+    const masking = new ConnectionMasking(conn);
+    maskers.set(name, masking);
     engines.set(
       name,
       await loadPolicyEngine({
@@ -80,6 +81,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         approvalFreeFingerprints: conn.policy.approvalFree,
         strictPredicates: conn.policy.strictPredicates,
         maskedColumns: Object.keys(conn.masking),
+        // P7 on lineage once the catalog is loaded (every session waits for it before its first statement)
+        predicates: () => masking.loaded(),
       }),
     );
   }

@@ -91,7 +91,13 @@ const PolicyOverrides = z.strictObject({
   allowedFunctions: z.array(z.string()).default([]),
   /** libpg-query fingerprints of statements that known jobs may run without approval. */
   approvalFree: z.array(z.string()).default([]),
-  strictPredicates: z.boolean().default(false),
+  /**
+   * P7 (SECURITY-POLICY.md): masked values may only be compared by equality with constants or parameters.
+   * `false` opts out: masking then protects against accidental exposure only, not a job that wants the values.
+   */
+  strictPredicates: z.boolean().default(true),
+  /** P7: at most this many constants or parameters compared with masked columns by equality per statement. */
+  maxEqualityValues: z.number().int().min(1).max(100_000).default(100),
 });
 
 const Connection = z.strictObject({

@@ -4,13 +4,13 @@
 // (results, and `\copy … to` in text, csv and binary, approved as bulk exports per P4), node-postgres in
 // binary result format, and a raw frontend that checks the binary bytes themselves; every output is
 // scanned for the seeded PHI, and the same scan finds that PHI in the direct output.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { decideNextApproval, psql, run, useStack, tunnelClient, type RunResult } from '../harness/stack.js';
-import { cstr, parseErrorFields, RawClient, typed, type BackendMsg } from './wire.js';
+import { decideNextApproval, psql, run, startExtraAgent, useStack, tunnelClient, type ExtraAgent, type RunResult } from '../harness/stack.js';
+import { collect, cstr, parseErrorFields, RawClient, typed, type BackendMsg } from './wire.js';
 
 const s = useStack();
 
@@ -395,3 +395,227 @@ function dataRow(b: Buffer): (Buffer | null)[] {
   }
   return out;
 }
+
+// ── information flow (issue 13, SECURITY-POLICY P6/P7) ─────────────────────────────────────────────
+// A masked value reaches row counts and errors too, and P7 (strict by default) refuses every use of it
+// that decides rows, order, grouping or errors. The default stack is strict; an extra agent on the same
+// database has `policy.strictPredicates: false`, where masking still covers values, counts and errors.
+
+/** Every backend message of one simple Query (type byte + body), up to ReadyForQuery. */
+async function simpleBytes(c: RawClient, sql: string): Promise<BackendMsg[]> {
+  c.write(typed('Q', cstr(sql)));
+  return c.until('Z', 30_000);
+}
+
+/** The same statement through the extended protocol (unnamed statement and portal, text results). */
+async function extendedBytes(c: RawClient, sql: string, params: string[] = []): Promise<BackendMsg[]> {
+  const i16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
+  const i32 = (n: number) => Buffer.from([n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
+  const values = params.map((p) => Buffer.concat([i32(Buffer.byteLength(p)), Buffer.from(p)]));
+  c.write(
+    Buffer.concat([
+      typed('P', Buffer.concat([cstr(''), cstr(sql), i16(0)])),
+      typed('B', Buffer.concat([cstr(''), cstr(''), i16(0), i16(params.length), ...values, i16(0)])),
+      typed('D', Buffer.concat([Buffer.from('P'), cstr('')])),
+      typed('E', Buffer.concat([cstr(''), Buffer.alloc(4)])),
+      typed('S'),
+    ]),
+  );
+  return c.until('Z', 30_000);
+}
+
+const errorOf = (msgs: BackendMsg[]) => {
+  const e = msgs.find((m) => m.type === 'E');
+  return e && parseErrorFields(e.body);
+};
+const textOf = (msgs: BackendMsg[]) => msgs.map((m) => m.body.toString('latin1')).join('\n');
+
+async function withRaw<T>(listener: { host: string; port: number }, f: (c: RawClient) => Promise<T>): Promise<T> {
+  const c = await RawClient.connect(listener.host, listener.port);
+  try {
+    await c.startup();
+    return await f(c);
+  } finally {
+    c.destroy();
+  }
+}
+
+/** The issue's single-statement SSN extraction through row counts, on the demo table. */
+const ROW_COUNT_SQL = `SELECT p.id, string_agg(chr((SELECT count(*) FROM generate_series(1, ascii(substr(p.ssn, k, 1))))::int), '' ORDER BY k) AS s
+  FROM patients p CROSS JOIN generate_series(1, 11) k WHERE p.id <= 3 GROUP BY p.id ORDER BY p.id`;
+
+/** One statement per class that P7 refuses by default: none of them may run. */
+const REFUSED = [
+  { cls: 'row counts (SRF in FROM fed by ssn)', sql: ROW_COUNT_SQL },
+  { cls: 'EXISTS over an SRF fed by the value', sql: `SELECT id FROM patients p WHERE EXISTS (SELECT 1 FROM generate_series(1, ascii(p.ssn) - 57)) AND id <= 5` },
+  { cls: 'LIMIT from a masked value', sql: `SELECT 1 FROM visits LIMIT (SELECT ssn FROM patients WHERE id = 1)::int` },
+  { cls: 'TABLESAMPLE with a CASE on the value', sql: `SELECT count(*) FROM patients TABLESAMPLE BERNOULLI ((SELECT CASE WHEN ssn LIKE '9%' THEN 100 ELSE 0 END FROM patients WHERE id = 1))` },
+  { cls: 'window frame offset', sql: `SELECT sum(id) OVER (ORDER BY id ROWS BETWEEN ascii(ssn) PRECEDING AND CURRENT ROW) FROM patients` },
+  { cls: 'NULLIF(pred, true) IS NULL', sql: `SELECT id, NULLIF(ssn LIKE '9%', true) IS NULL FROM patients WHERE id <= 5` },
+  { cls: 'count(NULLIF(…))', sql: `SELECT count(NULLIF(mrn LIKE 'MRN-0%', false)) FROM patients` },
+  { cls: 'LATERAL VALUES rename', sql: `SELECT p.id FROM patients p, LATERAL (VALUES (p.ssn)) v(x) WHERE x LIKE '9%'` },
+  { cls: 'parenthesised join aliases', sql: `SELECT a FROM (patients p JOIN visits v ON v.patient_id = p.id) AS j(a, b, c) WHERE c LIKE '9%'` },
+  { cls: 'ORDER BY a masked value', sql: 'SELECT id FROM patients ORDER BY date_of_birth LIMIT 5' },
+  { cls: 'IN list as a range', sql: `SELECT id FROM patients WHERE date_of_birth IN (${Array.from({ length: 150 }, (_, i) => `'${new Date(Date.UTC(1970, 0, 1 + i)).toISOString().slice(0, 10)}'`).join(', ')})` },
+];
+
+describe('strict predicates by default (P7)', () => {
+  it.each(REFUSED)('psql: $cls is refused, nothing runs', async ({ sql }) => {
+    const gw = await psql(s.get(), ['-At', '-c', sql]);
+    expect(gw.stderr).toMatch(/P7\.predicate|masked columns may only be compared/i);
+    expect(gw.stdout).toBe('');
+    expect(phiIn(gw.stderr)).toEqual([]);
+  });
+
+  it.each(REFUSED)('extended protocol: $cls is refused with 42501', async ({ sql }) => {
+    const msgs = await withRaw(s.get().listener, (c) => extendedBytes(c, sql));
+    expect(errorOf(msgs)?.code).toBe('42501');
+    expect(msgs.some((m) => m.type === 'D')).toBe(false);
+  });
+
+  it('equality lookups still work and equal direct (psql and extended protocol with a parameter)', async () => {
+    const mrn = (await direct<{ mrn: string }>('SELECT mrn FROM patients WHERE id = 7')).rows[0].mrn;
+    const q = `SELECT id, full_name, diagnosis FROM patients WHERE mrn = '${mrn}'`;
+    const gw = await psql(s.get(), ['-At', '-c', q]);
+    expect(gw.stderr).toBe('');
+    expect(gw.stdout).toBe((await psqlDirect(['-At', '-c', q])).stdout);
+    const msgs = await withRaw(s.get().listener, (c) => extendedBytes(c, 'SELECT id FROM patients WHERE mrn = $1', [mrn]));
+    expect(errorOf(msgs)).toBeUndefined();
+    expect(collect(msgs).rows).toEqual(['7']);
+  });
+
+  it('JSON_TABLE and XMLTABLE columns equal direct where they hold no masked value', async () => {
+    const q = `SELECT p.id, jt.* FROM patients p, JSON_TABLE(jsonb_build_object('n', p.full_name, 'd', p.diagnosis, 'k', jsonb_build_array(1, 2)), '$'
+      COLUMNS (o FOR ORDINALITY, n text PATH '$.n', d text PATH '$.d', NESTED PATH '$.k[*]' COLUMNS (k int PATH '$'))) jt
+      CROSS JOIN XMLTABLE('/r/x' PASSING xml '<r><x>a</x><x>b</x></r>' COLUMNS xo FOR ORDINALITY, x text PATH '.') xt
+      WHERE p.id <= 5 ORDER BY p.id, k, xo`;
+    const gw = await psql(s.get(), ['-At', '-c', q]);
+    expect(gw.stderr).toBe('');
+    const dr = await psqlDirect(['-At', '-c', q]);
+    expect(gw.stdout.trim().split('\n').length).toBe(20);
+    expect(gw.stdout).toBe(dr.stdout);
+  });
+
+  it('hash stays usable for joins on the masked column', async () => {
+    const q = 'SELECT count(*) FROM patients a JOIN patients b ON a.email = b.email';
+    const gw = await psql(s.get(), ['-At', '-c', q]);
+    expect(gw.stderr).toBe('');
+    expect(gw.stdout).toBe((await psqlDirect(['-At', '-c', q])).stdout);
+  });
+});
+
+describe('strictPredicates: false still masks values, row counts and errors', () => {
+  let lax: ExtraAgent;
+  beforeAll(async () => {
+    lax = await startExtraAgent(s.get(), { agentId: 'masking-lax', policy: { strictPredicates: false } });
+  });
+  afterAll(async () => {
+    await lax?.stop();
+  });
+
+  it('psql: the row-count extraction runs, but what it computed is masked', async () => {
+    const dr = await psqlDirect(['-At', '-c', ROW_COUNT_SQL]);
+    expect(phiIn(dr.stdout).length).toBe(3); // directly, the statement returns the SSNs
+    const gw = await psql(lax, ['-At', '-c', ROW_COUNT_SQL]);
+    expect(gw.stderr).toBe('');
+    expect(gw.stdout.trim().split('\n')).toEqual(['1|***', '2|***', '3|***']);
+  });
+
+  it('extended protocol: EXISTS and counts over SRFs fed by a masked value are masked', async () => {
+    const sql = 'SELECT id, EXISTS (SELECT 1 FROM generate_series(1, ascii(p.ssn) - 57)), (SELECT count(*) FROM generate_series(1, ascii(p.ssn))) FROM patients p WHERE id <= 3 ORDER BY id';
+    const msgs = await withRaw(lax.listener, (c) => extendedBytes(c, sql));
+    expect(errorOf(msgs)).toBeUndefined();
+    const rows = msgs.filter((m) => m.type === 'D').map((m) => dataRow(m.body).map((v) => v?.toString('utf8') ?? null));
+    expect(rows.map((r) => r[0])).toEqual(['1', '2', '3']);
+    // derived values are redacted: NULL for bool and bigint (what PostgreSQL says: true, and 57 or so)
+    for (const r of rows) expect(r.slice(1)).toEqual([null, null]);
+  });
+
+  // Each evaluates ssn (or a view of it) only in one clause; the cast error quotes the SSN directly.
+  const CLAUSE_ERRORS = [
+    { clause: 'LIMIT', sql: 'SELECT 1 FROM visits LIMIT (SELECT ssn FROM patients WHERE id = 1)::int' },
+    { clause: 'OFFSET', sql: 'SELECT 1 FROM visits OFFSET (SELECT ssn FROM patients WHERE id = 1)::int' },
+    { clause: 'FETCH FIRST', sql: 'SELECT 1 FROM visits ORDER BY id FETCH FIRST ((SELECT ssn FROM patients WHERE id = 1)::int) ROWS ONLY' },
+    { clause: 'TABLESAMPLE REPEATABLE', sql: 'SELECT 1 FROM visits TABLESAMPLE SYSTEM (1) REPEATABLE ((SELECT ssn FROM patients WHERE id = 1)::float8)' },
+    { clause: 'window frame offset', sql: 'SELECT sum(id) OVER (ORDER BY id ROWS BETWEEN (SELECT ssn FROM patients WHERE id = 1)::int PRECEDING AND CURRENT ROW) FROM visits' },
+  ];
+
+  it.each(CLAUSE_ERRORS)('psql: an error from $clause is redacted (SQLSTATE kept)', async ({ sql }) => {
+    const dr = await psqlDirect(['-At', '-c', sql]).catch((e) => e as RunResult);
+    expect(phiIn(dr.stderr).length).toBe(1); // PostgreSQL quotes the SSN
+    const gw = await psql(lax, ['-At', '-v', 'VERBOSITY=verbose', '-c', sql]);
+    expect(gw.stderr).toMatch(/ERROR: {2}22P02/);
+    expect(phiIn(gw.stderr)).toEqual([]);
+  });
+
+  it.each(CLAUSE_ERRORS)('extended protocol: an error from $clause is redacted', async ({ sql }) => {
+    const msgs = await withRaw(lax.listener, (c) => extendedBytes(c, sql));
+    expect(errorOf(msgs)?.code).toBe('22P02');
+    expect(phiIn(textOf(msgs))).toEqual([]);
+  });
+
+  // The cursor's query runs later than its DECLARE: at MOVE, or at COMMIT for a WITH HOLD cursor.
+  it.each([
+    { at: 'MOVE', sql: 'BEGIN; DECLARE c CURSOR FOR SELECT ssn::int FROM patients ORDER BY id; MOVE NEXT IN c; ROLLBACK;' },
+    { at: 'COMMIT (WITH HOLD)', sql: 'BEGIN; DECLARE h CURSOR WITH HOLD FOR SELECT ssn::int FROM patients ORDER BY id; COMMIT;' },
+  ])('deferred execution: the error at $at is redacted', async ({ sql }) => {
+    const dr = await psqlDirect(['-At', '-c', sql]).catch((e) => e as RunResult);
+    expect(phiIn(dr.stderr).length).toBe(1);
+    const gw = await psql(lax, ['-At', '-c', sql]);
+    expect(gw.stderr).toMatch(/ERROR: {2}invalid input syntax/);
+    expect(phiIn(gw.stderr)).toEqual([]);
+  });
+});
+
+describe('differential: changing masked values directly changes nothing the client receives', () => {
+  // Generated statements over the demo table; every one that the default policy lets run must give the
+  // same bytes (values, row counts, error text) before and after the masked columns change in
+  // PostgreSQL; refusals must be the same refusals. email (hash) is left alone: a keyed hash of a new
+  // value is a new hash, which P6 allows; MRN keeps the 4 characters `partial` shows.
+  const TARGETS = ['p.id', 'p.ssn', 'upper(p.ssn)', 'length(p.phone)', 'p.date_of_birth', 'p.ssn::int', 'p.mrn',
+    '(SELECT count(*) FROM generate_series(1, ascii(p.ssn)))', `NULLIF(p.ssn LIKE '9%', true) IS NULL`,
+    'EXISTS (SELECT 1 FROM generate_series(1, ascii(p.ssn) - 57))', 'count(*) OVER ()', 'p.date_of_birth - DATE \'1900-01-01\''];
+  const FILTERS = ['', `AND p.ssn LIKE '90%'`, `AND p.date_of_birth > DATE '1970-01-01'`, `AND ascii(p.phone) > 0`, 'AND p.mrn IS NOT NULL',
+    'AND EXISTS (SELECT 1 FROM generate_series(1, ascii(p.ssn) - 57))'];
+  const TAILS = ['ORDER BY p.id', 'ORDER BY p.ssn, p.id', 'ORDER BY p.id LIMIT (SELECT ascii(ssn) - 48 FROM patients WHERE id = 1)', 'ORDER BY p.id LIMIT 5'];
+  const QUERIES = TARGETS.flatMap((t) => FILTERS.flatMap((f) => TAILS.map((tail) => `SELECT p.id, ${t} FROM patients p WHERE p.id <= 30 ${f} ${tail}`)));
+
+  const MUTATE = `UPDATE patients SET
+    ssn = translate(ssn, '0123456789-', '9876543210/'),
+    phone = translate(phone, '0123456789', '9876543210'),
+    mrn = overlay(mrn placing translate(substr(mrn, 1, length(mrn) - 4), 'MRN0123456789', 'XYZ9876543210') from 1 for length(mrn) - 4),
+    date_of_birth = date_of_birth + 400`;
+  const RESTORE = `UPDATE patients SET
+    ssn = translate(ssn, '9876543210/', '0123456789-'),
+    phone = translate(phone, '9876543210', '0123456789'),
+    mrn = overlay(mrn placing translate(substr(mrn, 1, length(mrn) - 4), 'XYZ9876543210', 'MRN0123456789') from 1 for length(mrn) - 4),
+    date_of_birth = date_of_birth - 400`;
+
+  async function observe(): Promise<string[]> {
+    return withRaw(s.get().listener, async (c) => {
+      const out: string[] = [];
+      for (const q of QUERIES) {
+        out.push(textOf(await simpleBytes(c, q)), textOf(await extendedBytes(c, q)));
+      }
+      return out;
+    });
+  }
+
+  it(`${QUERIES.length} generated statements, simple and extended protocol`, async () => {
+    const before = await observe();
+    const changed = await direct(MUTATE);
+    expect(changed.rowCount).toBe(2000);
+    let after: string[];
+    try {
+      after = await observe();
+    } finally {
+      await direct(RESTORE);
+    }
+    const differ = QUERIES.flatMap((q, i) => (before[2 * i] !== after[2 * i] || before[2 * i + 1] !== after[2 * i + 1] ? [q] : []));
+    expect(differ).toEqual([]);
+    // and the set is not vacuous: dozens ran and returned rows, the rest were refused
+    expect(before.filter((b) => !b.includes('42501')).length).toBeGreaterThan(50);
+    expect(before.filter((b) => b.includes('42501')).length).toBeGreaterThan(QUERIES.length);
+    expect(phiIn(before.join('\n'))).toEqual([]);
+  });
+});

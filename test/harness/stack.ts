@@ -85,11 +85,12 @@ export interface ExtraAgent {
 /**
  * One more hoop-agent serving the stack's demo connection (same database, credential and issuer), with
  * its own tunnel (as ci-nightly) and local port: for several agents on one state store (`state`), or a
- * connection whose `approval` section differs (a webhook). Stop it before the stack.
+ * connection whose `approval` or `policy` section differs (a webhook, strictPredicates off). Stop it
+ * before the stack.
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; log?: Logger },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; log?: Logger },
 ): Promise<ExtraAgent> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-'));
   const config = await resolveConfig(
@@ -105,6 +106,7 @@ export async function startExtraAgent(
           access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
           masking: DEMO_MASKING,
           approval: { approvers: { groups: ['compliance'] }, ...o.approval },
+          ...(o.policy ? { policy: o.policy } : {}),
         },
       },
     },

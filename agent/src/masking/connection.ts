@@ -13,6 +13,8 @@ export class ConnectionMasking {
   readonly rules: MaskRules;
   readonly hashKey: Buffer;
   private lineage?: Promise<Lineage>;
+  /** the last analyser loaded: what P7 judges by (kept across a reload until the new one is ready) */
+  private ready?: Lineage;
 
   constructor(private readonly conn: ResolvedConnection) {
     this.rules = new Map(Object.entries(conn.masking).map(([col, s]) => [col, parseStrategy(s)]));
@@ -30,6 +32,11 @@ export class ConnectionMasking {
       throw err;
     });
     return this.lineage;
+  }
+
+  /** The analyser over the last catalog loaded, without waiting (undefined before the first load). */
+  loaded(): Lineage | undefined {
+    return this.ready;
   }
 
   /** Drops the cached catalog (after DDL, or when a result names an unknown table). */
@@ -72,8 +79,12 @@ export class ConnectionMasking {
         return next;
       };
       const catalog: Catalog = await loadCatalog(query);
-      const lineage = new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
+      const lineage = new Lineage(catalog, this.rules, {
+        trustedFunctions: new Set(this.conn.policy.allowedFunctions),
+        maxEqualityValues: this.conn.policy.maxEqualityValues,
+      });
       ok = true;
+      this.ready = lineage;
       this.watch?.end().catch(() => {});
       this.watch = client;
       const lost = () => {

@@ -65,18 +65,34 @@ export interface CopyOptions {
   header: boolean;
 }
 
+/**
+ * What a plan says besides its columns; the session layer reads these.
+ * - `readsMasked`: the statement evaluates a masked-derived expression in some clause, or runs deferred
+ *   work (FETCH, MOVE, CLOSE, COMMIT with WITH HOLD cursors): redact the text of its errors and notices.
+ * - `rowsTainted`: which and how many rows come back was decided by a masked-derived value (a filter,
+ *   a set-returning function fed by one, LIMIT…); row counts (CommandComplete, the number of DataRows)
+ *   then carry it. Strict predicates (P7) refuse such statements; in the lax profile it is informational.
+ * - `predicateLeak`: the first use of a masked-derived value that P7 refuses (undefined: none). The
+ *   policy engine blocks on it when `strictPredicates` is on.
+ */
+export interface PlanFacts {
+  readsMasked: boolean;
+  rowsTainted?: boolean;
+  predicateLeak?: string;
+}
+
 export type LineagePlan =
-  | { kind: 'rows'; columns: PlanColumn[]; readsMasked: boolean; cursor?: string; copy?: CopyOptions }
+  | ({ kind: 'rows'; columns: PlanColumn[]; cursor?: string; copy?: CopyOptions } & PlanFacts)
   /** the statement returns no rows (writes without RETURNING, SET, DDL…) */
-  | { kind: 'none'; readsMasked: boolean }
+  | ({ kind: 'none' } & PlanFacts)
   /** FETCH: use the plan recorded for the cursor's DECLARE */
-  | { kind: 'fetch'; cursor: string; readsMasked: boolean }
+  | ({ kind: 'fetch'; cursor: string } & PlanFacts)
   /** PREPARE: `plan` is the prepared query's plan, for later EXECUTEs */
-  | { kind: 'prepare'; name: string; plan: LineagePlan; readsMasked: boolean }
+  | ({ kind: 'prepare'; name: string; plan: LineagePlan } & PlanFacts)
   /** EXECUTE: use the plan recorded for the prepared statement */
-  | { kind: 'execute'; name: string; readsMasked: boolean }
+  | ({ kind: 'execute'; name: string } & PlanFacts)
   /** not understood: mask every column of whatever comes back, redact errors (fail closed) */
-  | { kind: 'unknown'; reason: string; readsMasked: true };
+  | { kind: 'unknown'; reason: string; readsMasked: true; predicateLeak?: string };
 
 export interface LineageOptions {
   /**
@@ -85,6 +101,8 @@ export interface LineageOptions {
    * arguments. Every other user function is opaque (all outputs masked).
    */
   trustedFunctions?: ReadonlySet<string>;
+  /** P7: how many constants or parameters one statement may compare masked values with by equality (default 100) */
+  maxEqualityValues?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,6 +111,11 @@ export interface LineageOptions {
 interface Taint {
   sources: Set<string>;
   plain: boolean;
+  /**
+   * plain for masking, but other values mixed in (`SELECT ssn … UNION ALL SELECT 'guess'`, a FULL JOIN
+   * USING column): the strategy still applies, but P7 does not take it for masked values only
+   */
+  mixed?: true;
 }
 type T = Taint | null;
 
@@ -114,10 +137,13 @@ interface Entry {
 interface Item {
   entries: Entry[];
   cols: Col[];
+  /** which and how many rows the item produces: decided by a masked value when tainted */
+  rows: T;
 }
 
 interface CteDef {
   cols: Col[];
+  rows: T;
 }
 
 interface Scope {
@@ -125,6 +151,10 @@ interface Scope {
   entries: Entry[];
   parent?: Scope;
   ctes: CteEnv;
+  /** the rows this query level's aggregates and window functions see (FROM, WHERE, GROUP BY, HAVING) */
+  rows?: T;
+  /** WINDOW w AS (…): the taint each named window adds to the functions over it */
+  windows?: Map<string, T>;
 }
 
 interface CteEnv {
@@ -200,89 +230,262 @@ const SRF_WIDTH: Record<string, number | string[]> = {
   json_each: ['key', 'value'], json_each_text: ['key', 'value'], jsonb_each: ['key', 'value'], jsonb_each_text: ['key', 'value'],
 };
 
+/** TransactionStmt kinds that run the queries of open WITH HOLD cursors. */
+const DEFERRING_TRANSACTION_KINDS = new Set(['TRANS_STMT_COMMIT', 'TRANS_STMT_PREPARE', 'TRANS_STMT_COMMIT_PREPARED']);
+
 const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
 
+/** Builtin set-returning functions: in a target list they multiply the rows by what their arguments say. */
+const SET_RETURNING = new Set([...Object.keys(SRF_WIDTH), 'unnest', 'json_populate_recordset', 'jsonb_populate_recordset', 'json_to_recordset', 'jsonb_to_recordset', 'regexp_matches', 'ts_debug', 'ts_parse', 'ts_token_type']);
+
+/**
+ * Set-returning functions whose number of rows, fed a masked value, is no more than its length or its
+ * shape: splitting into characters (MK-011), and a JSON path without a filter (MK-017). Every other
+ * set-returning function fed a masked value returns as many rows as the value decides (generate_series
+ * to ascii(ssn), regexp_matches(ssn, '^1'), a path filter `? (@ starts with "1")`): P7 refuses it.
+ */
+function structuralSrf(name: string, args: unknown[]): boolean {
+  const text = (v: unknown): string | null | undefined => {
+    const c = unwrap(v);
+    if (c?.[0] === 'TypeCast') return text(c[1].arg);
+    if (c?.[0] !== 'A_Const') return undefined;
+    return c[1].isnull === true ? null : isObj(c[1].sval) ? String(c[1].sval.sval ?? '') : undefined;
+  };
+  if (name === 'regexp_split_to_table' || name === 'string_to_table') return args.length === 2 && (text(args[1]) === '' || text(args[1]) === null);
+  if (name === 'jsonb_path_query' || name === 'jsonb_path_query_tz') {
+    const path = text(args[1]);
+    return args.length === 2 && typeof path === 'string' && !/[?@$]/.test(path.replace(/^\s*(strict|lax)?\s*\$/, ''));
+  }
+  return false;
+}
+
+/** Operators and functions that fail on a zero divisor: with a masked divisor, the error is an oracle. */
+const DIVISIONS = new Set(['/', '%', 'pg_catalog./', 'pg_catalog.%']);
+const DIVIDING_FUNCTIONS = new Set(['div', 'mod']);
+
+/** Builtin aggregates (those also recognisable by their syntax, `agg(*)`, DISTINCT, FILTER, WITHIN GROUP, OVER, need not be listed). */
+const AGGREGATES = new Set([
+  'count', 'sum', 'avg', 'min', 'max', 'array_agg', 'string_agg', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'bit_xor',
+  'json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict', 'json_object_agg', 'jsonb_object_agg', 'json_object_agg_strict',
+  'jsonb_object_agg_strict', 'json_object_agg_unique', 'jsonb_object_agg_unique', 'json_object_agg_unique_strict',
+  'jsonb_object_agg_unique_strict', 'xmlagg', 'stddev', 'stddev_pop', 'stddev_samp', 'variance', 'var_pop', 'var_samp', 'corr',
+  'covar_pop', 'covar_samp', 'regr_avgx', 'regr_avgy', 'regr_count', 'regr_intercept', 'regr_r2', 'regr_slope', 'regr_sxx',
+  'regr_sxy', 'regr_syy', 'range_agg', 'range_intersect_agg', 'any_value', 'mode', 'percentile_cont', 'percentile_disc',
+]);
+
+/** Ordered-set aggregates whose ORDER BY is the aggregated value itself. */
+const VALUE_AGGREGATES = new Set(['mode', 'percentile_cont', 'percentile_disc']);
+
 /** Expression node types whose value is the union of their children (walked generically). */
-const CONTAINERS = new Set([
-  'A_Expr', 'BoolExpr', 'BooleanTest', 'TypeCast', 'CollateClause', 'CaseExpr', 'CaseWhen', 'CoalesceExpr', 'MinMaxExpr',
-  'A_ArrayExpr', 'RowExpr', 'XmlExpr', 'XmlSerialize', 'A_Indices', 'SortBy', 'WindowDef', 'ResTarget', 'List',
-  'JsonObjectConstructor', 'JsonArrayConstructor', 'JsonArrayAgg', 'JsonObjectAgg', 'JsonKeyValue', 'JsonValueExpr',
+export const CONTAINERS: ReadonlySet<string> = new Set([
+  'A_Expr', 'BoolExpr', 'BooleanTest', 'TypeCast', 'CollateClause', 'CoalesceExpr', 'MinMaxExpr', 'A_ArrayExpr', 'RowExpr',
+  'XmlExpr', 'XmlSerialize', 'A_Indices', 'SortBy', 'WindowDef', 'ResTarget', 'List', 'GroupingSet', 'MultiAssignRef',
+  'JsonObjectConstructor', 'JsonArrayConstructor', 'JsonArrayQueryConstructor', 'JsonKeyValue', 'JsonValueExpr',
   'JsonAggConstructor', 'JsonFuncExpr', 'JsonParseExpr', 'JsonScalarExpr', 'JsonSerializeExpr', 'JsonIsPredicate',
-  'JsonArgument', 'JsonBehavior', 'JsonOutput', 'JsonReturning', 'NamedArgExpr', 'A_Indirection',
-]);
+  'JsonArgument', 'JsonBehavior', 'JsonOutput', 'JsonReturning', 'JsonTablePathSpec', 'NamedArgExpr',
+].filter((k) => k !== 'A_Expr'));
 /** Node types that carry no column value. */
-const CLEAN_NODES = new Set([
+export const CLEAN_NODES: ReadonlySet<string> = new Set([
   'A_Const', 'ParamRef', 'SQLValueFunction', 'String', 'Integer', 'Float', 'Boolean', 'BitString', 'TypeName',
-  'NullTest', 'SetToDefault', 'GroupingFunc', 'JsonFormat', 'A_Star', 'CurrentOfExpr',
+  'SetToDefault', 'GroupingFunc', 'JsonFormat', 'A_Star', 'CurrentOfExpr',
 ]);
+/** Expression node types with their own rule in `expr` (everything else taints the whole statement). */
+export const EXPRESSION_RULES: ReadonlySet<string> = new Set([
+  'ColumnRef', 'A_Indirection', 'FuncCall', 'SubLink', 'SelectStmt', 'NullTest', 'A_Expr', 'CaseExpr', 'CaseWhen', 'JsonArrayAgg', 'JsonObjectAgg',
+]);
+/** FROM items with their own rule in `fromItem`. */
+export const FROM_RULES: ReadonlySet<string> = new Set(['RangeVar', 'RangeSubselect', 'RangeFunction', 'JoinExpr', 'RangeTableSample', 'RangeTableFunc', 'RangeTableFuncCol', 'JsonTable', 'JsonTableColumn']);
 
 const MAX_DEPTH = 400;
 
 // ---------------------------------------------------------------------------------------------
 
+/** A query's result: its columns, and the taint of *which and how many* rows it returns. */
+interface Rel {
+  cols: Col[];
+  rows: T;
+}
+
+/** Keys of a SelectStmt the walker reads; any other key makes the statement not understood. */
+const SELECT_KEYS = new Set([
+  'targetList', 'fromClause', 'whereClause', 'groupClause', 'groupDistinct', 'havingClause', 'windowClause', 'sortClause',
+  'distinctClause', 'limitCount', 'limitOffset', 'limitOption', 'valuesLists', 'withClause', 'op', 'all', 'larg', 'rarg',
+  'lockingClause', 'intoClause',
+]);
+
+/**
+ * The P7 clause names: a masked-derived value there decides which rows come back, their order, their
+ * grouping or whether an error happens.
+ */
+type Clause =
+  | 'WHERE' | 'JOIN' | 'JOIN USING' | 'HAVING' | 'GROUP BY' | 'ORDER BY' | 'DISTINCT' | 'DISTINCT ON' | 'LIMIT' | 'OFFSET'
+  | 'FILTER' | 'window' | 'window frame' | 'TABLESAMPLE' | 'FROM function argument' | 'table function document' | 'CASE'
+  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor' | 'set operation';
+
 class Analysis {
   readsMasked = false;
   depth = 0;
+  /** a construct the walker does not know: the whole statement is tainted (fail closed) */
+  poison?: string;
+  /** P7: the uses of masked-derived values that decide rows, order, grouping or errors */
+  readonly leaks: string[] = [];
+  /** P7: constants and parameters masked values were compared with by equality */
+  equalityValues = 0;
+  /** rows a set-returning function in a target list adds, per query level */
+  private readonly srfRows: T[] = [];
+
   constructor(readonly lin: Lineage) {}
 
+  /** some expression read a configured masked column (not only an unknown source) */
+  readsRealMasked = false;
+
   touch(t: T): T {
-    if (t) this.readsMasked = true;
+    if (t) {
+      this.readsMasked = true;
+      if (!this.readsRealMasked) for (const s of t.sources) if (!s.startsWith('?')) this.readsRealMasked = true;
+    }
+    return t;
+  }
+
+  /** Fail closed: the statement holds something the walker does not model. */
+  unknown(why: string): Taint {
+    this.poison ??= why;
+    return this.touch(unknownTaint(why))!;
+  }
+
+  /**
+   * P7: a masked-derived value decides rows, order, grouping or errors here. Sources that only stand for
+   * a builtin's opaque result (`current_setting`) are not masked data; unknown relations, value catalogs,
+   * views not understood and user functions are (fail closed).
+   */
+  leak(clause: Clause, t: T): T {
+    if (t && [...t.sources].some((s) => !s.startsWith('?function:') || s.includes('.'))) this.leaks.push(`${clause} uses a masked value (${[...t.sources].join(', ')})`);
     return t;
   }
 
   // ---- queries -------------------------------------------------------------------------------
 
-  /** Output columns of a query node (wrapped or bare SelectStmt / DML with RETURNING). */
-  query(node: unknown, outer: Scope | undefined, ctes: CteEnv): Col[] {
+  /** A query node (wrapped or bare SelectStmt / DML with RETURNING). */
+  query(node: unknown, outer: Scope | undefined, ctes: CteEnv): Rel {
     const u = unwrap(node);
     if (!u) return this.select(isObj(node) ? node : {}, outer, ctes);
     const [kind, body] = u;
     if (kind === 'SelectStmt') return this.select(body, outer, ctes);
     if (kind === 'InsertStmt' || kind === 'UpdateStmt' || kind === 'DeleteStmt' || kind === 'MergeStmt') {
-      return this.dml(kind, body, outer, ctes) ?? [];
+      return this.dml(kind, body, outer, ctes) ?? { cols: [], rows: null };
     }
-    return [{ name: '?column?', taint: this.touch(unknownTaint(`query:${kind}`)), spread: true }];
+    return { cols: [{ name: '?column?', taint: this.unknown(`query:${kind}`), spread: true }], rows: unknownTaint(`query:${kind}`) };
   }
 
-  select(s: Obj, outer: Scope | undefined, parentCtes: CteEnv): Col[] {
+  select(s: Obj, outer: Scope | undefined, parentCtes: CteEnv): Rel {
     if (++this.depth > MAX_DEPTH) throw new Error('statement nested too deeply');
     try {
+      for (const k of Object.keys(s)) if (!SELECT_KEYS.has(k)) this.unknown(`select:${k}`);
       const ctes = this.withClause(s.withClause, outer, parentCtes);
-      let out: Col[];
       const op = String(s.op ?? 'SETOP_NONE');
-      if (op !== 'SETOP_NONE') {
-        const l = this.select(isObj(s.larg) ? s.larg : {}, outer, ctes);
-        const r = this.select(isObj(s.rarg) ? s.rarg : {}, outer, ctes);
-        out = setOp(l, r);
+      if (op !== 'SETOP_NONE' || Array.isArray(s.valuesLists)) {
+        let rel: Rel;
+        if (op !== 'SETOP_NONE') {
+          const l = this.select(isObj(s.larg) ? s.larg : {}, outer, ctes);
+          const r = this.select(isObj(s.rarg) ? s.rarg : {}, outer, ctes);
+          const cols = setOp(l.cols, r.cols);
+          // UNION / INTERSECT / EXCEPT (but UNION ALL) compare the values: how many rows remain depends on them
+          const compares = op !== 'SETOP_UNION' || s.all !== true;
+          if (compares) this.setComparison(s, l.cols, r.cols);
+          rel = { cols, rows: union(l.rows, r.rows, compares ? derive(union(...cols.map((c) => c.taint))) : null) };
+        } else rel = { cols: this.values(arr(s.valuesLists), outer, ctes), rows: null };
         const scope: Scope = { items: [], entries: [], parent: outer, ctes };
-        for (const sb of arr(s.sortClause)) this.expr(sb, scope, out);
-      } else if (Array.isArray(s.valuesLists)) {
-        out = [];
-        for (const row of s.valuesLists) {
-          const items = arr(unwrap(row)?.[1].items);
-          const scope: Scope = { items: [], entries: [], parent: outer, ctes };
-          items.forEach((e, i) => {
-            const t = derive(this.expr(e, scope));
-            if (out[i]) out[i].taint = union(out[i].taint, t);
-            else out[i] = { name: `column${i + 1}`, taint: t };
-          });
-        }
-      } else {
-        const scope = this.from(arr(s.fromClause), outer, ctes);
-        out = [];
-        for (const rt of arr(s.targetList)) out.push(...this.target(rt, scope));
-        // filters: they don't taint the outputs but do mark the statement as reading masked columns
-        this.expr(s.whereClause, scope);
-        this.expr(s.havingClause, scope);
-        for (const g of arr(s.groupClause)) this.expr(g, scope, out);
-        for (const d of arr(s.distinctClause)) if (d && Object.keys(d as Obj).length) this.expr(d, scope, out);
-        for (const sb of arr(s.sortClause)) this.expr(sb, scope, out);
-        for (const w of arr(s.windowClause)) this.expr(w, scope, out);
+        for (const sb of arr(s.sortClause)) this.ordering('ORDER BY', sb, scope, rel.cols);
+        return { cols: rel.cols, rows: union(rel.rows, this.limit(s, scope, rel.cols)) };
       }
-      return out;
+      const scope = this.from(arr(s.fromClause), outer, ctes);
+      const targets = arr(s.targetList);
+      // the row set an aggregate or window function sees: FROM, WHERE, GROUP BY, HAVING
+      scope.rows = union(scope.rows ?? null, this.predicate('WHERE', s.whereClause, scope));
+      for (const g of arr(s.groupClause)) scope.rows = union(scope.rows ?? null, this.leak('GROUP BY', this.expr(groupTarget(g, targets, scope), scope)));
+      scope.rows = union(scope.rows ?? null, this.predicate('HAVING', s.havingClause, scope));
+      scope.windows = new Map();
+      for (const w of arr(s.windowClause)) {
+        const wd = unwrap(w)?.[1] ?? {};
+        scope.windows.set(String(wd.name ?? ''), this.window(wd, scope));
+      }
+      this.srfRows.push(null);
+      const out: Col[] = [];
+      try {
+        for (const rt of targets) out.push(...this.target(rt, scope));
+      } finally {
+        scope.rows = union(scope.rows ?? null, this.srfRows.pop() ?? null);
+      }
+      let rows = scope.rows ?? null;
+      const distinct = arr(s.distinctClause);
+      if (distinct.length === 1 && !unwrap(distinct[0])) {
+        // plain DISTINCT: which rows remain depends on the output values
+        rows = union(rows, this.leak('DISTINCT', derive(union(...out.map((c) => c.taint)))));
+      } else for (const d of distinct) rows = union(rows, this.ordering('DISTINCT ON', d, scope, out));
+      for (const sb of arr(s.sortClause)) this.ordering('ORDER BY', sb, scope, out);
+      return { cols: out, rows: union(rows, this.limit(s, scope, out)) };
     } finally {
       this.depth--;
     }
+  }
+
+  /**
+   * P7 for INTERSECT / EXCEPT / UNION: they compare every column of one side with the other's. Allowed
+   * like an equality lookup: masked values against masked values, or against constant rows (counted
+   * against maxEqualityValues); against anything else (a generated list of guesses) it is refused.
+   */
+  setComparison(s: Obj, l: Col[], r: Col[]): void {
+    const pure = (c: Col | undefined) => !!c?.taint?.plain && !c.taint.mixed;
+    const width = Math.max(l.length, r.length);
+    for (let i = 0; i < width; i++) {
+      const a = l[i];
+      const b = r[i];
+      if (!a?.taint && !b?.taint && !a?.spread && !b?.spread) continue;
+      if (pure(a) && pure(b)) continue;
+      const other = pure(a) ? s.rarg : pure(b) ? s.larg : undefined;
+      const n = other === undefined ? undefined : constantRows(other);
+      if (n === undefined) this.leak('set operation', union(a?.taint ?? null, b?.taint ?? null));
+      else this.compared(n);
+      return; // one verdict per comparison of rows
+    }
+  }
+
+  /** VALUES rows: each column is the union of its rows (derived: several values). */
+  values(lists: unknown[], outer: Scope | undefined, ctes: CteEnv): Col[] {
+    const out: Col[] = [];
+    for (const row of lists) {
+      const items = arr(unwrap(row)?.[1].items);
+      const scope: Scope = { items: [], entries: [], parent: outer, ctes };
+      items.forEach((e, i) => {
+        const t = derive(this.expr(e, scope));
+        if (out[i]) out[i].taint = union(out[i].taint, t);
+        else out[i] = { name: `column${i + 1}`, taint: t };
+      });
+    }
+    return out;
+  }
+
+  /** LIMIT / OFFSET / FETCH FIRST: a masked-derived count decides how many rows come back. */
+  limit(s: Obj, scope: Scope, outputs: Col[]): T {
+    return union(this.leak('LIMIT', this.expr(s.limitCount, scope, outputs)), this.leak('OFFSET', this.expr(s.limitOffset, scope, outputs)));
+  }
+
+  /** ORDER BY / DISTINCT ON / GROUP BY item: may name an output column by position or alias. */
+  ordering(clause: Clause, item: unknown, scope: Scope, outputs: Col[]): T {
+    const u = unwrap(item);
+    const node = u?.[0] === 'SortBy' ? u[1].node : item;
+    const pos = ordinal(node);
+    const t = pos !== undefined ? this.touch(outputs[pos - 1]?.taint ?? null) : this.expr(node, scope, outputs);
+    return this.leak(clause, t);
+  }
+
+  /** A window definition: PARTITION BY, ORDER BY and frame offsets decide the window function's value. */
+  window(wd: Obj, scope: Scope): T {
+    let t: T = null;
+    if (typeof wd.refname === 'string' && wd.refname) t = lookupWindow(scope, wd.refname) ?? this.unknown(`window:${wd.refname}`);
+    for (const p of [...arr(wd.partitionClause), ...arr(wd.orderClause)]) t = union(t, this.leak('window', this.expr(unwrap(p)?.[0] === 'SortBy' ? unwrap(p)?.[1].node : p, scope)));
+    t = union(t, this.leak('window frame', union(this.expr(wd.startOffset, scope), this.expr(wd.endOffset, scope))));
+    return t;
   }
 
   withClause(w: unknown, outer: Scope | undefined, parent: CteEnv): CteEnv {
@@ -293,6 +496,8 @@ class Analysis {
       const cte = unwrap(c)?.[1];
       if (!cte) continue;
       const name = String(cte.ctename);
+      // SEARCH / CYCLE add columns computed from the CTE's own columns: not modelled, fail closed
+      if (cte.search_clause || cte.cycle_clause) this.unknown('cte:search-cycle');
       const colnames = names(cte.aliascolnames);
       const rename = (cols: Col[]): Col[] =>
         cols.map((col, i) => (colnames[i] !== undefined && !col.spread ? { ...col, name: colnames[i] } : col));
@@ -301,54 +506,65 @@ class Analysis {
         const q = unwrap(cte.ctequery);
         const body = q?.[1] ?? {};
         const seed = q?.[0] === 'SelectStmt' && body.op !== 'SETOP_NONE' && isObj(body.larg) ? this.select(body.larg, outer, env) : null;
-        let cols: Col[] = seed ? rename(seed) : [{ name: '?column?', taint: unknownTaint('recursive-cte'), spread: true }];
+        let cols: Col[] = seed ? rename(seed.cols) : [{ name: '?column?', taint: unknownTaint('recursive-cte'), spread: true }];
+        let rows: T = seed ? seed.rows : unknownTaint('recursive-cte');
         let stable = false;
         for (let i = 0; i < 8 && !stable; i++) {
-          env.map.set(name, { cols });
-          const next = rename(this.query(cte.ctequery, outer, env));
-          stable = next.length === cols.length && next.every((n, j) => sameTaint(n.taint, cols[j].taint));
-          cols = next.map((n, j) => ({ ...n, taint: union(n.taint, cols[j]?.taint ?? null) ?? null, origin: undefined }));
+          env.map.set(name, { cols, rows });
+          const next = this.query(cte.ctequery, outer, env);
+          const nextCols = rename(next.cols);
+          stable = nextCols.length === cols.length && nextCols.every((n, j) => sameTaint(n.taint, cols[j].taint)) && sameTaint(union(rows, next.rows), rows);
+          rows = union(rows, next.rows);
+          cols = nextCols.map((n, j) => ({ ...n, taint: union(n.taint, cols[j]?.taint ?? null) ?? null, origin: undefined }));
           // keep plainness only when neither side changed it
           cols.forEach((col, j) => {
-            if (next[j].taint?.plain && sameTaint(next[j].taint, col.taint)) col.taint = next[j].taint;
+            if (nextCols[j].taint?.plain && sameTaint(nextCols[j].taint, col.taint)) col.taint = nextCols[j].taint;
           });
         }
-        if (!stable) cols = cols.map((col) => ({ ...col, taint: union(col.taint, unknownTaint('recursive-cte')) }));
-        env.map.set(name, { cols });
+        if (!stable) {
+          cols = cols.map((col) => ({ ...col, taint: union(col.taint, unknownTaint('recursive-cte')) }));
+          rows = union(rows, unknownTaint('recursive-cte'));
+        }
+        env.map.set(name, { cols, rows });
       } else {
-        env.map.set(name, { cols: rename(this.query(cte.ctequery, outer, env)) });
+        const q = this.query(cte.ctequery, outer, env);
+        env.map.set(name, { cols: rename(q.cols), rows: q.rows });
       }
     }
     return env;
   }
 
   /** RETURNING of INSERT / UPDATE / DELETE / MERGE; undefined when there is none. */
-  dml(kind: string, s: Obj, outer: Scope | undefined, parentCtes: CteEnv): Col[] | undefined {
+  dml(kind: string, s: Obj, outer: Scope | undefined, parentCtes: CteEnv): Rel | undefined {
     const ctes = this.withClause(s.withClause, outer, parentCtes);
     const returning = isObj(s.returningClause) ? arr(s.returningClause.exprs) : arr(s.returningList);
     const rv = isObj(s.relation) ? s.relation : {};
-    const target = this.rangeVar(rv, ctes, undefined, outer);
+    const target = this.rangeVar(rv, ctes);
     const cols = target.cols.map((c) => ({ ...c }));
     const scope: Scope = { items: [], entries: [], parent: outer, ctes };
+    let rows: T = null;
     if (kind === 'InsertStmt') {
-      const src = s.selectStmt ? this.query(s.selectStmt, outer, ctes) : [];
+      const src = s.selectStmt ? this.query(s.selectStmt, outer, ctes) : { cols: [], rows: null };
+      rows = src.rows;
       const list = arr(s.cols).map((c) => String(unwrap(c)?.[1].name ?? ''));
       const targets = list.length ? list.map((n) => cols.findIndex((c) => c.name === n)) : cols.map((_, i) => i);
-      if (src.some((c) => c.spread)) for (const c of cols) c.taint = union(c.taint, ...src.map((x) => x.taint));
-      else src.forEach((c, i) => {
+      if (src.cols.some((c) => c.spread)) for (const c of cols) c.taint = union(c.taint, ...src.cols.map((x) => x.taint));
+      else src.cols.forEach((c, i) => {
         const at = targets[i];
         if (at === undefined || at < 0) return;
         cols[at].taint = union(cols[at].taint, c.taint);
       });
     }
-    const item: Item = { entries: [], cols };
+    const item: Item = { entries: [], cols, rows: null };
     const alias = isObj(rv.alias) ? String(rv.alias.aliasname) : undefined;
     item.entries.push({ refname: alias ?? String(rv.relname ?? ''), schema: alias ? undefined : (rv.schemaname as string | undefined), relname: alias ? undefined : String(rv.relname ?? ''), cols });
     const extra = this.from([...arr(s.fromClause), ...arr(s.usingClause), ...(s.sourceRelation ? [s.sourceRelation] : [])], outer, ctes);
     scope.items = [item, ...extra.items];
     scope.entries = [...item.entries, ...extra.entries];
+    rows = union(rows, extra.rows ?? null);
     // UPDATE … SET col = expr and ON CONFLICT DO UPDATE: the new value flows into the column
-    const sets = [...arr(s.targetList), ...arr(isObj(s.onConflictClause) ? s.onConflictClause.targetList : [])];
+    const conflict = isObj(s.onConflictClause) ? s.onConflictClause : {};
+    const sets = [...arr(s.targetList), ...arr(conflict.targetList)];
     for (const rt of sets) {
       const r = unwrap(rt)?.[1];
       if (!r) continue;
@@ -357,28 +573,80 @@ class Analysis {
       if (at >= 0) cols[at].taint = union(cols[at].taint, t);
       else if (t) for (const c of cols) c.taint = union(c.taint, t); // multi-assignment etc.: conservative
     }
+    rows = union(rows, this.predicate('WHERE', conflict.whereClause, scope), this.generic(conflict.infer, scope));
     if (kind === 'MergeStmt') {
-      const t = union(...arr(s.mergeWhenClauses).map((w) => this.generic(w, scope)), unknownTaint('merge'));
+      rows = union(rows, this.predicate('MERGE ON', s.joinCondition, scope));
+      let t: T = unknownTaint('merge');
+      for (const w of arr(s.mergeWhenClauses)) {
+        const m = unwrap(w)?.[1] ?? {};
+        t = union(t, this.predicate('WHERE', m.condition, scope), this.generic(m.targetList, scope), this.generic(m.values, scope));
+      }
       for (const c of cols) c.taint = union(c.taint, t);
-      this.expr(s.joinCondition, scope);
     }
-    this.expr(s.whereClause, scope);
+    rows = union(rows, this.predicate('WHERE', s.whereClause, scope));
     // old / new (PostgreSQL 18) see the same columns
     scope.entries.push({ refname: 'old', cols }, { refname: 'new', cols });
+    scope.rows = rows;
     if (!returning.length) return undefined;
     const out: Col[] = [];
     for (const rt of returning) out.push(...this.target(rt, scope));
-    return out;
+    return { cols: out, rows };
+  }
+
+  // ---- predicates (P7) -----------------------------------------------------------------------
+
+  /**
+   * A condition (WHERE, JOIN ON, HAVING, FILTER): AND / OR / NOT of atoms. An atom that compares a
+   * plain masked-derived value by equality with constants or parameters (or another plain masked
+   * value: joins on `hash` columns), or tests it IS [NOT] NULL, is the lookup P7 allows. Any other
+   * atom reading a masked-derived value is a P7 leak. Returns the taint of which rows pass.
+   */
+  predicate(clause: Clause, node: unknown, scope: Scope): T {
+    if (node === undefined || node === null) return null;
+    const u = unwrap(node);
+    if (u?.[0] === 'BoolExpr') return union(...arr(u[1].args).map((a) => this.predicate(clause, a, scope)));
+    if (u?.[0] === 'NullTest' && this.plain(u[1].arg, scope)) return null;
+    if (u?.[0] === 'A_Expr' && this.equalityLookup(u[1], scope)) return null;
+    return this.leak(clause, this.expr(node, scope));
+  }
+
+  /** `x = const`, `const = x`, `x = y` (both plain masked), `x IN (consts)`, `x = ANY (ARRAY[consts])`. */
+  equalityLookup(e: Obj, scope: Scope): boolean {
+    const op = names(e.name);
+    if (op[op.length - 1] !== '=' || (op.length > 1 && op[0] !== 'pg_catalog')) return false;
+    const l = this.plain(e.lexpr, scope);
+    if (e.kind === 'AEXPR_OP') {
+      const r = this.plain(e.rexpr, scope);
+      if (l && r) return true;
+      if (l && isConst(e.rexpr)) return this.compared(1);
+      return !!r && isConst(e.lexpr) && this.compared(1);
+    }
+    const list = e.kind === 'AEXPR_IN' ? unwrap(e.rexpr)?.[1].items : e.kind === 'AEXPR_OP_ANY' && unwrap(e.rexpr)?.[0] === 'A_ArrayExpr' ? unwrap(e.rexpr)?.[1].elements : undefined;
+    return !!l && Array.isArray(list) && list.every(isConst) && this.compared(list.length);
+  }
+
+  compared(n: number): true {
+    this.equalityValues += n;
+    return true;
+  }
+
+  /** Is the node a plain masked-derived value (the column itself, through any renaming)? */
+  plain(node: unknown, scope: Scope): boolean {
+    const v = unwrap(node);
+    if (!v || (v[0] !== 'ColumnRef' && v[0] !== 'A_Indirection')) return false;
+    const t = v[0] === 'ColumnRef' ? this.columnRef(v[1], scope, true)?.taint : this.expr(node, scope);
+    return !!t?.plain && !t.mixed;
   }
 
   // ---- FROM ----------------------------------------------------------------------------------
 
   from(list: unknown[], outer: Scope | undefined, ctes: CteEnv): Scope {
-    const scope: Scope = { items: [], entries: [], parent: outer, ctes };
+    const scope: Scope = { items: [], entries: [], parent: outer, ctes, rows: null };
     for (const n of list) {
       const item = this.fromItem(n, scope, outer, ctes);
       scope.items.push(item);
       scope.entries.push(...item.entries);
+      scope.rows = union(scope.rows ?? null, item.rows);
     }
     return scope;
   }
@@ -389,10 +657,10 @@ class Analysis {
     const lateralScope = (): Scope => ({ items: siblings.items, entries: siblings.entries, parent: outer, ctes });
     switch (kind) {
       case 'RangeVar':
-        return this.rangeVar(b, ctes, siblings, outer);
+        return this.rangeVar(b, ctes);
       case 'RangeSubselect': {
-        const cols = this.query(b.subquery, b.lateral === true ? lateralScope() : outer, ctes);
-        return aliased(b.alias, cols, '?subquery');
+        const q = this.query(b.subquery, b.lateral === true ? lateralScope() : outer, ctes);
+        return aliased(b.alias, q.cols, '?subquery', q.rows);
       }
       case 'RangeFunction':
         return this.rangeFunction(b, lateralScope());
@@ -400,71 +668,114 @@ class Analysis {
         return this.join(b, siblings, outer, ctes);
       case 'RangeTableSample': {
         const inner = this.fromItem(b.relation, siblings, outer, ctes);
-        for (const a of arr(b.args)) this.expr(a, lateralScope());
-        return inner;
-      }
-      case 'RangeTableFunc': {
         const sc = lateralScope();
-        const t = derive(union(this.expr(b.docexpr, sc), this.expr(b.rowexpr, sc), ...arr(b.columns).map((c) => this.generic(c, sc))));
-        const cols = arr(b.columns).map((c) => {
-          const col = unwrap(c)?.[1] ?? {};
-          return { name: String(col.colname ?? '?column?'), taint: col.for_ordinality === true ? null : t };
-        });
-        return aliased(b.alias, cols, 'xmltable');
+        const t = this.leak('TABLESAMPLE', union(...arr(b.args).map((a) => this.expr(a, sc)), this.expr(b.repeatable, sc)));
+        return { ...inner, rows: union(inner.rows, t) };
       }
+      case 'RangeTableFunc':
+        return this.xmlTable(b, lateralScope());
+      case 'JsonTable':
+        return this.jsonTable(b, lateralScope());
       default: {
-        const t = this.touch(unknownTaint(`from:${kind}`));
+        const t = this.unknown(`from:${kind}`);
         const alias = isObj(b.alias) ? String(b.alias.aliasname) : '?';
         const cols: Col[] = [{ name: '?column?', taint: t, spread: true }];
-        return { entries: [{ refname: alias, cols }], cols };
+        return { entries: [{ refname: alias, cols }], cols, rows: t };
       }
     }
   }
 
-  rangeVar(b: Obj, ctes: CteEnv, _siblings: Scope | undefined, _outer: Scope | undefined): Item {
+  /** XMLTABLE: the document decides the rows; each column is derived from it and its own expressions. */
+  xmlTable(b: Obj, sc: Scope): Item {
+    const doc = this.leak('table function document', union(this.expr(b.docexpr, sc), this.expr(b.rowexpr, sc), this.generic(b.namespaces, sc)));
+    const cols = arr(b.columns).map((c) => {
+      const col = unwrap(c)?.[1] ?? {};
+      const own = union(this.expr(col.colexpr, sc), this.expr(col.coldefexpr, sc));
+      return { name: String(col.colname ?? '?column?'), taint: col.for_ordinality === true ? doc : derive(union(doc, own)) };
+    });
+    return aliased(b.alias, cols, 'xmltable', doc);
+  }
+
+  /** JSON_TABLE: like XMLTABLE, NESTED PATH columns flattened in order. */
+  jsonTable(b: Obj, sc: Scope): Item {
+    const ctx = isObj(b.context_item) ? b.context_item.raw_expr : undefined;
+    const passing = arr(b.passing).map((p) => this.expr(unwrap(p)?.[1].val && isObj(unwrap(p)?.[1].val) ? (unwrap(p)![1].val as Obj).raw_expr : undefined, sc));
+    const doc = this.leak('table function document', union(this.expr(ctx, sc), ...passing, this.generic(b.pathspec, sc)));
+    const cols: Col[] = [];
+    const columns = (list: unknown[]): void => {
+      for (const c of list) {
+        const col = unwrap(c)?.[1] ?? {};
+        if (col.coltype === 'JTC_NESTED') {
+          this.generic(col.pathspec, sc);
+          columns(arr(col.columns));
+          continue;
+        }
+        const own = union(this.generic(col.pathspec, sc), this.generic(col.on_empty, sc), this.generic(col.on_error, sc));
+        cols.push({ name: String(col.name ?? '?column?'), taint: col.coltype === 'JTC_FOR_ORDINALITY' ? doc : derive(union(doc, own)) });
+      }
+    };
+    columns(arr(b.columns));
+    this.generic(b.on_error, sc);
+    return aliased(b.alias, cols, 'json_table', doc);
+  }
+
+  rangeVar(b: Obj, ctes: CteEnv): Item {
     const relname = String(b.relname ?? '');
     const schema = b.schemaname === undefined ? undefined : String(b.schemaname);
     const alias = isObj(b.alias) ? b.alias : undefined;
     let cols: Col[] | undefined;
+    let rows: T = null;
     if (!schema) {
       for (let e: CteEnv | undefined = ctes; e && !cols; e = e.parent) {
         const d = e.map.get(relname);
-        if (d) cols = d.cols.map((c) => ({ ...c }));
+        if (d) {
+          cols = d.cols.map((c) => ({ ...c }));
+          rows = d.rows;
+        }
       }
     }
     if (!cols) {
       const rel = this.lin.resolveRelation(schema, relname);
-      cols = rel ? this.lin.relationCols(rel) : [{ name: '?column?', taint: unknownTaint(`relation:${schema ? `${schema}.` : ''}${relname}`), spread: true }];
+      if (rel) {
+        cols = this.lin.relationCols(rel);
+        rows = this.lin.relationRows(rel);
+      } else {
+        rows = unknownTaint(`relation:${schema ? `${schema}.` : ''}${relname}`);
+        cols = [{ name: '?column?', taint: rows, spread: true }];
+      }
     }
     const renamed = renameCols(cols, alias ? names(alias.colnames) : []);
     const refname = alias ? String(alias.aliasname) : relname;
-    return { entries: [{ refname, schema: alias ? undefined : schema, relname: alias ? undefined : relname, cols: renamed }], cols: renamed };
+    return { entries: [{ refname, schema: alias ? undefined : schema, relname: alias ? undefined : relname, cols: renamed }], cols: renamed, rows };
   }
 
   rangeFunction(b: Obj, scope: Scope): Item {
     let cols: Col[] = [];
+    let rows: T = null;
     const fns = arr(b.functions);
     for (const f of fns) {
       const items = arr(unwrap(f)?.[1].items);
-      const call = items[0];
-      const coldef = arr(items[1]);
-      cols.push(...this.functionCols(call, coldef, scope, fns.length === 1 && !b.ordinality ? b.alias : undefined));
+      const fc = this.functionCols(items[0], arr(items[1]), scope, fns.length === 1 && !b.ordinality ? b.alias : undefined);
+      cols.push(...fc.cols);
+      rows = union(rows, fc.rows);
     }
-    if (b.ordinality === true) cols.push({ name: 'ordinality', taint: null });
+    // a set-returning function fed by a masked value returns as many rows as the value says
+    this.leak('FROM function argument', rows && [...rows.sources].some((s) => !s.startsWith('?function:')) ? rows : null);
+    if (b.ordinality === true) cols.push({ name: 'ordinality', taint: derive(rows) });
     if (isObj(b.coldeflist) || Array.isArray(b.coldeflist)) {
       const defs = arr(b.coldeflist);
       const t = union(...cols.map((c) => c.taint));
       cols = defs.map((d) => ({ name: String(unwrap(d)?.[1].colname ?? '?column?'), taint: derive(t) }));
     }
-    return aliased(b.alias, cols, '?function');
+    return aliased(b.alias, cols, '?function', rows);
   }
 
-  /** Columns a function in FROM produces. */
-  functionCols(call: unknown, coldef: unknown[], scope: Scope, alias: unknown): Col[] {
+  /** Columns a function in FROM produces, and the taint of how many rows it returns. */
+  functionCols(call: unknown, coldef: unknown[], scope: Scope, alias: unknown): Rel {
     const u = unwrap(call);
     if (!u || u[0] !== 'FuncCall') {
-      const t = this.expr(call, scope);
-      return [{ name: '?column?', taint: derive(t) }];
+      const t = derive(this.expr(call, scope));
+      return { cols: [{ name: '?column?', taint: t }], rows: t };
     }
     const fc = u[1];
     const fname = names(fc.funcname);
@@ -472,28 +783,29 @@ class Analysis {
     const argT = derive(union(...arr(fc.args).map((a) => this.expr(a, scope))));
     const user = this.lin.resolveFunction(fname);
     const aliasName = isObj(alias) ? String(alias.aliasname) : name;
+    const defs = (t: T): Col[] => coldef.map((d) => ({ name: String(unwrap(d)?.[1].colname ?? '?column?'), taint: t }));
     if (user) {
       const trusted = this.lin.isTrusted(user);
+      // an untrusted body may filter on anything it reads: its row count is tainted too
       const opaque = trusted ? null : unknownTaint(`function:${user.schema}.${user.name}`);
+      const rows = this.touch(union(argT, opaque));
       if (user.returnsRelation) {
         const rel = this.lin.relations.get(user.returnsRelation);
-        if (rel) {
-          return this.lin.relationCols(rel).map((c) => ({ name: c.name, taint: this.touch(union(derive(c.taint), argT, opaque)), typeOid: c.typeOid }));
-        }
+        if (rel) return { cols: this.lin.relationCols(rel).map((c) => ({ name: c.name, taint: this.touch(union(derive(c.taint), argT, opaque)), typeOid: c.typeOid })), rows };
       }
-      if (user.outColumns.length) return user.outColumns.map((n) => ({ name: n, taint: this.touch(union(argT, opaque)) }));
-      if (coldef.length) return coldef.map((d) => ({ name: String(unwrap(d)?.[1].colname ?? '?column?'), taint: this.touch(union(argT, opaque)) }));
-      return [{ name: aliasName, taint: this.touch(union(argT, opaque)) }];
+      if (user.outColumns.length) return { cols: user.outColumns.map((n) => ({ name: n, taint: rows })), rows };
+      if (coldef.length) return { cols: defs(rows), rows };
+      return { cols: [{ name: aliasName, taint: rows }], rows };
     }
     const opaque = isOpaqueBuiltin(name) ? this.touch(unknownTaint(`function:${name}`)) : null;
     const t = union(argT, opaque);
-    if (coldef.length) return coldef.map((d) => ({ name: String(unwrap(d)?.[1].colname ?? '?column?'), taint: t }));
+    if (coldef.length) return { cols: defs(t), rows: t };
     const width = SRF_WIDTH[name];
-    if (Array.isArray(width)) return width.map((n) => ({ name: n, taint: t }));
-    if (width === 1) return [{ name: aliasName, taint: t }];
-    if (name === 'unnest') return arr(fc.args).map((a, i) => ({ name: i === 0 ? aliasName : `unnest`, taint: derive(this.expr(a, scope)) }));
+    if (Array.isArray(width)) return { cols: width.map((n) => ({ name: n, taint: t })), rows: t };
+    if (width === 1) return { cols: [{ name: aliasName, taint: t }], rows: t };
+    if (name === 'unnest') return { cols: arr(fc.args).map((a, i) => ({ name: i === 0 ? aliasName : `unnest`, taint: derive(this.expr(a, scope)) })), rows: t };
     // unknown builtin: one column if scalar, several if it returns a record; crossCheck settles the width
-    return [{ name: aliasName, taint: t, spread: true }];
+    return { cols: [{ name: aliasName, taint: t, spread: true }], rows: t };
   }
 
   join(b: Obj, siblings: Scope, outer: Scope | undefined, ctes: CteEnv): Item {
@@ -505,15 +817,22 @@ class Analysis {
       using = l.cols.filter((c) => !c.spread && rn.has(c.name)).map((c) => c.name);
     }
     let cols: Col[];
+    let rows = union(l.rows, r.rows);
     if (using.length) {
       const merged: Col[] = using.map((n) => {
         const a = l.cols.find((c) => c.name === n && !c.spread);
         const c2 = r.cols.find((c) => c.name === n && !c.spread);
         const spreadT = union(...l.cols.filter((c) => c.spread).map((c) => c.taint), ...r.cols.filter((c) => c.spread).map((c) => c.taint));
         let taint: T;
-        if (a?.taint && !c2?.taint && !spreadT) taint = a.taint;
-        else if (c2?.taint && !a?.taint && !spreadT) taint = c2.taint;
+        // FULL JOIN: the merged column is COALESCE(left, right), values of the clear side mixed in
+        const full = b.jointype === 'JOIN_FULL';
+        if (a?.taint && !c2?.taint && !spreadT) taint = full && a.taint.plain ? { ...a.taint, mixed: true } : a.taint;
+        else if (c2?.taint && !a?.taint && !spreadT) taint = full && c2.taint.plain ? { ...c2.taint, mixed: true } : c2.taint;
         else taint = union(a?.taint ?? null, c2?.taint ?? null, spreadT, !a && !c2 ? unknownTaint(`using:${n}`) : null);
+        // USING is an equality between the two sides: P7 allows it only between two plain masked values
+        const lookup = !!a?.taint?.plain && !a.taint.mixed && !!c2?.taint?.plain && !c2.taint.mixed && !spreadT;
+        if (taint && !lookup) rows = union(rows, this.leak('JOIN USING', this.touch(taint)));
+        this.touch(taint);
         const inner = b.jointype === 'JOIN_INNER' || b.jointype === 'JOIN_LEFT';
         return { name: n, taint, origin: inner ? a?.origin : b.jointype === 'JOIN_RIGHT' ? c2?.origin : undefined, typeOid: a?.typeOid };
       });
@@ -521,16 +840,16 @@ class Analysis {
       cols = [...merged, ...l.cols.filter((c) => c.spread || !set.has(c.name)), ...r.cols.filter((c) => c.spread || !set.has(c.name))];
     } else cols = [...l.cols, ...r.cols];
     const scope: Scope = { items: [l, r], entries: [...l.entries, ...r.entries], parent: outer, ctes };
-    this.expr(b.quals, scope);
+    rows = union(rows, this.predicate('JOIN', b.quals, scope));
     if (isObj(b.alias)) {
       const renamed = renameCols(cols, names(b.alias.colnames));
-      return { entries: [{ refname: String(b.alias.aliasname), cols: renamed }], cols: renamed };
+      return { entries: [{ refname: String(b.alias.aliasname), cols: renamed }], cols: renamed, rows };
     }
     const entries = [...l.entries, ...r.entries];
     if (isObj(b.join_using_alias)) {
       entries.push({ refname: String(b.join_using_alias.aliasname), cols: cols.slice(0, using.length) });
     }
-    return { entries, cols };
+    return { entries, cols, rows };
   }
 
   // ---- target list ---------------------------------------------------------------------------
@@ -589,7 +908,7 @@ class Analysis {
       const e = last?.[0] === 'A_Star' ? this.findEntry(names(fields.slice(0, -1)), scope) : this.findEntry(names(fields), scope);
       if (e && !this.columnRef(a[1], scope, true)) cols = e.cols;
     } else if (a && a[0] === 'FuncCall') {
-      cols = this.functionCols(arg, [], scope, undefined);
+      cols = this.functionCols(arg, [], scope, undefined).cols;
     }
     if (cols && path.length === 0) {
       for (const c of cols) this.touch(c.taint);
@@ -682,9 +1001,10 @@ class Analysis {
     if (++this.depth > MAX_DEPTH) throw new Error('expression nested too deeply');
     try {
       if (CLEAN_NODES.has(kind)) {
-        if (kind === 'NullTest') this.expr(b.arg, scope); // value-free, but the statement reads the column
+        if (kind === 'GroupingFunc') this.expr(b.args, scope); // value-free, but the statement reads them
         return null;
       }
+      if (CONTAINERS.has(kind)) return derive(this.generic(b, scope));
       switch (kind) {
         case 'ColumnRef': {
           const fields = arr(b.fields);
@@ -698,45 +1018,77 @@ class Analysis {
           }
           return this.columnRef(b, scope)?.taint ?? null;
         }
-        case 'A_Indirection': {
-          const ind = arr(b.indirection);
-          const first = str(ind[0]);
-          if (first !== undefined) {
-            const a = unwrap(b.arg);
-            // (p).email: a field of a whole-row reference
-            if (a && a[0] === 'ColumnRef' && !this.columnRef(a[1], scope, true)) {
-              const e = this.findEntry(names(a[1].fields), scope);
-              const c = e?.cols.find((x) => x.name === first && !x.spread);
-              if (c) return this.touch(ind.length === 1 ? c.taint : derive(union(c.taint, ...ind.slice(1).map((i) => this.generic(i, scope)))));
-            }
-            if (a && a[0] === 'FuncCall') {
-              const cols = this.functionCols(b.arg, [], scope, undefined);
-              const c = cols.find((x) => x.name === first && !x.spread);
-              if (c) return this.touch(derive(c.taint));
-            }
-          }
-          return derive(union(this.expr(b.arg, scope), ...ind.map((i) => (unwrap(i)?.[0] === 'String' ? null : this.generic(i, scope)))));
-        }
+        case 'A_Indirection':
+          return this.indirection(b, scope);
         case 'FuncCall':
           return this.funcCall(b, scope);
         case 'SubLink': {
-          const t = String(b.subLinkType);
           const q = this.query(b.subselect, scope, scope.ctes);
-          const inner = union(...q.map((c) => c.taint));
-          if (t === 'EXISTS_SUBLINK') return null;
-          return derive(union(inner, this.expr(b.testexpr, scope)));
+          // EXISTS reveals whether any row came back: the taint of which rows the sub-select returns
+          if (String(b.subLinkType) === 'EXISTS_SUBLINK') return derive(q.rows);
+          return derive(union(...q.cols.map((c) => c.taint), q.rows, this.expr(b.testexpr, scope)));
         }
+        case 'SelectStmt': {
+          const q = this.select(b, scope, scope.ctes);
+          return derive(union(...q.cols.map((c) => c.taint), q.rows));
+        }
+        case 'NullTest':
+          // `x IS NULL` of the value itself is value-free (P6); of anything computed from it, it is not
+          // (`NULLIF(ssn LIKE '1%', true) IS NULL` is the LIKE)
+          if (this.plain(b.arg, scope)) return null;
+          return derive(this.expr(b.arg, scope));
         case 'A_Expr': {
-          const t = union(this.expr(b.lexpr, scope), this.expr(b.rexpr, scope));
+          const r = this.expr(b.rexpr, scope);
+          const t = derive(union(this.expr(b.lexpr, scope), r));
+          // x / masked, x % masked: whether `division by zero` happens is the value
+          if (b.kind === 'AEXPR_OP' && DIVISIONS.has(names(b.name).join('.'))) this.leak('divisor', r);
+          // NULLIF(a, b) is `a = b` deciding between NULL and a: only the equality lookup P7 allows
+          if (b.kind === 'AEXPR_NULLIF' && !this.equalityLookup({ ...b, kind: 'AEXPR_OP', name: [{ String: { sval: '=' } }] }, scope)) this.leak('NULLIF', t);
+          return t;
+        }
+        case 'CaseExpr': {
+          // conditions decide which branch (and which error) is evaluated: P7 allows no masked value there
+          const arg = this.expr(b.arg, scope);
+          let t = union(arg, this.expr(b.defresult, scope));
+          for (const w of arr(b.args)) {
+            const cw = unwrap(w)?.[1] ?? {};
+            t = union(t, this.leak('CASE', union(arg, this.expr(cw.expr, scope))), this.expr(cw.result, scope));
+          }
           return derive(t);
         }
-        default:
-          if (CONTAINERS.has(kind)) return derive(this.generic(b, scope));
-          return this.touch(unknownTaint(`node:${kind}`));
+        case 'JsonArrayAgg':
+        case 'JsonObjectAgg':
+          // aggregates: their value depends on the rows they see
+          return derive(union(this.generic(b, scope), scope.rows ?? null));
+        default: {
+          // fail closed: a node type the walker does not know taints the whole statement
+          const t = this.unknown(`node:${kind}`);
+          this.generic(b, scope);
+          return t;
+        }
       }
     } finally {
       this.depth--;
     }
+  }
+
+  /** `(p).email`, `(f(x)).col`, `arr[i]`: a field of a whole-row or function value, or a subscript. */
+  indirection(b: Obj, scope: Scope): T {
+    const ind = arr(b.indirection);
+    const first = str(ind[0]);
+    if (first !== undefined) {
+      const a = unwrap(b.arg);
+      if (a && a[0] === 'ColumnRef' && !this.columnRef(a[1], scope, true)) {
+        const e = this.findEntry(names(a[1].fields), scope);
+        const c = e?.cols.find((x) => x.name === first && !x.spread);
+        if (c) return this.touch(ind.length === 1 ? c.taint : derive(union(c.taint, ...ind.slice(1).map((i) => this.generic(i, scope)))));
+      }
+      if (a && a[0] === 'FuncCall') {
+        const c = this.functionCols(b.arg, [], scope, undefined).cols.find((x) => x.name === first && !x.spread);
+        if (c) return this.touch(derive(c.taint));
+      }
+    }
+    return derive(union(this.expr(b.arg, scope), ...ind.map((i) => (unwrap(i)?.[0] === 'String' ? null : this.generic(i, scope)))));
   }
 
   /** Union of the taints of every child of a bare struct / container body. */
@@ -756,25 +1108,98 @@ class Analysis {
   funcCall(b: Obj, scope: Scope): T {
     const fname = names(b.funcname);
     const name = fname[fname.length - 1];
-    const filter = this.expr(b.agg_filter, scope);
-    const over = isObj(b.over) ? this.generic({ p: b.over.partitionClause, o: b.over.orderClause }, scope) : null;
+    const builtin = fname.length === 1 || fname[0] === 'pg_catalog';
+    const filter = this.predicate('FILTER', b.agg_filter, scope);
+    let over: T = null;
+    if (isObj(b.over)) {
+      const ref = typeof b.over.name === 'string' && b.over.name ? b.over.name : undefined;
+      over = ref ? (lookupWindow(scope, ref) ?? this.unknown(`window:${ref}`)) : this.window(b.over, scope);
+    }
     const args = arr(b.args).map((a) => this.expr(a, scope));
-    const order = arr(b.agg_order).map((a) => this.expr(a, scope));
+    const argT = union(...args);
+    const order = union(...arr(b.agg_order).map((a) => this.expr(unwrap(a)?.[0] === 'SortBy' ? unwrap(a)?.[1].node : a, scope)));
+    // the ordering inside mode() / percentile_*() is the aggregated value (an output, masked); in
+    // rank('x') WITHIN GROUP (ORDER BY ssn) or string_agg(name, ',' ORDER BY ssn) it ranks clear values
+    if (order && !(b.agg_within_group ? VALUE_AGGREGATES.has(name) : argT)) this.leak('aggregate ORDER BY', order);
+    // aggregates and window functions: their value depends on how many rows, and which, they see
+    const rows = isObj(b.over) || b.agg_star === true || b.agg_distinct === true || b.agg_within_group === true || b.agg_filter !== undefined || AGGREGATES.has(name) ? (scope.rows ?? null) : null;
     const user = this.lin.resolveFunction(fname);
     if (user) {
       const trusted = this.lin.isTrusted(user);
-      let t = union(...args, ...order, filter, over, trusted ? null : unknownTaint(`function:${user.schema}.${user.name}`));
+      let t = union(argT, order, filter, over, rows, trusted ? null : unknownTaint(`function:${user.schema}.${user.name}`));
       if (user.returnsRelation) {
         const rel = this.lin.relations.get(user.returnsRelation);
         t = union(t, rel ? union(...this.lin.relationCols(rel).map((c) => c.taint)) : unknownTaint(`type:${user.returnsRelation}`));
       }
+      // it may return a set: the rows of this query level then depend on it too
+      this.addSrfRows(t);
+      if (user.returnsSet) this.leak('set-returning function argument', argT);
       return this.touch(derive(t));
     }
-    // value-free aggregate: count(*) and count(x) reveal cardinality only; FILTER and OVER still count
-    if (name === 'count' && (fname.length === 1 || fname[0] === 'pg_catalog')) return derive(union(filter, over));
+    if (builtin && name === 'count') {
+      // count(*) and count(value) reveal how many rows; count(f(value)) also which f(value) are NULL
+      const nulls = arr(b.args).map((a, i) => (args[i]?.plain || this.plain(a, scope) ? null : args[i]));
+      return derive(union(...nulls, filter, over, rows));
+    }
     if (isOpaqueBuiltin(name)) return this.touch(unknownTaint(`function:${name}`));
-    return derive(union(...args, ...order, filter, over));
+    if (SET_RETURNING.has(name)) {
+      this.addSrfRows(argT);
+      // generate_series(1, ascii(ssn)) in a target list returns as many rows as the value says
+      if (!structuralSrf(name, arr(b.args))) this.leak('set-returning function argument', argT);
+    }
+    if (builtin && DIVIDING_FUNCTIONS.has(name)) this.leak('divisor', args[1] ?? null);
+    return derive(union(argT, order, filter, over, rows));
   }
+
+  /** A set-returning function in the target list: the number of rows of this query level depends on its arguments. */
+  addSrfRows(t: T): void {
+    const i = this.srfRows.length - 1;
+    if (i >= 0 && t) this.srfRows[i] = union(this.srfRows[i], t);
+  }
+}
+
+/** A window by name, in this query level or an enclosing one. */
+function lookupWindow(scope: Scope, name: string): T | undefined {
+  for (let s: Scope | undefined = scope; s; s = s.parent) if (s.windows?.has(name)) return s.windows.get(name) ?? null;
+  return undefined;
+}
+
+/** `ORDER BY 2`: the output position, when the item is an integer constant. */
+function ordinal(node: unknown): number | undefined {
+  const c = unwrap(node);
+  if (c?.[0] !== 'A_Const' || !isObj(c[1].ival)) return undefined;
+  return Number(c[1].ival.ival ?? 0);
+}
+
+/** A GROUP BY item naming an output by position (or an alias that is no input column): the expression behind it. */
+function groupTarget(g: unknown, targets: unknown[], scope: Scope): unknown {
+  const pos = ordinal(g);
+  if (pos !== undefined) return unwrap(targets[pos - 1])?.[1].val;
+  const c = unwrap(g);
+  if (c?.[0] === 'ColumnRef' && arr(c[1].fields).length === 1) {
+    const n = str(arr(c[1].fields)[0]);
+    const input = scope.items.some((it) => it.cols.some((x) => x.name === n || x.spread));
+    const t = targets.map((x) => unwrap(x)?.[1]).find((r) => r?.name === n);
+    if (t && !input) return t.val;
+  }
+  return g;
+}
+
+/** Rows of constants (`SELECT 'x'`, `VALUES ('a'), ('b')`) a set operation compares with: how many; undefined otherwise. */
+function constantRows(node: unknown): number | undefined {
+  const b = unwrap(node)?.[1] ?? (isObj(node) ? node : {});
+  const clauses = ['fromClause', 'whereClause', 'groupClause', 'havingClause', 'withClause', 'limitCount', 'limitOffset', 'larg', 'rarg'];
+  if (clauses.some((k) => b[k] !== undefined && !(Array.isArray(b[k]) && (b[k] as unknown[]).length === 0))) return undefined;
+  if (Array.isArray(b.valuesLists)) return b.valuesLists.every((row) => arr(unwrap(row)?.[1].items).every(isConst)) ? b.valuesLists.length : undefined;
+  return arr(b.targetList).every((t) => isConst(unwrap(t)?.[1].val)) ? 1 : undefined;
+}
+
+/** A constant, parameter or CURRENT_DATE-like value (possibly cast): one value per statement, what an equality lookup may compare a masked value with. */
+function isConst(v: unknown): boolean {
+  const u = unwrap(v);
+  if (!u) return false;
+  if (u[0] === 'A_Const' || u[0] === 'ParamRef' || u[0] === 'SQLValueFunction') return true;
+  return u[0] === 'TypeCast' && isConst(u[1].arg);
 }
 
 function sameTaint(a: T, b: T): boolean {
@@ -790,10 +1215,10 @@ function renameCols(cols: Col[], colnames: string[]): Col[] {
   return cols.map((c) => (c.spread || i >= colnames.length ? c : { ...c, name: colnames[i++] }));
 }
 
-function aliased(alias: unknown, cols: Col[], fallback: string): Item {
+function aliased(alias: unknown, cols: Col[], fallback: string, rows: T): Item {
   const a = isObj(alias) ? alias : undefined;
   const renamed = renameCols(cols, a ? names(a.colnames) : []);
-  return { entries: [{ refname: a ? String(a.aliasname) : fallback, cols: renamed }], cols: renamed };
+  return { entries: [{ refname: a ? String(a.aliasname) : fallback, cols: renamed }], cols: renamed, rows };
 }
 
 function mergeEntries(es: Entry[]): Col[] {
@@ -812,7 +1237,8 @@ function setOp(l: Col[], r: Col[]): Col[] {
     // the same single plain source on both sides stays a plain reference (same value, same strategy)
     const plain = !!a && !!b && a.plain && b.plain && a.sources.size === 1 && sameTaint(a, b);
     const bothPlainOne = (a?.plain && !b) || (b?.plain && !a);
-    return { name: c.name, taint: plain ? a : bothPlainOne ? { sources: new Set((a ?? b)!.sources), plain: true } : union(a, b), typeOid: c.typeOid === r[i].typeOid ? c.typeOid : undefined };
+    const one: T = bothPlainOne ? { sources: new Set((a ?? b)!.sources), plain: true, mixed: true } : null;
+    return { name: c.name, taint: plain ? (a!.mixed || b!.mixed ? { ...a!, mixed: true } : a) : one ?? union(a, b), typeOid: c.typeOid === r[i].typeOid ? c.typeOid : undefined };
   });
 }
 
@@ -871,7 +1297,7 @@ function figureColname(node: unknown): string {
  */
 export class Lineage {
   readonly relations: Map<string, CatalogRelation>;
-  private readonly viewCols = new Map<number, Col[]>();
+  private readonly viewRel = new Map<number, Rel>();
   private readonly inProgress = new Set<number>();
 
   constructor(
@@ -891,6 +1317,11 @@ export class Lineage {
     }
   }
 
+  /** P7 on lineage (the policy engine's PredicateOracle): the first use of a masked-derived value P7 refuses. */
+  predicateLeak(kind: string, body: Record<string, unknown>): string | undefined {
+    return this.analyze({ kind, body }).predicateLeak;
+  }
+
   /** Parses `sql` (one statement) and analyses it. */
   analyzeSql(sql: string): LineagePlan {
     // The session asks for every statement it forwards; plans only depend on the text and this catalog.
@@ -908,54 +1339,69 @@ export class Lineage {
 
   private analyzeUnsafe(kind: string, body: Obj): LineagePlan {
     const a = new Analysis(this);
+    const plan = this.planOf(a, kind, body);
+    const max = this.options.maxEqualityValues ?? 100;
+    if (a.equalityValues > max) a.leaks.push(`${a.equalityValues} values compared with masked columns by equality (at most ${max})`);
+    // fail closed: a construct the walker does not know masks everything and may hide a predicate
+    if (a.poison && plan.kind !== 'unknown') {
+      const leak = a.leaks[0] ?? (a.readsRealMasked ? `a construct the masking analysis does not know (${a.poison})` : undefined);
+      return { kind: 'unknown', reason: `not understood: ${a.poison}`, readsMasked: true, ...(leak ? { predicateLeak: leak } : {}) };
+    }
+    return a.leaks.length ? { ...plan, predicateLeak: a.leaks[0] } : plan;
+  }
+
+  private planOf(a: Analysis, kind: string, body: Obj): LineagePlan {
     const top: CteEnv = { map: new Map() };
-    const rows = (cols: Col[], extra: Partial<{ cursor: string; copy: CopyOptions }> = {}): LineagePlan => ({
+    const rows = (rel: Rel, extra: Partial<{ cursor: string; copy: CopyOptions }> = {}): LineagePlan => ({
       kind: 'rows',
-      columns: cols.map((c) => this.planColumn(c)),
-      readsMasked: a.readsMasked || cols.some((c) => c.taint),
+      columns: rel.cols.map((c) => this.planColumn(c)),
+      readsMasked: a.readsMasked || rel.cols.some((c) => c.taint) || !!rel.rows,
+      ...(rel.rows ? { rowsTainted: true } : {}),
       ...extra,
     });
     switch (kind) {
       case 'SelectStmt': {
-        const cols = a.select(body, undefined, top);
-        if (body.intoClause) return { kind: 'none', readsMasked: a.readsMasked || cols.some((c) => c.taint) };
-        return rows(cols);
+        const rel = a.select(body, undefined, top);
+        if (body.intoClause) return { kind: 'none', readsMasked: a.readsMasked || rel.cols.some((c) => c.taint) };
+        return rows(rel);
       }
       case 'InsertStmt':
       case 'UpdateStmt':
       case 'DeleteStmt':
       case 'MergeStmt': {
-        const cols = a.dml(kind, body, undefined, top);
-        return cols ? rows(cols) : { kind: 'none', readsMasked: a.readsMasked };
+        const rel = a.dml(kind, body, undefined, top);
+        return rel ? rows(rel) : { kind: 'none', readsMasked: a.readsMasked };
       }
-      case 'DeclareCursorStmt': {
-        const cols = a.query(body.query, undefined, top);
-        return rows(cols, { cursor: String(body.portalname) });
-      }
+      case 'DeclareCursorStmt':
+        return rows(a.query(body.query, undefined, top), { cursor: String(body.portalname) });
       case 'FetchStmt':
-        if (body.ismove === true) return { kind: 'none', readsMasked: false };
-        return { kind: 'fetch', cursor: String(body.portalname), readsMasked: false };
+        // deferred execution: the cursor's query runs now (MOVE too); its errors are the cursor's
+        if (body.ismove === true) return { kind: 'none', readsMasked: true };
+        return { kind: 'fetch', cursor: String(body.portalname), readsMasked: true };
       case 'CopyStmt': {
         if (body.is_from === true) return { kind: 'none', readsMasked: false };
         if (body.filename !== undefined || body.is_program === true) return { kind: 'unknown', reason: 'COPY to a file or program', readsMasked: true };
         const copy = copyOptions(arr(body.options));
         if (!copy) return { kind: 'unknown', reason: 'COPY options not understood', readsMasked: true };
-        let cols: Col[];
-        if (body.query) cols = a.query(body.query, undefined, top);
+        let rel: Rel;
+        if (body.query) rel = a.query(body.query, undefined, top);
         else {
-          const item = a.rangeVar(isObj(body.relation) ? body.relation : {}, top, undefined, undefined);
+          const item = a.rangeVar(isObj(body.relation) ? body.relation : {}, top);
           const list = names(body.attlist);
-          cols = list.length
-            ? list.map((n) => item.cols.find((c) => c.name === n && !c.spread) ?? { name: n, taint: a.touch(unknownTaint(`column:${n}`)) })
-            : item.cols;
+          rel = {
+            cols: list.length ? list.map((n) => item.cols.find((c) => c.name === n && !c.spread) ?? { name: n, taint: a.touch(unknownTaint(`column:${n}`)) }) : item.cols,
+            rows: item.rows,
+          };
         }
-        return rows(cols, { copy });
+        return rows(rel, { copy });
       }
       case 'ExplainStmt': {
-        // the plan's text holds no column values; the inner statement still decides error redaction
+        // the plan's text holds no column values, but EXPLAIN ANALYZE's row counts are the rows' counts
         const inner = unwrap(body.query);
-        const innerPlan = inner ? this.analyzeUnsafe(inner[0], inner[1]) : undefined;
-        return { kind: 'rows', columns: [{ name: 'QUERY PLAN', mask: CLEAR }], readsMasked: innerPlan?.readsMasked ?? true };
+        const innerPlan = inner ? this.planOf(a, inner[0], inner[1]) : undefined;
+        const analyze = arr(body.options).some((o) => unwrap(o)?.[1].defname === 'analyze' && unwrap(unwrap(o)?.[1].arg)?.[1].boolval !== false && str(unwrap(o)?.[1].arg) !== 'false');
+        const counts = analyze && (!innerPlan || innerPlan.kind === 'unknown' || ('rowsTainted' in innerPlan && innerPlan.rowsTainted === true));
+        return { kind: 'rows', columns: [{ name: 'QUERY PLAN', mask: counts ? this.maskOf(unknownTaint('explain-analyze')) : CLEAR }], readsMasked: innerPlan?.readsMasked ?? true };
       }
       case 'PrepareStmt': {
         const inner = unwrap(body.query);
@@ -974,12 +1420,15 @@ export class Lineage {
       case 'VariableShowStmt':
         return { kind: 'rows', columns: [{ name: String(body.name ?? 'setting'), mask: CLEAR }], readsMasked: false };
       case 'TransactionStmt':
+        // COMMIT / END / PREPARE TRANSACTION run the queries of open WITH HOLD cursors (deferred execution)
+        return { kind: 'none', readsMasked: DEFERRING_TRANSACTION_KINDS.has(String(body.kind)) };
+      case 'ClosePortalStmt':
+        return { kind: 'none', readsMasked: true };
       case 'VariableSetStmt':
       case 'ListenStmt':
       case 'UnlistenStmt':
       case 'DiscardStmt':
       case 'DeallocateStmt':
-      case 'ClosePortalStmt':
       case 'CheckPointStmt':
         return { kind: 'none', readsMasked: false };
       default:
@@ -1066,43 +1515,58 @@ export class Lineage {
     });
   }
 
+  /** Which and how many rows a relation holds is decided by masked values: views filtering on them, value catalogs. */
+  relationRows(rel: CatalogRelation): T {
+    const system = rel.schema === 'pg_catalog' || rel.schema === 'information_schema';
+    if (system) return SENSITIVE_CATALOGS.has(rel.name) ? unknownTaint(`catalog:${rel.name}`) : null;
+    if (rel.kind !== 'v' && rel.kind !== 'm') return null;
+    this.viewColumns(rel);
+    const view = this.viewRel.get(rel.oid);
+    return view ? view.rows : unknownTaint(`view:${rel.name}`);
+  }
+
   private viewColumns(rel: CatalogRelation): Col[] {
-    const memo = this.viewCols.get(rel.oid);
-    if (memo) return memo;
-    const fail = (why: string): Col[] => rel.columns.map((c) => ({ name: c.name, taint: unknownTaint(`view:${rel.name}:${why}`), typeOid: c.typeOid }));
-    if (this.inProgress.has(rel.oid)) return fail('recursive');
-    let cols: Col[];
+    const memo = this.viewRel.get(rel.oid);
+    if (memo) return memo.cols;
+    const failRel = (why: string): Rel => {
+      const t = unknownTaint(`view:${rel.name}:${why}`);
+      return { cols: rel.columns.map((c) => ({ name: c.name, taint: t, typeOid: c.typeOid })), rows: t };
+    };
+    if (this.inProgress.has(rel.oid)) return failRel('recursive').cols;
+    let view: Rel;
     const own = (c: { name: string; attnum: number }) => this.ruleSource(rel, c.name);
-    if (!rel.definition) cols = fail('no definition');
+    if (!rel.definition) view = failRel('no definition');
     else {
       const p = parseStatements(rel.definition);
-      if (!p.ok || p.statements.length !== 1 || p.statements[0].kind !== 'SelectStmt') cols = fail('unparsable');
+      if (!p.ok || p.statements.length !== 1 || p.statements[0].kind !== 'SelectStmt') view = failRel('unparsable');
       else {
         this.inProgress.add(rel.oid);
         try {
+          // the definition is the operator's: its predicates are not P7's business, its taints are
           const a = new Analysis(this);
           const q = a.select(p.statements[0].body, undefined, { map: new Map() });
-          if (q.some((c) => c.spread) || q.length !== rel.columns.length) {
-            const t = union(...q.map((c) => c.taint));
-            cols = rel.columns.map((c) => ({ name: c.name, taint: t, typeOid: c.typeOid }));
+          if (a.poison) view = failRel(a.poison);
+          else if (q.cols.some((c) => c.spread) || q.cols.length !== rel.columns.length) {
+            const t = union(...q.cols.map((c) => c.taint));
+            view = { cols: rel.columns.map((c) => ({ name: c.name, taint: t, typeOid: c.typeOid })), rows: q.rows };
           } else {
-            cols = rel.columns.map((c, i) => ({ name: c.name, taint: q[i].taint, typeOid: c.typeOid }));
+            view = { cols: rel.columns.map((c, i) => ({ name: c.name, taint: q.cols[i].taint, typeOid: c.typeOid })), rows: q.rows };
           }
         } catch (err) {
-          cols = fail(err instanceof Error ? err.message : 'error');
+          view = failRel(err instanceof Error ? err.message : 'error');
         } finally {
           this.inProgress.delete(rel.oid);
         }
       }
     }
     // a rule written for the view's own column also applies (matviews are relations of their own)
-    cols = cols.map((c, i) => {
+    let cols = view.cols.map((c, i) => {
       const src = own(rel.columns[i]);
       return src ? { ...c, taint: c.taint ? union(c.taint, { sources: new Set([src]), plain: true }) : { sources: new Set([src]), plain: true } } : c;
     });
     // view columns carry the view as origin only for diagnostics; RowDescription names the view
     cols = cols.map((c, i) => ({ ...c, origin: { relation: `${rel.schema}.${rel.name}`, attnum: rel.columns[i].attnum } }));
-    this.viewCols.set(rel.oid, cols);
+    this.viewRel.set(rel.oid, { cols, rows: view.rows });
     return cols;
   }
 

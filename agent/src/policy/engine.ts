@@ -5,7 +5,8 @@
  *                                   │ parse error → block P3.parse-error
  *   judge = verdict of the statement node itself (rules.ts)
  *         ⊕ verdicts of every nested statement, function call, relation, operator found by the walk
- *         ⊕ P7 predicate check (strict profile) ; holds listed in approvalFreeFingerprints → allow
+ *         ⊕ P7 predicate check (strict by default: on lineage via the PredicateOracle once the catalog
+ *           is loaded, by column names before) ; holds listed in approvalFreeFingerprints → allow
  *
  * The analysis of a text is cached (LRU). Statements that refer to session state (EXECUTE, FETCH,
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
@@ -26,12 +27,22 @@ export interface PolicyOptions {
   allowedFunctions?: string[];
   /** libpg-query fingerprints of statements that may run without approval (never overrides a block) */
   approvalFreeFingerprints?: string[];
-  /** P7 strict profile: only equality / IN / IS NULL on masked columns in predicates */
+  /** P7 strict profile (default on): only equality / IN / IS NULL on masked columns in predicates */
   strictPredicates?: boolean;
+  /**
+   * P7 on lineage: the connection's masking analysis once its catalog is loaded (views, matviews, CTEs,
+   * VALUES, aliases resolved). Until then, and without it, P7 judges by column names (predicates.ts).
+   */
+  predicates?: () => PredicateOracle | undefined;
   /** `schema.table.column`, used by P7 */
   maskedColumns?: string[];
   /** decision cache size (entries); default 5,000 */
   cacheSize?: number;
+}
+
+/** Judges P7 on a statement's lineage: the first use of a masked-derived value P7 refuses, if any. */
+export interface PredicateOracle {
+  predicateLeak(kind: string, body: Record<string, unknown>): string | undefined;
 }
 
 export interface StatementFacts {
@@ -117,12 +128,18 @@ export class PolicyEngine {
   readonly #lists: FunctionLists;
   readonly #approvalFree: ReadonlySet<string>;
   readonly #masked?: MaskedColumns;
+  readonly #oracle?: () => PredicateOracle | undefined;
+  /** the oracle the cached analyses were judged with: another one (a reloaded catalog) empties the cache */
+  #judgedWith?: PredicateOracle;
 
   constructor(opts: PolicyOptions = {}) {
     this.#cache = new Lru(opts.cacheSize ?? 5000);
     this.#lists = { extraBlocked: opts.extraBlockedFunctions ?? [], allowed: opts.allowedFunctions ?? [] };
     this.#approvalFree = new Set(opts.approvalFreeFingerprints ?? []);
-    if (opts.strictPredicates && opts.maskedColumns?.length) this.#masked = maskedColumns(opts.maskedColumns);
+    if ((opts.strictPredicates ?? true) && opts.maskedColumns?.length) {
+      this.#masked = maskedColumns(opts.maskedColumns);
+      this.#oracle = opts.predicates;
+    }
   }
 
   /** Stateless: EXECUTE/FETCH of names not prepared/declared in the same text are blocked. */
@@ -140,6 +157,11 @@ export class PolicyEngine {
 
   /** Parse and judge every statement of `sql`; cached by exact text. */
   analyze(sql: string): Analysis {
+    const oracle = this.#oracle?.();
+    if (oracle !== this.#judgedWith) {
+      this.#cache.clear();
+      this.#judgedWith = oracle;
+    }
     const hit = this.#cache.get(sql);
     if (hit) return hit;
     const parsed = parseStatements(sql);
@@ -211,8 +233,8 @@ export class PolicyEngine {
     if (tree.tooDeep) verdict = stricter(verdict, block('P3.too-deep', 'The statement is nested too deeply to be checked.'));
 
     if (this.#masked && !WRAPPERS.has(kind) && !tree.tooDeep) {
-      const leak = findPredicateLeak(kind, body, this.#masked);
-      if (leak) verdict = stricter(verdict, block('P7.predicate', `Only equality (=, IN) with constants is allowed on masked columns in conditions and ordering (${leak}).`));
+      const leak = this.#judgedWith ? this.#judgedWith.predicateLeak(kind, body) : findPredicateLeak(kind, body, this.#masked);
+      if (leak) verdict = stricter(verdict, block('P7.predicate', `Masked columns may only be compared by equality (=, IN) with constants or parameters; nothing else about them may decide which rows come back, their order, grouping or errors (${leak}).`));
     }
     if (verdict.action === 'hold' && this.#approvalFree.size > 0) {
       const fp = fingerprintOf(fingerprintText);

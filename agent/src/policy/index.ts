@@ -12,7 +12,7 @@
  * (prepared statements, cursors, portals).
  */
 export { loadPolicyEngine, PolicyEngine } from './engine.js';
-export type { Analysis, Decision, Effect, PolicyOptions, StatementFacts } from './engine.js';
+export type { Analysis, Decision, Effect, PolicyOptions, PredicateOracle, StatementFacts } from './engine.js';
 export { PolicySession } from './session.js';
 export type { NameTable, Portal as PolicyPortal } from './session.js';
 export type { Action, Verdict } from './rules.js';

@@ -101,4 +101,7 @@ export class Lru<V> {
   get size(): number {
     return this.#map.size;
   }
+  clear(): void {
+    this.#map.clear();
+  }
 }

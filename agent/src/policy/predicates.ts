@@ -1,4 +1,8 @@
 /**
+ * P7 by column names: what the engine falls back on while the connection's catalog is not loaded (and
+ * for engines built without one). With a catalog, P7 is judged on lineage instead (masking/lineage.ts,
+ * `PredicateOracle`): views, materialized views, row counts and every clause resolved.
+ *
  * P7, strict profile: a masked column may be compared for equality with a constant (`mrn = 'MRN-1'`,
  * `mrn IN ('a','b')`, `mrn = $1`) or tested with IS NULL, and nothing else in a position that decides
  * which rows come back or in what order (WHERE, JOIN, HAVING, GROUP BY, ORDER BY, DISTINCT ON, LIMIT,

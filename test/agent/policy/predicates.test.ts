@@ -55,7 +55,7 @@ const ROWS: { desc: string; sql: string; want: Action }[] = [
 
 describe('P7 strict predicates', () => {
   let strict: PolicyEngine;
-  let lax: PolicyEngine;
+  let lax: PolicyEngine; // no strictPredicates given: the default
   beforeAll(async () => {
     strict = await loadPolicyEngine({ strictPredicates: true, maskedColumns: MASKED, allowedFunctions: ['get_patient', 'other'] });
     lax = await loadPolicyEngine({ maskedColumns: MASKED, allowedFunctions: ['get_patient'] });
@@ -67,7 +67,9 @@ describe('P7 strict predicates', () => {
     expect({ action, rule: d.rule }).toMatchObject({ action: want });
   });
 
-  it('is off unless strictPredicates is set', () => {
-    expect(lax.classify("SELECT id FROM patients WHERE ssn LIKE '1%'").action).toBe('allow');
+  it('is on by default; strictPredicates: false turns it off', async () => {
+    expect(lax.classify("SELECT id FROM patients WHERE ssn LIKE '1%'").rule).toBe('P7.predicate');
+    const off = await loadPolicyEngine({ maskedColumns: MASKED, strictPredicates: false });
+    expect(off.classify("SELECT id FROM patients WHERE ssn LIKE '1%'").action).toBe('allow');
   });
 });
