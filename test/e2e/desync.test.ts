@@ -285,3 +285,26 @@ describe('bytes pipelined with the StartupMessage', () => {
     expect(r.isEnded).toBe(true);
   });
 });
+
+describe('the masking catalog follows the database', () => {
+  it('a table and a view created after the session started are planned on the real catalog: clear columns clear, masked ones masked', async () => {
+    const secret = await ssns();
+    const r = await raw();
+    expect((await r.simple('SELECT 1')).error).toBeUndefined(); // the session (and its catalog) is loaded
+    await direct('CREATE TABLE later_t (id int, v text)');
+    await direct("INSERT INTO later_t VALUES (1, 'one'), (2, 'two')");
+    await direct('CREATE VIEW later_v AS SELECT id, ssn FROM patients');
+    await direct('GRANT SELECT ON later_t, later_v TO gw_agent');
+    try {
+      const t = await r.simple('SELECT v FROM later_t ORDER BY id');
+      expect(t).toEqual({ rows: ['one', 'two'] });
+      r.write(query('SELECT id, ssn FROM later_v ORDER BY id LIMIT 20'));
+      const msgs = await r.until('Z');
+      expect(collect(msgs).rows).toEqual(Array.from({ length: 20 }, (_, i) => String(i + 1)));
+      noneOf(msgs, secret);
+    } finally {
+      await direct('DROP VIEW later_v');
+      await direct('DROP TABLE later_t');
+    }
+  });
+});

@@ -14,15 +14,21 @@ export const UNKNOWN_PLAN: LineagePlan = { kind: 'unknown', reason: 'no plan for
 export const NO_PLAN: LineagePlan = { kind: 'none', readsMasked: false };
 
 export class ResultMasker {
-  private readonly opts: MaskerOptions;
+  private opts: MaskerOptions;
 
   constructor(
-    readonly lineage: Lineage,
-    hashKey: Buffer,
+    public lineage: Lineage,
+    private readonly hashKey: Buffer,
     /** Called when a result names a table OID the catalog does not know: reload it. */
     private readonly onStale: () => void = () => {},
   ) {
     this.opts = { hashKey, extraTextOids: lineage.catalog.textTypeOids };
+  }
+
+  /** A reloaded catalog: statements judged from now on are planned on it. */
+  useLineage(lineage: Lineage): void {
+    this.lineage = lineage;
+    this.opts = { hashKey: this.hashKey, extraTextOids: lineage.catalog.textTypeOids };
   }
 
   /** The lineage of one statement's text (a Parse, one statement of a Query). */

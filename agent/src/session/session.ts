@@ -159,6 +159,8 @@ export class PgSession {
   private recorded = false;
   private applicationName = '';
   private readonly maskedTables: Set<string>;
+  /** Relation names the masking catalog was reloaded for (so a name it never holds costs one reload). */
+  private readonly reloadedFor = new Set<string>();
   private readonly stmtLog: StatementLog;
   private readonly log: Logger;
   private readonly recording?: SessionRecording;
@@ -469,6 +471,14 @@ export class PgSession {
           await this.ns.settled();
           continue;
         }
+        if (this.masker && (msg.type === 'Query' || msg.type === 'Parse') && this.unknownRelations(msg.sql).length) {
+          // It names a relation the masking catalog does not know (created since it was loaded): reload
+          // it before judging, so the statement is planned on what the database really holds.
+          if (this.heldRun) this.refuseHeldRun();
+          await this.dispatch();
+          await this.reloadCatalog(this.unknownRelations(msg.sql));
+          continue;
+        }
         this.inbox.shift();
         if (this.pipeline.copyIn) {
           this.duringCopyIn(msg);
@@ -519,6 +529,41 @@ export class PgSession {
       }
       default:
         return false;
+    }
+  }
+
+  /** Relations `sql` names that the masking catalog does not know, not yet reloaded for in this session. */
+  private unknownRelations(sql: string): string[] {
+    const catalog = this.masker?.lineage.catalog;
+    if (!catalog) return [];
+    const a = this.deps.policy.analyze(sql);
+    if (!a.ok) return [];
+    const out: string[] = [];
+    const visit = (f: StatementFacts | undefined) => {
+      if (!f) return;
+      for (const r of f.relations) {
+        if (this.reloadedFor.has(r)) continue;
+        const known = r.includes('.') ? catalog.relations.has(r) : ['pg_catalog', ...catalog.searchPath].some((schema) => catalog.relations.has(`${schema}.${r}`));
+        if (!known) out.push(r);
+      }
+      visit(f.inner);
+    };
+    for (const f of a.statements) visit(f);
+    return out;
+  }
+
+  /** Reloads the masking catalog (once per session for each unknown name: temporary tables never appear in it). */
+  private async reloadCatalog(names: string[]): Promise<void> {
+    for (const n of names) this.reloadedFor.add(n);
+    const m = this.deps.masking;
+    if (!m || !this.masker) return;
+    m.invalidate();
+    try {
+      this.masker.useLineage(await m.current());
+      this.log.debug('masking catalog reloaded', { relations: names.length });
+    } catch (err) {
+      // The old catalog stays: statements on what it does not know are planned as unknown (masked whole).
+      this.log.warn('masking catalog could not be reloaded', { error: (err as Error).message });
     }
   }
 
