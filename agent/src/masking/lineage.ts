@@ -939,6 +939,10 @@ class Analysis {
     const parts = names(ref.fields);
     if (parts.some((p) => p === '')) return undefined;
     const col = parts[parts.length - 1];
+    // A bare name not found beside a spread (a function's or unknown relation's columns) may be the
+    // spread's, or an outer query's: both, so an outer masked column is never hidden by the spread.
+    let spreadOnly: T | undefined;
+    const found = (c: Col): Col => (spreadOnly === undefined ? c : { name: c.name, taint: this.touch(union(spreadOnly, c.taint)) });
     for (let s: Scope | undefined = scope; s; s = s.parent) {
       if (parts.length === 1) {
         const hits: Col[] = [];
@@ -954,13 +958,15 @@ class Analysis {
         }
         // columns of join-aliased / lateral entries not in items (dml scope lists entries only)
         if (!s.items.length) for (const e of s.entries) for (const c of e.cols) if (!c.spread && c.name === col) hits.push(c);
-        if (hits.length === 1 && !hasSpread) return { ...hits[0], taint: this.touch(hits[0].taint) };
-        if (hits.length || hasSpread) {
-          return { name: col, taint: this.touch(union(...hits.map((h) => h.taint), spread, hasSpread && !hits.length ? unknownTaint(`column:${col}`) : null)) };
+        if (hits.length === 1 && !hasSpread) return found({ ...hits[0], taint: this.touch(hits[0].taint) });
+        if (hits.length) return found({ name: col, taint: this.touch(union(...hits.map((h) => h.taint), spread)) });
+        if (hasSpread) {
+          spreadOnly = union(spreadOnly ?? null, spread);
+          continue;
         }
         if (!noWholeRow) {
           const e = s.entries.filter((x) => x.refname === col);
-          if (e.length) return { name: col, taint: this.touch(union(...e.flatMap((x) => x.cols.map((c) => c.taint)))) };
+          if (e.length) return found({ name: col, taint: this.touch(union(...e.flatMap((x) => x.cols.map((c) => c.taint)))) });
         }
       } else {
         const e = this.findEntryIn(parts.slice(0, -1), s);
@@ -975,6 +981,7 @@ class Analysis {
         // `rel.col` where `rel` is a composite column of an entry: (rel).col spelled without parens isn't valid SQL
       }
     }
+    if (spreadOnly !== undefined) return { name: col, taint: this.touch(spreadOnly) };
     if (parts.length === 1 && SYSTEM_COLUMNS.has(col)) return { name: col, taint: null };
     if (noWholeRow) return undefined;
     return { name: col, taint: this.touch(unknownTaint(`column:${parts.join('.')}`)) };

@@ -109,6 +109,9 @@ describe('errors: every clause marks the statement', () => {
 
 // ── P7 on lineage ──────────────────────────────────────────────────────────────────────────────────
 const P7: { desc: string; sql: string; leak: boolean }[] = [
+  // a name beside a function's columns is the function's, or an outer query's: both are judged
+  { desc: 'ORDER BY a column of a builtin set-returning function (pg_dump)', sql: `SELECT array_to_string(ARRAY(SELECT option_name FROM pg_options_to_table(fdwoptions) ORDER BY option_name), ',') FROM pg_foreign_data_wrapper`, leak: false },
+  { desc: 'ORDER BY an outer masked column inside a sub-select over a function', sql: `SELECT (SELECT option_name FROM pg_options_to_table(ARRAY['a=b']) ORDER BY ssn LIMIT 1) FROM patients`, leak: true },
   // refused: the classes of issue 13
   { desc: 'LIKE through a view', sql: `SELECT id FROM patient_contacts WHERE contact_email LIKE 'a%'`, leak: true },
   { desc: 'range through a materialized view', sql: `SELECT id FROM mv_patient_ids WHERE national_id > '2'`, leak: true },
