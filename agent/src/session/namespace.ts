@@ -46,7 +46,9 @@ export type Op =
   | { op: 'deallocate'; name: string }
   | { op: 'declare'; name: string; entry: Portal }
   | { op: 'close'; name: string }
-  | { op: 'discard' };
+  | { op: 'discard' }
+  /** COMMIT / ROLLBACK inside a statement: portals without HOLD end (applied by the pipeline from the tag). */
+  | { op: 'endTransaction' };
 
 /** A staged change, owned by the request that makes it. */
 export interface Staged {
@@ -160,6 +162,8 @@ export class Namespace {
           this.statements.clear();
           this.portals.clear();
           break;
+        case 'endTransaction':
+          break; // the pipeline ends the transaction from the CommandComplete tag (COMMIT or ROLLBACK)
       }
     }
     this.wake();
@@ -211,6 +215,8 @@ function touches(op: Op, kind: 'statement' | 'portal', name: string): boolean {
       return kind === 'portal' && (op.name === name || op.name === '*');
     case 'discard':
       return true;
+    case 'endTransaction':
+      return kind === 'portal';
   }
 }
 
@@ -229,6 +235,8 @@ function stepStatement(op: Op, name: string, v: Statement | undefined): Statemen
 
 function stepPortal(op: Op, name: string, v: Portal | undefined): Portal | undefined {
   switch (op.op) {
+    case 'endTransaction':
+      return v?.holdable ? v : undefined;
     case 'declare':
       return op.name === name ? op.entry : v;
     case 'close':

@@ -480,6 +480,7 @@ export class Pipeline {
     this.blame = undefined;
     this.copyIn = false;
     if (r.kind === 'query') {
+      this.deps.ns.confirm(r.changes); // the unnamed statement and portal are gone
       for (const s of (r.statements ?? []).slice(r.at ?? 0)) this.deps.ns.drop(s.changes); // not reached: an error ended it
       if (r.log) {
         if (!r.log.recorded && !r.errored) this.deps.recording?.result(r.log, {});

@@ -241,7 +241,11 @@ export class PgSession {
    */
   private pace(bytes: number): void {
     this.burst += bytes;
-    if (this.burstCounting || !this.backend.midResult) return;
+    if (this.burstCounting) return;
+    if (!this.backend.midResult) {
+      this.burst = 0; // no result streaming: no timer at all
+      return;
+    }
     this.burstCounting = true;
     setImmediate(() => {
       const burst = this.burst;
@@ -513,8 +517,21 @@ export class PgSession {
   private dependsOnUnconfirmed(msg: FrontendMessage): boolean {
     const ns = this.ns;
     switch (msg.type) {
-      case 'Query':
-        return ns.unsettled();
+      case 'Query': {
+        const a = this.deps.policy.analyze(msg.sql);
+        if (!a.ok) return false; // refused unread
+        let all = false;
+        const names: ['statement' | 'portal', string][] = [];
+        const visit = (f: StatementFacts | undefined): void => {
+          if (!f) return;
+          for (const n of [f.executesPrepared, f.preparedName, f.deallocates]) if (n !== undefined) names.push(['statement', n]);
+          for (const n of [f.fetchesCursor, f.cursorName, f.closesCursor]) if (n !== undefined) names.push(['portal', n]);
+          if (f.discardsAll || f.deallocates === '*' || f.closesCursor === '*') all = true;
+          visit(f.inner);
+        };
+        for (const f of a.statements) visit(f);
+        return all ? ns.unsettled() : names.some(([kind, n]) => ns.unsettledName(kind, n));
+      }
       case 'Parse':
         return msg.name !== '' && ns.unsettledName('statement', msg.name);
       case 'Bind':
@@ -715,13 +732,17 @@ export class PgSession {
     const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
     if (d.action !== 'allow' && !holdable) return this.refused('Query', d, sql);
     const statements = this.queryStatements(d);
-    const sensitive = statements.some((s) => s.plan.readsMasked) || d.statements.some((f) => this.touchesMasked(f.relations));
+    // Literals are kept out of the trail when they may be compared with masked values; a COMMIT or FETCH
+    // that runs a cursor's query has none of its own.
+    const sensitive = statements.some((s, i) => s.plan.readsMasked && !defers(d.statements[i])) || d.statements.some((f) => this.touchesMasked(f.relations));
     const audited = this.auditSql(sql, sensitive);
     this.logDecision(d);
     const log = this.stmtLog.started('query', audited);
+    // PostgreSQL drops the unnamed statement and portal when it runs a simple Query.
+    const unnamed = this.ns.stage([{ op: 'deallocate', name: '' }, { op: 'close', name: '' }], false);
     const o: Outbound = {
       bytes: serializeFrontend({ type: 'Query', sql }),
-      requests: [{ kind: 'query', statements, log, redact: this.masker !== undefined }],
+      requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined }],
       event: this.stmtLog.statementEvent(audited, d.action, d.rule),
       log,
     };
@@ -806,6 +827,9 @@ export class PgSession {
           break;
         case 'discard':
           ops.push({ op: 'discard' });
+          break;
+        case 'endTransaction':
+          ops.push({ op: 'endTransaction' });
           break;
       }
     }
@@ -1256,6 +1280,9 @@ class Overlay {
         this.statements.clear();
         this.portals.clear();
         this.cleared = { statements: true, portals: true };
+        break;
+      case 'endTransaction':
+        for (const [name, p] of this.portals) if (p && !p.holdable) this.portals.set(name, null);
         break;
     }
   }
