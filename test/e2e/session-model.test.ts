@@ -22,9 +22,9 @@ import { describe, expect, it } from 'vitest';
 import type { PgSession } from '../../agent/src/session/session.js';
 import { connectUpstream } from '../../agent/src/upstream/connect.js';
 import { DEMO_DATABASE } from '../../cli/src/demo/stack.js';
-import { useStack } from '../harness/stack.js';
+import { directQuery, useStack } from '../harness/stack.js';
 import { msg } from '../../scripts/attacks/pgclient.js';
-import { parseErrorFields, startupMessage, type BackendMsg } from './wire.js';
+import { parseErrorFields, RawClient, startupMessage, type BackendMsg } from './wire.js';
 
 const SEED = process.env.MODEL_SEED ? Number(process.env.MODEL_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const SEQUENCES = Number(process.env.MODEL_SEQUENCES ?? 10_000);
@@ -105,6 +105,10 @@ class Conn {
       if (!m) throw new Error(`no terminator; got ${out.map((x) => x.type).join('')}${this.ended ? ' and the connection ended' : ''}${errorsOf(out)}`);
       out.push(m);
       if (m.type === 'Z' && out.at(-2)?.type === 'I') return out;
+      // PostgreSQL itself fails the terminator with XX000 "StartTransactionCommand: unexpected state STARTED"
+      // after a DECLARE sent as a simple Query inside an open extended-protocol run (directly as well).
+      const prev = out.at(-2);
+      if (m.type === 'Z' && prev?.type === 'E' && parseErrorFields(prev.body).code === 'XX000' && out.at(-3)?.type === 'Z') return out;
     }
   }
   async untilReady(n: number, timeoutMs = 10_000): Promise<BackendMsg[]> {
@@ -316,25 +320,36 @@ function sameReplies(gw: string[], direct: string[]): boolean {
 }
 
 const TERMINATOR = Buffer.concat([msg.sync(), msg.query('')]);
-const NAMES_SQL = "SELECT kind || ':' || name FROM (SELECT 's' AS kind, name FROM pg_prepared_statements UNION ALL SELECT 'c', name FROM pg_cursors) x ORDER BY 1";
-/** Describe of the unnamed statement and portal (changes nothing), then the catalogs. */
-const PROBE = Buffer.concat([msg.describe('S', ''), msg.sync(), msg.describe('P', ''), msg.sync(), msg.query(NAMES_SQL)]);
+// The catalogs are read with the extended protocol under names of the test's own (a simple Query would drop
+// the unnamed statement and portal the server holds); those names are left out of the comparison.
+const PROBE_NAME = 'zz_probe';
+const NAMES_SQL = "SELECT kind || ':' || name FROM (SELECT 's' AS kind, name FROM pg_prepared_statements UNION ALL SELECT 'c', name FROM pg_cursors) x WHERE name <> 'zz_probe' ORDER BY 1";
+const CATALOGS = Buffer.concat([
+  msg.parse(PROBE_NAME, NAMES_SQL),
+  msg.bind(PROBE_NAME, PROBE_NAME),
+  msg.execute(PROBE_NAME, 0),
+  msg.close('P', PROBE_NAME),
+  msg.close('S', PROBE_NAME),
+  msg.sync(),
+]);
+/** Describe of the unnamed statement and portal changes nothing, but its error would abort a block: only outside one. */
+const UNNAMED = Buffer.concat([msg.describe('S', ''), msg.sync(), msg.describe('P', ''), msg.sync()]);
 
-function probeResult(replies: BackendMsg[]): string[] {
-  // Three ReadyForQuery: Describe S '' + Sync, Describe P '' + Sync, the catalog query.
+/** The names the server holds: 's:<statement>' and 'c:<portal or cursor>' ('s:' and 'c:' for the unnamed ones). */
+function probeResult(replies: BackendMsg[], unnamed: boolean): string[] {
   const parts: BackendMsg[][] = [[]];
   for (const x of replies) {
     parts.at(-1)!.push(x);
     if (x.type === 'Z') parts.push([]);
   }
   const names: string[] = [];
-  if (!parts[0].some((x) => x.type === 'E')) names.push('s:');
-  if (!parts[1].some((x) => x.type === 'E')) names.push('c:');
-  for (const x of parts[2]) {
+  for (const x of parts[0]) {
     if (x.type === 'E') names.push(`error ${parseErrorFields(x.body).code}`);
     if (x.type === 'D') names.push(x.body.toString('utf8', 6, 6 + x.body.readInt32BE(2)));
   }
-  return names.sort();
+  if (unnamed && !parts[1].some((x) => x.type === 'E')) names.push('s:');
+  if (unnamed && !parts[2].some((x) => x.type === 'E')) names.push('c:');
+  return [...new Set(names)].sort(); // pg_cursors lists a visible unnamed portal too
 }
 
 interface Pair {
@@ -385,22 +400,31 @@ async function both(p: Pair, bytes: Buffer, read: (c: Conn) => Promise<BackendMs
   return Promise.all([read(p.gw), read(p.direct)]);
 }
 
-function agentNames(p: Pair): string[] {
+/** Inside a block the unnamed statement cannot be probed (pg_prepared_statements omits it); the unnamed portal is in pg_cursors. */
+function agentNames(p: Pair, unnamed: boolean): string[] {
   const snap = p.session.namespaceSnapshot();
-  return [...snap.statements.map((n) => `s:${n}`), ...snap.portals.map((n) => `c:${n}`)].sort();
+  const names = [...snap.statements.map((n) => `s:${n}`), ...snap.portals.map((n) => `c:${n}`)];
+  return names.filter((n) => unnamed || n !== 's:').sort();
 }
 
-/** Compares namespaces: the agent's picture, the gateway's server session, the direct session. */
+/**
+ * Compares namespaces: the agent's picture, the gateway's server session, the direct session. Outside a
+ * block the unnamed statement and portal are compared too.
+ */
 async function checkNamespace(p: Pair, lastStatus: string): Promise<string | undefined> {
   const snap = p.session.namespaceSnapshot();
   if (snap.staged !== 0 || snap.inFlight !== 0) return `agent not settled at ReadyForQuery: staged ${snap.staged}, in flight ${snap.inFlight}`;
   if (String.fromCharCode(snap.status) !== lastStatus) return `agent's transaction status ${String.fromCharCode(snap.status)} but the last ReadyForQuery said ${lastStatus}`;
-  const agent = agentNames(p);
-  const [g, d] = await both(p, PROBE, (c) => c.untilReady(3));
-  const gwNames = probeResult(g);
-  const directNames = probeResult(d);
+  const unnamed = lastStatus === 'I';
+  const agent = agentNames(p, unnamed);
+  const probe = unnamed ? Buffer.concat([CATALOGS, UNNAMED]) : CATALOGS;
+  const [g, d] = await both(p, probe, (c) => c.untilReady(unnamed ? 3 : 1));
+  const gwNames = probeResult(g, unnamed);
+  const directNames = probeResult(d, unnamed);
   if (JSON.stringify(gwNames) !== JSON.stringify(directNames)) return `server namespaces differ: gateway's session ${JSON.stringify(gwNames)}, direct ${JSON.stringify(directNames)}`;
   if (JSON.stringify(agent) !== JSON.stringify(gwNames)) return `agent's namespace ${JSON.stringify(agent)} but the server holds ${JSON.stringify(gwNames)}`;
+  const after = p.session.namespaceSnapshot();
+  if (after.staged !== 0 || after.inFlight !== 0) return `agent not settled after the probe: staged ${after.staged}, in flight ${after.inFlight}`;
   return undefined;
 }
 
@@ -416,7 +440,22 @@ interface Failure {
 /** One sequence on a pair: run, compare replies, compare namespaces, maybe reset. */
 async function runSequence(p: Pair, r: Rng, seq: Msg[]): Promise<Omit<Failure, 'pair' | 'index' | 'sequence'> | undefined> {
   const bytes = Buffer.concat([...seq.map((x) => x.bytes), TERMINATOR]);
-  const [g, d] = await both(p, bytes, (c) => c.untilTerminator(), r.chance(0.2) ? r.int(bytes.length) : undefined);
+  const f = await compareSequence(p, seq, r.chance(0.2) ? r.int(bytes.length) : undefined);
+  if (typeof f !== 'string') return f;
+  const status = f;
+  // Mostly start the next sequence clean; sometimes carry names, cursors and an open block over.
+  if (r.chance(0.75)) {
+    const reset = Buffer.concat([msg.sync(), msg.query(status === 'I' ? 'DEALLOCATE ALL; CLOSE ALL' : 'ROLLBACK; DEALLOCATE ALL; CLOSE ALL')]);
+    const [g3, d3] = await both(p, reset, (c) => c.untilReady(2));
+    if (!sameReplies(normAll(g3), normAll(d3))) return { problem: 'reset replies differ', gateway: normAll(g3), direct: normAll(d3) };
+  }
+  return undefined;
+}
+
+/** Runs one sequence (then Sync, Query "") on both sides and compares; the transaction status after it, or the failure. */
+async function compareSequence(p: Pair, seq: Msg[], split?: number): Promise<Omit<Failure, 'pair' | 'index' | 'sequence'> | string> {
+  const bytes = Buffer.concat([...seq.map((x) => x.bytes), TERMINATOR]);
+  const [g, d] = await both(p, bytes, (c) => c.untilTerminator(), split);
   const gn = normAll(g);
   const dn = normAll(d);
   if (!sameReplies(gn, dn)) return { problem: 'reply streams differ', gateway: gn, direct: dn };
@@ -429,13 +468,7 @@ async function runSequence(p: Pair, r: Rng, seq: Msg[]): Promise<Omit<Failure, '
   }
   const ns = await checkNamespace(p, status);
   if (ns) return { problem: ns, gateway: gn, direct: dn };
-  // Mostly start the next sequence clean; sometimes carry names, cursors and an open block over.
-  if (r.chance(0.75)) {
-    const reset = Buffer.concat([msg.sync(), msg.query(status === 'I' ? 'DEALLOCATE ALL; CLOSE ALL' : 'ROLLBACK; DEALLOCATE ALL; CLOSE ALL')]);
-    const [g3, d3] = await both(p, reset, (c) => c.untilReady(2));
-    if (!sameReplies(normAll(g3), normAll(d3))) return { problem: 'reset replies differ', gateway: normAll(g3), direct: normAll(d3) };
-  }
-  return undefined;
+  return status;
 }
 
 describe('session model: the gateway answers as PostgreSQL does, and its namespace is the server’s', () => {
@@ -470,4 +503,80 @@ describe('session model: the gateway answers as PostgreSQL does, and its namespa
     expect(report, `reproduce: MODEL_SEED=${SEED} npx vitest run test/e2e/session-model.test.ts`).toEqual([]);
     expect(done).toBeGreaterThanOrEqual(SEQUENCES);
   }, 240_000);
+});
+
+// ── minimal sequences the model found (each fails while its divergence exists) ─────────────────────
+
+const Q = (sql: string) => m(`Query ${quoted(sql)}`, msg.query(sql));
+const P = (name: string, sql: string) => m(`Parse ${quoted(name)} ${quoted(sql)}`, msg.parse(name, sql));
+const B = (portal: string, stmt: string, params: string[] = []) => m(`Bind ${quoted(portal)} ${quoted(stmt)} [${params.join(',')}]`, msg.bind(portal, stmt, params));
+const E = (portal: string, max = 0) => m(`Execute ${quoted(portal)} ${max}`, msg.execute(portal, max));
+const S = m('Sync', msg.sync());
+
+const FOUND: { name: string; seq: Msg[] }[] = [
+  {
+    name: 'a request judged after the server began skipping to Sync is still expected to be answered',
+    seq: [P('', 'SELECT 1/0'), B('', ''), E(''), Q('DECLARE c1 CURSOR FOR SELECT 1'), B('p2', 's1'), S],
+  },
+  {
+    name: 'the same skip: results shift to the previous request and are masked with its plan (clear SSN)',
+    seq: [P('', 'SELECT 1/0'), B('', ''), E(''), Q('DECLARE c1 CURSOR FOR SELECT id FROM visits'), Q('SELECT 1'), S, Q('SELECT 1/0'), Q("SELECT ssn || '' AS x FROM patients WHERE id = 1"), Q('SELECT 2')],
+  },
+  {
+    name: 'a simple Query drops the unnamed statement at the server, not at the agent',
+    seq: [P('', 'SELECT 1'), S, Q('SELECT 2')],
+  },
+  {
+    name: 'a portal ended by a COMMIT that is still in flight is judged as existing',
+    seq: [P('', 'SELECT 1'), B('p1', ''), E('p1'), Q('BEGIN'), Q('COMMIT'), P('', 'SELECT 2'), B('p1', ''), E('p1')],
+  },
+  {
+    // After a DECLARE sent as a simple Query inside an open extended-protocol run, PostgreSQL fails the next
+    // transaction start with XX000 "StartTransactionCommand: unexpected state STARTED" (directly too). The
+    // agent's sentinel for a refused Bind is a Parse, which meets that error where the real Bind gets 26000.
+    name: "a refused Bind's sentinel meets a different server error than the Bind (XX000 instead of 26000)",
+    seq: [P('s1', 'SELECT 1'), B('p2', 's1'), E('p2'), Q('DECLARE c1 SCROLL CURSOR FOR SELECT 1'), S, B('', 's2')],
+  },
+];
+
+describe('minimal sequences found by the model, through the gateway and directly', () => {
+  it('a request judged after the server began skipping never shifts results onto another statement: no SSN in clear', async () => {
+    // The DECLARE waits for the server (a staged change not of this run); meanwhile the Execute fails and the
+    // server skips to Sync. The Query judged after that is discarded by the server but still expected by the
+    // agent, so every later result is masked with the plan of the statement before it.
+    const [{ ssn }] = await directQuery<{ ssn: string }>(s.get(), 'SELECT ssn FROM patients WHERE id = 1');
+    const st = s.get();
+    const c = await RawClient.connect(st.listener.host, st.listener.port);
+    try {
+      await c.startup();
+      c.write(
+        Buffer.concat([
+          msg.parse('', 'SELECT 1/0'), msg.bind('', ''), msg.execute('', 0),
+          msg.query('DECLARE c1 CURSOR FOR SELECT id FROM visits'),
+          msg.query('SELECT 1'),
+          msg.sync(),
+          msg.query('SELECT 1/0'),
+          msg.query("SELECT ssn || '' AS x FROM patients WHERE id = 1"),
+          msg.query('SELECT 2'),
+        ]),
+      );
+      const seen: BackendMsg[] = [];
+      for (let m = await c.next(3000); m; m = await c.next(3000)) seen.push(m);
+      const rows = seen.filter((x) => x.type === 'D').map((x) => x.body.toString('utf8', 6));
+      expect(rows.join('\n')).not.toContain(ssn);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it.each(FOUND)('$name', async ({ seq }) => {
+    const p = await openPair();
+    try {
+      const f: Omit<Failure, 'pair' | 'index' | 'sequence'> | string = await compareSequence(p, seq).catch((e: unknown) => ({ problem: `threw: ${(e as Error).message}` }));
+      const report = typeof f === 'string' ? undefined : `${f.problem}\n  sequence:\n${seq.map((x) => `    ${x.text}`).join('\n')}\n    (then Sync, Query "")` + (f.gateway ? `\n  gateway: ${f.gateway.join(' | ')}\n  direct:  ${f.direct!.join(' | ')}` : '');
+      expect(report).toBeUndefined();
+    } finally {
+      close(p);
+    }
+  });
 });
