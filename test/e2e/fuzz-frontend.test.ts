@@ -275,7 +275,7 @@ async function runConnection(p: Plan, r: Rng): Promise<string | undefined> {
       return last?.type === 'Z' && msgs.length >= 2 && rows(msgs.slice(-3)).has(p.marker);
     };
     let msgs: BackendMsg[];
-    if (p.expect.kind === 'complete') msgs = await readAll(c, markerDone, 20_000);
+    if (p.expect.kind === 'complete') msgs = await readAll(c, markerDone, 8_000);
     else if (p.expect.kind === 'incomplete') {
       const want = new Set(p.certain);
       msgs = await readAll(c, (m) => [...want].every((x) => rows(m).has(x)), 10_000);
@@ -334,7 +334,7 @@ describe('frontend fuzz through the gateway', () => {
     let next = 0;
     await Promise.all(
       Array.from({ length: PARALLEL }, async () => {
-        while (next < plans.length && failures.length < 5) {
+        while (next < plans.length) {
           const { plan, r: pr } = plans[next++];
           const f = await runConnection(plan, pr).catch((e: unknown) => `threw: ${(e as Error).stack ?? String(e)}`);
           sent += plan.units.length + 2;
@@ -364,12 +364,12 @@ describe('frontend fuzz through the gateway', () => {
     const direct = await directQuery(st, 'SELECT id FROM visits WHERE id <= 5 ORDER BY id');
 
     const report = (what: string) => `${what}\n  reproduce: FUZZ_SEED=${SEED} npx vitest run test/e2e/fuzz-frontend.test.ts`;
-    expect(failures, report('connections that broke a rule')).toEqual([]);
-    expect(problems.map((p) => String((p as unknown[])[0]) + ': ' + String(((p as unknown[])[1] as Error)?.stack ?? (p as unknown[])[1])), report('unhandled rejections / uncaught exceptions')).toEqual([]);
-    expect(agentErrors, report('agent error-level log lines')).toEqual([]);
-    expect(sent).toBeGreaterThanOrEqual(TARGET_MESSAGES);
-    expect(left, report('upstream backends left open')).toBe(before);
-    expect(open, report('agent sessions not closed')).toBe(0);
+    expect.soft(failures.length === 0 ? [] : [`${failures.length} of ${plans.length} connections`, ...failures.slice(0, 20)], report('connections that broke a rule')).toEqual([]);
+    expect.soft(problems.map((p) => String((p as unknown[])[0]) + ': ' + String(((p as unknown[])[1] as Error)?.stack ?? (p as unknown[])[1])), report('unhandled rejections / uncaught exceptions')).toEqual([]);
+    expect.soft(agentErrors, report('agent error-level log lines')).toEqual([]);
+    expect.soft(sent).toBeGreaterThanOrEqual(TARGET_MESSAGES);
+    expect.soft(left, report('upstream backends left open')).toBe(before);
+    expect.soft(open, report('agent sessions not closed')).toBe(0);
     expect(ids).toEqual(direct);
   }, 180_000);
 });
