@@ -555,6 +555,12 @@ const FOUND: { name: string; seq: Msg[] }[] = [
     name: "a refused Bind's sentinel meets a different server error than the Bind (XX000 instead of 26000)",
     seq: [P('s1', 'SELECT 1'), B('p2', 's1'), E('p2'), Q('DECLARE c1 SCROLL CURSOR FOR SELECT 1'), S, B('', 's2')],
   },
+  {
+    // The same class as the first: depending on timing the agent ends the session ("lost track") or waits
+    // forever, with the client's Sync and Query never answered.
+    name: 'requests judged while the server skips to Sync: the session ends or hangs with statements unanswered',
+    seq: [Q('DEALLOCATE q2'), P('', 'SELECT nope FROM visits'), B('', ''), E(''), P('s2', 'CLOSE ALL'), Q('DEALLOCATE ALL'), B('p2', '', ['1', '2']), Q('DEALLOCATE q2'), S, Q('DEALLOCATE q1'), m('Close S "s2"', msg.close('S', 's2'))],
+  },
 ];
 
 describe('minimal sequences found by the model, through the gateway and directly', () => {
