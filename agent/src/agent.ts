@@ -21,6 +21,7 @@ import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
 import { startApprovalWebhooks } from './approvals/webhook.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
+import type { PgSession } from './session/session.js';
 
 export interface AgentOptions {
   config: ResolvedConfig;
@@ -40,6 +41,8 @@ export interface AgentOptions {
   retentionEveryMs?: number;
   /** This agent's audit chain id; default from host name and listen port (set it when several agents share a host and state store). */
   agentId?: string;
+  /** Test hook: called with each Postgres session as it is created. */
+  onSession?: (s: PgSession) => void;
 }
 
 export interface RunningAgent {
@@ -117,6 +120,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         clientAddr,
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        onSession: opts.onSession,
         policy: engines.get(name)!,
         masking: maskers.get(name)!,
         sessionDeps: {

@@ -24,6 +24,8 @@ export interface TunnelContext {
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
   policy: PolicyEngine;
   maxStreams: number;
+  /** Test hook: each session as it is created (the model-based test compares its namespace with the server's). */
+  onSession?(s: PgSession): void;
 }
 
 const PING_EVERY_MS = 20_000;
@@ -35,7 +37,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     maxStreams: ctx.maxStreams,
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
-      return new PgSession(
+      const session = new PgSession(
         {
           ...ctx.sessionDeps,
           policy: ctx.policy,
@@ -52,6 +54,8 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
         },
         { sessionId: randomUUID(), streamId, clientAddr: open.clientAddr ?? ctx.clientAddr, cliVersion: open.cliVersion },
       );
+      ctx.onSession?.(session);
+      return session;
     },
     onProtocolError(err) {
       log.warn('tunnel protocol error', { error: err.message });
