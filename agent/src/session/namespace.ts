@@ -45,8 +45,10 @@ export type Op =
   | { op: 'prepare'; name: string; entry: Statement }
   | { op: 'deallocate'; name: string }
   | { op: 'declare'; name: string; entry: Portal }
-  | { op: 'close'; name: string }
-  | { op: 'discard' }
+  /** '*' (CLOSE ALL) spares `except`: the portal that runs it. */
+  | { op: 'close'; name: string; except?: string }
+  /** DISCARD ALL: every named statement and every portal but `except`. */
+  | { op: 'discard'; except?: string }
   /** COMMIT / ROLLBACK inside a statement: portals without HOLD end (applied by the pipeline from the tag). */
   | { op: 'endTransaction' };
 
@@ -147,20 +149,16 @@ export class Namespace {
           this.statements.set(op.name, op.entry);
           break;
         case 'deallocate':
-          if (op.name === '*') this.statements.clear();
-          else this.statements.delete(op.name);
+          for (const name of [...this.statements.keys()]) if (covers(op, 'statement', name)) this.statements.delete(name);
           break;
         case 'declare':
           this.portals.set(op.name, op.entry);
           if (op.entry.holdable) this.tentative.add(op.entry); // kept only if its transaction commits
           break;
         case 'close':
-          if (op.name === '*') this.portals.clear();
-          else this.portals.delete(op.name);
-          break;
         case 'discard':
-          this.statements.clear();
-          this.portals.clear();
+          for (const name of [...this.portals.keys()]) if (covers(op, 'portal', name)) this.portals.delete(name);
+          if (op.op === 'discard') for (const name of [...this.statements.keys()]) if (covers(op, 'statement', name)) this.statements.delete(name);
           break;
         case 'endTransaction':
           break; // the pipeline ends the transaction from the CommandComplete tag (COMMIT or ROLLBACK)
@@ -206,44 +204,35 @@ export class Namespace {
 }
 
 function touches(op: Op, kind: 'statement' | 'portal', name: string): boolean {
+  return op.op === 'endTransaction' ? kind === 'portal' : covers(op, kind, name) || (op.op === 'prepare' && kind === 'statement' && op.name === name) || (op.op === 'declare' && kind === 'portal' && op.name === name);
+}
+
+/**
+ * Whether `op` removes `name`. The "all" forms spare what PostgreSQL spares: DEALLOCATE ALL and DISCARD
+ * ALL leave the unnamed statement (it is not a prepared statement of the SQL namespace), CLOSE ALL the
+ * portal that runs it.
+ */
+function covers(op: Op, kind: 'statement' | 'portal', name: string): boolean {
   switch (op.op) {
-    case 'prepare':
     case 'deallocate':
-      return kind === 'statement' && (op.name === name || op.name === '*');
-    case 'declare':
+      return kind === 'statement' && (op.name === name || (op.name === '*' && name !== ''));
     case 'close':
-      return kind === 'portal' && (op.name === name || op.name === '*');
+      return kind === 'portal' && (op.name === name || (op.name === '*' && name !== op.except));
     case 'discard':
-      return true;
-    case 'endTransaction':
-      return kind === 'portal';
+      return kind === 'statement' ? name !== '' : name !== op.except;
+    default:
+      return false;
   }
 }
 
-function stepStatement(op: Op, name: string, v: Statement | undefined): Statement | undefined {
-  switch (op.op) {
-    case 'prepare':
-      return op.name === name ? op.entry : v;
-    case 'deallocate':
-      return op.name === name || op.name === '*' ? undefined : v;
-    case 'discard':
-      return undefined;
-    default:
-      return v;
-  }
+/** What `name` means after `op` (lookups replay staged changes over the confirmed state). */
+export function stepStatement(op: Op, name: string, v: Statement | undefined): Statement | undefined {
+  if (op.op === 'prepare') return op.name === name ? op.entry : v;
+  return covers(op, 'statement', name) ? undefined : v;
 }
 
-function stepPortal(op: Op, name: string, v: Portal | undefined): Portal | undefined {
-  switch (op.op) {
-    case 'endTransaction':
-      return v?.holdable ? v : undefined;
-    case 'declare':
-      return op.name === name ? op.entry : v;
-    case 'close':
-      return op.name === name || op.name === '*' ? undefined : v;
-    case 'discard':
-      return undefined;
-    default:
-      return v;
-  }
+export function stepPortal(op: Op, name: string, v: Portal | undefined): Portal | undefined {
+  if (op.op === 'declare') return op.name === name ? op.entry : v;
+  if (op.op === 'endTransaction') return v?.holdable ? v : undefined;
+  return covers(op, 'portal', name) ? undefined : v;
 }

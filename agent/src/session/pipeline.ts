@@ -487,6 +487,7 @@ export class Pipeline {
         this.deps.log.finish(r.log);
       }
     }
+    if (r.kind === 'sync') this.deps.ns.confirm(r.changes);
     if (status === TxStatus.Idle) {
       this.deps.ns.transactionEnded(!this.failedSinceIdle);
       this.failedSinceIdle = false;

@@ -34,7 +34,7 @@ import type { LineagePlan } from '../masking/lineage.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { NO_PLAN, ResultMasker, UNKNOWN_PLAN } from './result-masking.js';
 import { SessionRecording, type RecordingOptions } from './recording.js';
-import { Namespace, type Op, type Portal, type Statement } from './namespace.js';
+import { Namespace, stepPortal, stepStatement, type Op, type Portal, type Statement } from './namespace.js';
 import { Pipeline, type QueryStatement, type Request } from './pipeline.js';
 import {
   AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, refusalFields, sentinel, type Refusal,
@@ -716,10 +716,13 @@ export class PgSession {
         const op: Op = msg.target === 'S' ? { op: 'deallocate', name: msg.name } : { op: 'close', name: msg.name };
         return { bytes: serializeFrontend(msg), requests: [{ kind: 'close', changes: this.ns.stage([op], true), redact: false }], extended: true };
       }
-      case 'Sync':
+      case 'Sync': {
         this.ns.sync();
+        // Outside a block the Sync ends the implicit transaction and its portals: known at its ReadyForQuery.
+        const changes = this.ns.stage([{ op: 'endTransaction' }], false);
         // An implicit COMMIT runs deferred work (constraints, WITH HOLD cursors): its errors may quote values.
-        return { bytes: SYNC, requests: [{ kind: 'sync', redact: this.masker !== undefined }], sync: true };
+        return { bytes: SYNC, requests: [{ kind: 'sync', changes, redact: this.masker !== undefined }], sync: true };
+      }
       case 'Flush':
         return { bytes: FLUSH, requests: [] };
       default:
@@ -738,8 +741,10 @@ export class PgSession {
     const audited = this.auditSql(sql, sensitive);
     this.logDecision(d);
     const log = this.stmtLog.started('query', audited);
-    // PostgreSQL drops the unnamed statement and portal when it runs a simple Query.
-    const unnamed = this.ns.stage([{ op: 'deallocate', name: '' }, { op: 'close', name: '' }], false);
+    // PostgreSQL drops the unnamed statement and portal when it runs a simple Query, and outside a block
+    // the Query ends the transaction (and its portals) too.
+    // (The unnamed portal only when a statement runs: an empty Query creates none.)
+    const unnamed = this.ns.stage([{ op: 'deallocate', name: '' }, ...(d.statements.length ? [{ op: 'close', name: '' } as const] : []), { op: 'endTransaction' }], false);
     const o: Outbound = {
       bytes: serializeFrontend({ type: 'Query', sql }),
       requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined }],
@@ -762,7 +767,7 @@ export class PgSession {
     const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
     if ((d.action !== 'allow' && !holdable) || !portal || !facts) return this.refused('Parse', d, sql, bind);
     // What the portal runs may itself name statements and cursors (EXECUTE s, FETCH c, PREPARE, DECLARE).
-    const run = this.runPlan(portal.plan, facts, d.effects ?? [], 0, new Overlay(this.ns));
+    const run = this.runPlan(portal.plan, facts, d.effects ?? [], 0, new Overlay(this.ns), msg.portal);
     const sensitive = run.plan.readsMasked || this.touchesMasked(facts.relations);
     const audited = this.auditSql(sql, sensitive);
     const params = bind && auditParams(bind.params, bind.paramFormats, sensitive);
@@ -810,7 +815,7 @@ export class PgSession {
    * PREPARE and DECLARE return nothing) and the namespace changes it makes (a cursor's plan travels with
    * the cursor). `overlay` lets later statements of one text see the changes of earlier ones.
    */
-  private runPlan(raw: LineagePlan, facts: StatementFacts, effects: readonly Effect[], index: number, overlay: Overlay): { plan: LineagePlan; ops: Op[] } {
+  private runPlan(raw: LineagePlan, facts: StatementFacts, effects: readonly Effect[], index: number, overlay: Overlay, runningPortal = ''): { plan: LineagePlan; ops: Op[] } {
     const ops: Op[] = [];
     for (const e of effects) {
       if (e.index !== index) continue;
@@ -822,11 +827,13 @@ export class PgSession {
           ops.push({ op: 'declare', name: e.name, entry: { facts: e.facts, plan: raw.kind === 'rows' && raw.cursor ? { ...raw, cursor: undefined } : this.unknownPlan(), holdable: e.holdable } });
           break;
         case 'deallocate':
+          ops.push({ op: 'deallocate', name: e.name });
+          break;
         case 'close':
-          ops.push({ op: e.op, name: e.name });
+          ops.push({ op: 'close', name: e.name, except: runningPortal });
           break;
         case 'discard':
-          ops.push({ op: 'discard' });
+          ops.push({ op: 'discard', except: runningPortal });
           break;
         case 'endTransaction':
           ops.push({ op: 'endTransaction' });
@@ -893,7 +900,10 @@ export class PgSession {
     const as = o.requests[0]?.kind === 'query' || (!o.extended && o.requests.length === 0) ? 'Query' : 'Parse';
     const word = `hoop_refused_${this.nonce}_${++this.sentinelSeq}`;
     o.bytes = sentinel(as, word);
-    o.requests = [{ kind: as === 'Query' ? 'query' : 'parse', refusal: refusalFields(d), sentinel: word, log: o.log, redact: false }];
+    // A sentinel Query is still a simple Query at the server: it drops the unnamed statement, and its
+    // error ends the implicit transaction (and its portals).
+    const changes = as === 'Query' ? this.ns.stage([{ op: 'deallocate', name: '' }, { op: 'endTransaction' }], false) : undefined;
+    o.requests = [{ kind: as === 'Query' ? 'query' : 'parse', refusal: refusalFields(d), sentinel: word, log: o.log, changes, redact: false }];
     o.hold = undefined;
     o.waitAfter = undefined;
     o.refused = true;
@@ -1246,45 +1256,20 @@ interface ExtHold {
 
 /** Names as one text sees them while it is judged: the namespace plus the text's own earlier changes. */
 class Overlay {
-  private readonly statements = new Map<string, Statement | null>();
-  private readonly portals = new Map<string, Portal | null>();
-  private cleared = { statements: false, portals: false };
+  private readonly ops: Op[] = [];
   constructor(private readonly ns: Namespace) {}
   statement(name: string): Statement | undefined {
-    const v = this.statements.get(name);
-    if (v !== undefined) return v ?? undefined;
-    return this.cleared.statements ? undefined : this.ns.statement(name);
+    let v = this.ns.statement(name);
+    for (const op of this.ops) v = stepStatement(op, name, v);
+    return v;
   }
   portal(name: string): Portal | undefined {
-    const v = this.portals.get(name);
-    if (v !== undefined) return v ?? undefined;
-    return this.cleared.portals ? undefined : this.ns.portal(name);
+    let v = this.ns.portal(name);
+    for (const op of this.ops) v = stepPortal(op, name, v);
+    return v;
   }
   apply(op: Op): void {
-    switch (op.op) {
-      case 'prepare':
-        this.statements.set(op.name, op.entry);
-        break;
-      case 'declare':
-        this.portals.set(op.name, op.entry);
-        break;
-      case 'deallocate':
-        if (op.name === '*') (this.statements.clear(), (this.cleared.statements = true));
-        else this.statements.set(op.name, null);
-        break;
-      case 'close':
-        if (op.name === '*') (this.portals.clear(), (this.cleared.portals = true));
-        else this.portals.set(op.name, null);
-        break;
-      case 'discard':
-        this.statements.clear();
-        this.portals.clear();
-        this.cleared = { statements: true, portals: true };
-        break;
-      case 'endTransaction':
-        for (const [name, p] of this.portals) if (p && !p.holdable) this.portals.set(name, null);
-        break;
-    }
+    this.ops.push(op);
   }
 }
 
