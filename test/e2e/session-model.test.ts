@@ -315,9 +315,9 @@ const normAll = (xs: BackendMsg[]) => xs.map(norm).filter((x): x is string => x 
  */
 const NAME_REFUSAL = /^E ERROR 42501 \(agent P3\.(prepared|portal|cursor)\.(unknown|exists)\)$/;
 function sameReplies(gw: string[], direct: string[]): boolean {
-  // Inside a failed transaction block PostgreSQL refuses everything until the block ends; which error
-  // (or whether a Describe of a portal the failed statement left behind still answers NoData) is not the
-  // session's state: there, each run is compared by its ReadyForQuery and whether it failed.
+  // Inside a failed transaction block PostgreSQL refuses everything until the block ends; which error, and
+  // whether a Describe of a portal a failed statement left behind still answers NoData (a statement the
+  // agent refused left none), is not the session's state: both must leave the block at the same point.
   const g = failedBlocksFolded(gw);
   const d = failedBlocksFolded(direct);
   if (g.length !== d.length) return false;
@@ -325,23 +325,19 @@ function sameReplies(gw: string[], direct: string[]): boolean {
 }
 
 function failedBlocksFolded(replies: string[]): string[] {
+  // A failed block, from its first 'Z E' to the ReadyForQuery that leaves it, counts as one token.
   const out: string[] = [];
   let failed = false;
-  let run: string[] = [];
   for (const r of replies) {
     if (!failed) {
       out.push(r);
-      if (r === 'Z E') failed = true;
-      continue;
-    }
-    run.push(r);
-    if (r.startsWith('Z ')) {
-      out.push(run.some((x) => x.startsWith('E ')) ? 'failed run' : run.slice(0, -1).join(' | '), r);
-      run = [];
       failed = r === 'Z E';
+    } else if (r.startsWith('Z ') && r !== 'Z E') {
+      out.push('failed block', r);
+      failed = false;
     }
   }
-  out.push(...run);
+  if (failed) out.push('failed block');
   return out;
 }
 
