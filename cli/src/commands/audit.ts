@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
-import { verifyChain } from '../../../agent/src/audit/verify.js';
+import { verifyChain } from '../../../shared/audit/verify.js';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
 import { getStream } from '../services/agent-api.js';
