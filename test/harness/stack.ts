@@ -89,9 +89,10 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; log?: Logger },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string },
 ): Promise<ExtraAgent> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-'));
+  // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
+  const dataDir = o.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-')));
   const config = await resolveConfig(
     {
       listen: '127.0.0.1:0',
@@ -99,6 +100,7 @@ export async function startExtraAgent(
       identity: { issuers: [{ issuer: stack.issuer.issuer, audience: stack.issuer.audience }] },
       reviewers: { groups: ['compliance'] },
       ...(o.state ? { state: o.state } : {}),
+      ...(o.audit ? { audit: o.audit } : {}),
       connections: {
         [DEMO_CONNECTION]: {
           postgres: { host: stack.pg.host, port: stack.pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DB_PASSWORD' },
@@ -123,7 +125,7 @@ export async function startExtraAgent(
       await listener.close().catch(() => {});
       await client.stop().catch(() => {});
       await agent.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      if (!o.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -16,7 +16,11 @@ export type EventType =
   | 'approval_decided'
   | 'approval_consumed'
   | 'approval_withdrawn'
-  | 'approval_expired';
+  | 'approval_expired'
+  /** At start: the config's hash with the access, masking and approval rules in force (evidence section C, G). */
+  | 'policy_loaded'
+  /** A reviewer's attestation of a review, bound to an evidence bundle's manifest hash. */
+  | 'attestation';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {

@@ -102,6 +102,12 @@ export interface StateStore {
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
   verify(opts?: { from?: number }): Promise<VerifyResult>;
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string>;
+  /** This agent's chain as stored lines, in seq order, from `from` (default 1); what checkpoints are made over. */
+  chainLines(from?: number): AsyncIterable<string>;
+  /** Stores a signed checkpoint of this agent's chain (durable before it resolves; a repeated size is kept once). */
+  appendCheckpoint(cp: { size: number; note: string }): Promise<void>;
+  /** This agent's stored checkpoints, smallest tree first. */
+  listCheckpoints(): Promise<{ size: number; note: string }[]>;
   /** Deletes recordings whose last entry is older than this; the event chain is untouched. */
   applyRetention(recordingsOlderThanMs: number): Promise<{ removed: number }>;
   readonly approvals: Approvals;

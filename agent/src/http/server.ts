@@ -31,6 +31,8 @@ export interface HttpDeps {
   auditExport?(who: Principal, query: URLSearchParams): Promise<ExportStream>;
   /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
   approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
+  /** GET /api/audit/key (public), GET /api/audit/checkpoints and POST /api/audit/checkpoint (authenticated). */
+  auditSigning?: { key(): unknown; call(who: Principal, method: string, what: 'checkpoint' | 'checkpoints'): Promise<unknown> };
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -92,6 +94,14 @@ export function createHttpServer(deps: HttpDeps): http.Server {
               ? send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody)
               : send(400, { error: { code: 'BAD_REQUEST', message: (err as Error).message } } satisfies ApiErrorBody),
         );
+      return;
+    }
+    const cm = /^\/api\/audit\/(key|checkpoints?)$/.exec(path);
+    if (cm && deps.auditSigning) {
+      const api = deps.auditSigning;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      if (cm[1] === 'key') return req.method === 'GET' ? send(200, api.key()) : refuse(new HttpRefusal(404, 'NOT_FOUND', `no such endpoint: ${req.method} ${path}`));
+      authenticate(req).then((who) => api.call(who, req.method ?? 'GET', cm[1] as 'checkpoint' | 'checkpoints').then((body) => send(200, body), refuse), refuse);
       return;
     }
     const am = /^\/api\/approvals(?:\/([A-Za-z0-9_-]{1,64})(?:\/([a-z]{1,16}))?)?$/.exec(path);

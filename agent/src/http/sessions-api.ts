@@ -5,7 +5,7 @@ import { isoTime, type ExportFormat, type StateStore } from '../audit/store.js';
 import type { Principal } from '../identity/access.js';
 import { HttpRefusal, type ExportStream } from './server.js';
 
-const reviewerOf = (reviewerGroups: readonly string[]) => (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
+export const reviewerOf = (reviewerGroups: readonly string[]) => (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
 
 export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]) {
   const isReviewer = reviewerOf(reviewerGroups);
