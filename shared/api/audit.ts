@@ -2,6 +2,8 @@
 //   GET  /api/audit/key            who signs this agent's checkpoints (public: no secret in it)
 //   GET  /api/audit/checkpoints    this agent's stored checkpoints (reviewers)
 //   POST /api/audit/checkpoint     sign one now (reviewers)
+//   POST /api/evidence/sign        sign an evidence bundle's manifest hash (reviewers)
+//   POST /api/evidence/attest      append a reviewer's attestation bound to a manifest hash (reviewers)
 import { z } from 'zod';
 
 const Iso = z.iso.datetime({ offset: true });
@@ -34,3 +36,7 @@ export type SignedCheckpoint = z.infer<typeof SignedCheckpoint>;
 
 export const CheckpointList = z.object({ checkpoints: z.array(z.object({ size: z.number().int().min(0), note: z.string().min(1) })) });
 export type CheckpointList = z.infer<typeof CheckpointList>;
+
+const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+export const SignManifestRequest = z.strictObject({ manifestSha256: Sha256Hex });
+export const AttestRequest = z.strictObject({ manifestSha256: Sha256Hex, statement: z.string().trim().min(1).max(4000) });

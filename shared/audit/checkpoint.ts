@@ -168,3 +168,11 @@ export function verifyCheckpoint(text: string, keys: readonly VerifierKey[]): Ch
   const who = signatures.map((s) => `${s.name}+${s.keyHash.toString('hex')}`).join(', ');
   throw new CheckpointError(known ? 'no signature verifies' : `signed by an unknown key (${who})`);
 }
+
+/**
+ * The note an evidence bundle's MANIFEST.sig signs: the chain's origin, the manifest's SHA-256 and the
+ * signing time (for key windows). Its second line is not a tree size, so it can never pass as a checkpoint.
+ */
+export function manifestNoteBody(origin: string, manifestSha256: string, time: string): string {
+  return `${origin}\nmanifest sha256 ${manifestSha256}\ntime ${time}\n`;
+}

@@ -16,6 +16,7 @@ import type { AuditEvent, EventInput, Identity } from './events.js';
 import { canonicalJson, hashedContent, sha256, storedLine } from './events.js';
 import type { VerifyResult } from './verify.js';
 import type { Approvals } from './approvals.js';
+import { csvRow } from '../../../shared/audit/csv.js';
 
 export type Clock = () => number;
 
@@ -465,26 +466,18 @@ export class RecordingCaps {
 
 const CSV_COLUMNS = ['seq', 'ts', 'agent_id', 'type', 'session_id', 'sub', 'issuer', 'connection', 'decision', 'rule', 'sql', 'rows', 'sqlstate', 'prev', 'hash', 'data'];
 
-function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
-  let s = typeof v === 'string' ? v : typeof v === 'object' ? canonicalJson(v) : String(v);
-  // Spreadsheet formula injection: a SIEM analyst opening the CSV must not execute SQL text as a formula.
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 /** Turns stored lines into export records: JSON Lines as stored (verifiable offline), or CSV. */
 export async function* formatExport(lines: AsyncIterable<string>, format: ExportFormat): AsyncIterable<string> {
   if (format === 'jsonl') {
     for await (const l of lines) yield l + '\n';
     return;
   }
-  yield CSV_COLUMNS.join(',') + '\r\n';
+  yield csvRow(CSV_COLUMNS);
   for await (const l of lines) {
     const e = JSON.parse(l) as AuditEvent;
     const d = e.data ?? {};
     const row = [e.seq, e.ts, e.agentId, e.type, e.sessionId, e.identity?.sub, e.identity?.issuer, e.connection, d.decision, d.rule, d.sql, d.rows, d.sqlstate, e.prev, e.hash, d];
-    yield row.map(csvCell).join(',') + '\r\n';
+    yield csvRow(row);
   }
 }
 

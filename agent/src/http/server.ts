@@ -32,7 +32,12 @@ export interface HttpDeps {
   /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
   approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
   /** GET /api/audit/key (public), GET /api/audit/checkpoints and POST /api/audit/checkpoint (authenticated). */
-  auditSigning?: { key(): unknown; call(who: Principal, method: string, what: 'checkpoint' | 'checkpoints'): Promise<unknown> };
+  auditSigning?: {
+    key(): unknown;
+    call(who: Principal, method: string, what: 'checkpoint' | 'checkpoints'): Promise<unknown>;
+    /** POST /api/evidence/sign|attest (authenticated). */
+    evidence(who: Principal, req: http.IncomingMessage, what: 'sign' | 'attest'): Promise<unknown>;
+  };
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -102,6 +107,13 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
       if (cm[1] === 'key') return req.method === 'GET' ? send(200, api.key()) : refuse(new HttpRefusal(404, 'NOT_FOUND', `no such endpoint: ${req.method} ${path}`));
       authenticate(req).then((who) => api.call(who, req.method ?? 'GET', cm[1] as 'checkpoint' | 'checkpoints').then((body) => send(200, body), refuse), refuse);
+      return;
+    }
+    const em = /^\/api\/evidence\/(sign|attest)$/.exec(path);
+    if (em && req.method === 'POST' && deps.auditSigning) {
+      const api = deps.auditSigning;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      authenticate(req).then((who) => api.evidence(who, req, em[1] as 'sign' | 'attest').then((body) => send(200, body), refuse), refuse);
       return;
     }
     const am = /^\/api\/approvals(?:\/([A-Za-z0-9_-]{1,64})(?:\/([a-z]{1,16}))?)?$/.exec(path);
