@@ -39,17 +39,40 @@ function split(n: number): number {
   return k;
 }
 
+/** Leaf hashes packed 32 bytes apiece in one growing buffer: a million leaves in 32 MB. */
+export class LeafList {
+  private buf = Buffer.allocUnsafe(32 * 4096);
+  length = 0;
+
+  push(h: Hash): void {
+    if ((this.length + 1) * 32 > this.buf.length) {
+      const next = Buffer.allocUnsafe(this.buf.length * 2);
+      this.buf.copy(next, 0, 0, this.length * 32);
+      this.buf = next;
+    }
+    h.copy(this.buf, this.length * 32);
+    this.length++;
+  }
+
+  get(i: number): Hash {
+    return this.buf.subarray(i * 32, i * 32 + 32);
+  }
+}
+
+export type Leaves = readonly Hash[] | LeafList;
+const at = (l: Leaves, i: number): Hash => (l instanceof LeafList ? l.get(i) : l[i]);
+
 /** MTH over leaf hashes [lo, hi). */
-export function rootOf(leaves: readonly Hash[], lo = 0, hi = leaves.length): Hash {
+export function rootOf(leaves: Leaves, lo = 0, hi = leaves.length): Hash {
   const n = hi - lo;
   if (n === 0) return EMPTY_ROOT;
-  if (n === 1) return leaves[lo];
+  if (n === 1) return at(leaves, lo);
   const k = split(n);
   return nodeHash(rootOf(leaves, lo, lo + k), rootOf(leaves, lo + k, hi));
 }
 
 /** PATH(m, D[n]): the audit path of leaf `index` in the tree of the first `size` leaves. */
-export function inclusionProof(leaves: readonly Hash[], index: number, size = leaves.length): Hash[] {
+export function inclusionProof(leaves: Leaves, index: number, size = leaves.length): Hash[] {
   if (!(index >= 0 && index < size && size <= leaves.length)) throw new RangeError(`no leaf ${index} in a tree of ${size}`);
   const path = (m: number, lo: number, hi: number): Hash[] => {
     const n = hi - lo;
@@ -61,7 +84,7 @@ export function inclusionProof(leaves: readonly Hash[], index: number, size = le
 }
 
 /** PROOF(m, D[n]): that the tree of the first `first` leaves is a prefix of the tree of `second`. */
-export function consistencyProof(leaves: readonly Hash[], first: number, second = leaves.length): Hash[] {
+export function consistencyProof(leaves: Leaves, first: number, second = leaves.length): Hash[] {
   if (!(first >= 0 && first <= second && second <= leaves.length)) throw new RangeError(`no consistency proof from ${first} to ${second}`);
   if (first === 0 || first === second) return [];
   const sub = (m: number, lo: number, hi: number, whole: boolean): Hash[] => {

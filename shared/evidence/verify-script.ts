@@ -11,7 +11,7 @@ export const VERIFY_MJS = String.raw`// verify.mjs: checks this hoopctl evidence
 // Exit 0 only when every check holds; each failure is one line naming what and where. VERIFY.md says
 // what is checked and how to repeat parts of it with shell tools.
 import { createHash, createPublicKey, verify as edVerify } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -254,6 +254,43 @@ function filesUnder(dir, rel = '') {
 
 const b64 = (s) => Buffer.from(s, 'base64');
 
+/** SHA-256 of a file, read in 1 MiB chunks. */
+function fileSha256(file) {
+  const h = createHash('sha256');
+  const fd = openSync(file, 'r');
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) h.update(chunk.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+/** The lines of a file, read in 1 MiB chunks: a period of millions of events never sits in memory. */
+function* fileLines(file) {
+  if (!existsSync(file)) return;
+  const fd = openSync(file, 'r');
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  let rest = Buffer.alloc(0);
+  try {
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      let buf = Buffer.concat([rest, chunk.subarray(0, n)]);
+      let start = 0;
+      for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, start)) {
+        yield buf.toString('utf8', start, i);
+        start = i + 1;
+      }
+      rest = Buffer.from(buf.subarray(start));
+    }
+    if (rest.length) yield rest.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function verifyBundle(dir, opts = {}) {
   const problems = [];
   const notes = [];
@@ -285,19 +322,22 @@ export function verifyBundle(dir, opts = {}) {
   // 2. every file's hash; nothing added, nothing missing
   const listed = m.files || {};
   for (const [rel, want] of Object.entries(listed)) {
-    const b = read(rel);
-    if (!b) fail('file ' + rel, 'listed in the manifest but missing');
-    else if (sha256(b) !== want) fail('file ' + rel, 'SHA-256 differs from the manifest (replaced or edited)');
+    if (!existsSync(path.join(dir, rel))) fail('file ' + rel, 'listed in the manifest but missing');
+    else if (fileSha256(path.join(dir, rel)) !== want) fail('file ' + rel, 'SHA-256 differs from the manifest (replaced or edited)');
   }
   for (const rel of filesUnder(dir)) if (!(rel in listed) && rel !== 'MANIFEST.json' && rel !== 'MANIFEST.sig') fail('file ' + rel, 'not in the manifest (added)');
 
-  // 3. the chain, recomputed from events.jsonl
-  const evText = (read('events.jsonl') || Buffer.alloc(0)).toString('utf8');
+  // 3. the chain, recomputed from events.jsonl (streamed; only the hashes inclusion proofs need are kept)
+  let proofs = {};
+  try { proofs = JSON.parse((read('checkpoints/proofs.json') || '{}').toString()); } catch { fail('checkpoints/proofs.json', 'does not parse'); }
+  const wanted = new Set();
+  for (const p of proofs.agents || []) for (const inc of p.inclusion || []) wanted.add(p.agentId + '#' + inc.seq);
+  const hashAt = new Map();
   const heads = new Map();
   const figures = newFigures(m.period && m.period.connection);
   const firstOf = new Map();
   let lineNo = 0;
-  for (const line of evText.split('\n')) {
+  for (const line of fileLines(path.join(dir, 'events.jsonl'))) {
     lineNo++;
     if (!line) continue;
     let e;
@@ -308,13 +348,9 @@ export function verifyBundle(dir, opts = {}) {
     else if (e.seq !== h.seq + 1) fail(where, 'expected seq ' + (h.seq + 1) + ': ' + (e.seq > h.seq + 1 ? (e.seq - h.seq - 1) + ' event(s) missing (deleted)' : e.seq === h.seq ? 'duplicated (inserted)' : 'out of order (reordered or inserted)'));
     else if (e.prev !== h.hash) fail(where, 'prev does not link to seq ' + h.seq + ' (inserted or spliced)');
     if (eventHash(e) !== e.hash) fail(where, 'content does not match its hash (edited)');
-    heads.set(e.agentId, { seq: e.seq, hash: e.hash, byseq: undefined });
+    heads.set(e.agentId, { seq: e.seq, hash: e.hash });
+    if (wanted.has(e.agentId + '#' + e.seq)) hashAt.set(e.agentId + '#' + e.seq, e.hash);
     figures.add(e);
-  }
-  const hashAt = new Map();
-  for (const line of evText.split('\n')) {
-    if (!line) continue;
-    try { const e = JSON.parse(line); hashAt.set(e.agentId + '#' + e.seq, e.hash); } catch {}
   }
 
   for (const a of m.agents || []) {
@@ -329,8 +365,6 @@ export function verifyBundle(dir, opts = {}) {
   for (const id of heads.keys()) if (!(m.agents || []).some((a) => a.agentId === id)) fail('agent ' + id, 'has events but is not in the manifest');
 
   // 4. checkpoints: signed, consistent with each other, covering the period's first and last events
-  let proofs = {};
-  try { proofs = JSON.parse((read('checkpoints/proofs.json') || '{}').toString()); } catch { fail('checkpoints/proofs.json', 'does not parse'); }
   const closing = new Map();
   for (const a of m.agents || []) {
     const p = (proofs.agents || []).find((x) => x.agentId === a.agentId);

@@ -8,7 +8,7 @@ import { makeStatementEvent } from '../../agent/src/audit/events.js';
 import { run } from '../harness/stack.js';
 import { Checkpointer, loadSigningKey } from '../../agent/src/audit/checkpoints.js';
 import { silentLogger } from '../../agent/src/log.js';
-import { hashedContent, sha256, storedLine } from '../../shared/audit/chain.js';
+import { rewriteAndRehash } from '../agent/audit/fixtures.js';
 import { checkpointBody, newSigningKeyPem, signNote, signerFromPem } from '../../shared/audit/checkpoint.js';
 
 const CLI = ['--import', 'tsx', path.resolve('cli/src/main.ts')];
@@ -91,15 +91,8 @@ describe('hoopctl audit verify against signed checkpoints', () => {
     const dir = await trail(10, 10);
     const seg = await segment(dir);
     const original = await readFile(seg, 'utf8');
-    let prev = '0'.repeat(64);
-    const rewritten = original.trimEnd().split('\n').map((l) => {
-      const e = JSON.parse(l) as Record<string, unknown> & { seq: number; data: Record<string, unknown> };
+    const rewritten = rewriteAndRehash(original.trimEnd().split('\n'), (e) => {
       if (e.seq === 3) e.data.sql = 'SELECT 99';
-      e.prev = prev;
-      delete e.hash;
-      const content = hashedContent(e);
-      prev = sha256(content);
-      return storedLine(content, prev);
     });
     await writeFile(seg, rewritten.join('\n') + '\n');
     const r = await run('node', [...CLI, 'audit', 'verify', dir]);

@@ -13,7 +13,7 @@ import { DEMO_MASKING } from '../../cli/src/demo/stack.js';
 import { KeyResponse, SignedCheckpoint } from '../../shared/api/audit.js';
 import { newSigningKeyPem, parseVerifierKey, signerFromPem, verifyCheckpoint } from '../../shared/audit/checkpoint.js';
 import { consistencyProof, eventLeaf, rootOf, verifyConsistency } from '../../shared/audit/merkle.js';
-import { hashedContent, sha256, storedLine } from '../../shared/audit/chain.js';
+import { rewriteAndRehash } from '../agent/audit/fixtures.js';
 
 const s = useStack({ patients: 50 });
 const tmp: string[] = [];
@@ -141,16 +141,8 @@ describe('signed checkpoints, embedded store', () => {
     const segName = (await readdir(path.join(dataDir, 'audit'))).find((f) => /^agent-cp\.\d{12}\.jsonl$/.test(f))!;
     const seg = path.join(dataDir, 'audit', segName);
     const original = await readFile(seg, 'utf8');
-    // The attack a bare hash chain cannot show: edit an event, then recompute every hash after it.
-    let prev = '0'.repeat(64);
-    const rewritten = original.trim().split('\n').map((l) => {
-      const e = JSON.parse(l) as Record<string, unknown> & { seq: number };
+    const rewritten = rewriteAndRehash(original.trim().split('\n'), (e) => {
       if (e.seq === 2) e.ts = '2020-01-01T00:00:00.000Z';
-      e.prev = prev;
-      delete e.hash;
-      const content = hashedContent(e);
-      prev = sha256(content);
-      return storedLine(content, prev);
     });
     await writeFile(seg, rewritten.join('\n') + '\n');
     await expect(startExtraAgent(s.get(), { agentId: 'agent-cp', dataDir })).rejects.toThrow(/no longer matches the signed checkpoint/);

@@ -3,7 +3,9 @@
 // plain node in an empty directory, every tamper class of issue 14 detected with a line naming it, and
 // no PHI value in any file of the bundle.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { pathToFileURL } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -138,6 +140,50 @@ describe('evidence build', () => {
   });
 });
 
+describe('report.html in headless Chromium', () => {
+  it('renders the key figures offline: a screenshot is saved, and no network request is made', async () => {
+    // Every request the browser makes goes to this proxy, which records its target and refuses it. Headless
+    // Chromium calls its own Google services even for a blank page (clock, accounts); the page may call nothing.
+    const requests: string[] = [];
+    const proxy = net.createServer((sock) => {
+      sock.once('data', (d) => {
+        requests.push(d.toString('latin1').split('\r\n')[0]);
+        sock.destroy();
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as net.AddressInfo).port;
+    const shotDir = path.join(ROOT, 'test-output');
+    await mkdir(shotDir, { recursive: true });
+    const shot = path.join(shotDir, 'evidence-report.png');
+    await rm(shot, { force: true });
+    const profile = await tempDir('chromium');
+    const flags = [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-default-apps', '--disable-extensions', '--metrics-recording-only', `--user-data-dir=${profile}`,
+      `--proxy-server=http://127.0.0.1:${port}`, '--proxy-bypass-list=<-loopback>', '--window-size=1200,2400',
+    ];
+    const url = pathToFileURL(path.join(bundle, 'report.html')).href;
+    try {
+      const dom = await run('chromium', [...flags, '--dump-dom', url], { timeoutMs: 90_000 });
+      expect(dom.code, dom.stderr.slice(-2000)).toBe(0);
+      const fig = JSON.parse(await readFile(path.join(bundle, 'MANIFEST.json'), 'utf8')).figures as Record<string, number>;
+      for (const k of ['events', 'sessions', 'statements', 'selfApprovals', 'refusals', 'blocked']) expect(dom.stdout).toContain(`data-figure="${k}">${fig[k]}</b>`);
+      expect(dom.stdout).toContain('<svg');
+      const png = await run('chromium', [...flags, `--screenshot=${shot}`, url], { timeoutMs: 90_000 });
+      expect(png.code, png.stderr.slice(-2000)).toBe(0);
+      expect((await stat(shot)).size).toBeGreaterThan(10_000);
+      expect((await readFile(shot)).subarray(1, 4).toString()).toBe('PNG');
+      const host = (r: string) => /^\w+ (?:https?:\/\/)?([^/:\s]+)/.exec(r)?.[1] ?? r;
+      const browserOwn = /(^|\.)(google\.com|googleapis\.com|gvt1\.com|gstatic\.com)$/;
+      expect(requests.filter((r) => !browserOwn.test(host(r)))).toEqual([]);
+    } finally {
+      proxy.close();
+    }
+  }, 200_000);
+});
+
 describe('evidence verify', () => {
   it('verify.mjs passes with plain node in an empty directory, pinned by the fingerprint; so does hoopctl evidence verify', async () => {
     const copy = await copyOf(bundle, 'plain');
@@ -241,6 +287,30 @@ describe('evidence verify', () => {
     const skipped = await nodeVerify(skip, ['--previous', one]);
     expect(skipped.code).toBe(1);
     expect(skipped.stdout).toMatch(/FAIL agent agent-ev: events seq \d+\.\.\d+ are in neither bundle \(a skipped period\)/);
+  }, 120_000);
+});
+
+describe('evidence from a PostgreSQL store', () => {
+  it('builds from the store URL with the key history and signing key, and the bundle verifies', async () => {
+    const stack = s.get();
+    const db = `hoop_ev_${Date.now().toString(36)}`;
+    await stack.pg.exec(`CREATE DATABASE ${db}`);
+    const pgData = await tempDir('pgdata');
+    const b = await startExtraAgent(stack, { agentId: 'agent-ev-pg', state: { url: stack.pg.url(db) }, dataDir: pgData });
+    const c = new pg.Client({ host: b.listener.host, port: b.listener.port, user: 'noop', database: 'demo-db' });
+    await c.connect();
+    await c.query('SELECT id, ssn FROM patients LIMIT 3');
+    await c.end();
+    await b.stop();
+    const out = path.join(await tempDir('pgout'), 'b');
+    const r = await cli(['--json', 'evidence', 'build', '--from', FROM, '--to', TO, '--store-url', stack.pg.url(db), '--key', path.join(pgData, 'audit-signing.key.keys.json'), '--signing-key', path.join(pgData, 'audit-signing.key'), '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const m = JSON.parse(await readFile(path.join(out, 'MANIFEST.json'), 'utf8'));
+    expect(m.agents.map((x: { agentId: string }) => x.agentId)).toEqual(['agent-ev-pg']);
+    expect(m.source).toMatch(/^PostgreSQL store /);
+    expect(m.counts.recordings).toBe(1);
+    const v = await nodeVerify(out, ['--fingerprint', m.signer.fingerprint]);
+    expect(v.code, v.stdout).toBe(0);
   }, 120_000);
 });
 

@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { hashEvent, GENESIS } from '../../../shared/audit/chain.js';
-import { consistencyProof, eventLeaf, inclusionProof, rootOf, type Hash } from '../../../shared/audit/merkle.js';
+import { consistencyProof, eventLeaf, inclusionProof, LeafList, rootOf, type Hash } from '../../../shared/audit/merkle.js';
 import { parseVerifierKey, verifyCheckpoint, type Checkpoint, type VerifierKey } from '../../../shared/audit/checkpoint.js';
 import { originOf } from '../../../shared/audit/against-checkpoints.js';
 import { VERIFY_MJS } from '../../../shared/evidence/verify-script.js';
@@ -48,7 +48,7 @@ export interface AgentSpan {
 }
 
 interface Chain {
-  leaves: Hash[];
+  leaves: LeafList;
   head: { seq: number; hash: string };
   span?: AgentSpan;
 }
@@ -90,7 +90,7 @@ async function build(o: BuildOptions, work: string) {
   for await (const line of source.chain()) {
     const e = JSON.parse(line) as { seq: number; prev: string; hash: string; agentId: string; ts: string; sessionId?: string; connection?: string; type: string };
     let c = chains.get(e.agentId);
-    if (!c) chains.set(e.agentId, (c = { leaves: [], head: { seq: 0, hash: GENESIS } }));
+    if (!c) chains.set(e.agentId, (c = { leaves: new LeafList(), head: { seq: 0, hash: GENESIS } }));
     if (e.seq !== c.head.seq + 1 || e.prev !== c.head.hash || hashEvent(e) !== e.hash) {
       throw new UserError('CHAIN_BROKEN', `the audit chain of agent ${e.agentId} is broken at seq ${c.head.seq + 1}; no bundle was built`, {
         hint: 'Run `hoopctl audit verify` on the store to see where.',
