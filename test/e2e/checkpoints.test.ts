@@ -9,6 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { request } from 'undici';
 import { startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
+import { receiver } from '../harness/webhook-receiver.js';
 import { DEMO_MASKING } from '../../cli/src/demo/stack.js';
 import { KeyResponse, SignedCheckpoint } from '../../shared/api/audit.js';
 import { newSigningKeyPem, parseVerifierKey, signerFromPem, verifyCheckpoint } from '../../shared/audit/checkpoint.js';
@@ -155,6 +156,30 @@ describe('signed checkpoints, embedded store', () => {
     const keyFile = await tempDir('key').then((d) => path.join(d, 'k.pem'));
     await writeFile(keyFile, newSigningKeyPem(), { mode: 0o644 });
     await expect(startExtraAgent(s.get(), { agentId: 'agent-cp-key', audit: { signingKeyFile: keyFile } })).rejects.toThrow(/readable by group or others/);
+  });
+});
+
+describe('checkpoint witnesses', () => {
+  it('POSTs every new checkpoint to the witness webhook as a signed note; a failing witness does not stop checkpoints', async () => {
+    const rx = await receiver([500]);
+    const dataDir = await tempDir('wh');
+    const w = await startExtraAgent(s.get(), { agentId: 'agent-cp-wh', dataDir, audit: { witness: { webhook: rx.url } } });
+    try {
+      const one = SignedCheckpoint.parse((await api(w, 'POST', '/api/audit/checkpoint', await reviewerToken())).body);
+      await traffic(w, 1);
+      const two = SignedCheckpoint.parse((await api(w, 'POST', '/api/audit/checkpoint', await reviewerToken())).body);
+      await rx.waitForHits(2);
+      // The first post was refused (500): that checkpoint is still in the store; the second was taken.
+      expect(rx.posts.map((p) => p.raw)).toContain(two.note);
+      expect(rx.posts[0].contentType).toMatch(/^text\/plain/);
+      const key = KeyResponse.parse((await api(w, 'GET', '/api/audit/key')).body);
+      expect(verifyCheckpoint(rx.posts.at(-1)!.raw, key.keys.map((k) => parseVerifierKey(k.vkey, k))).size).toBe(two.size);
+      const stored = ((await api(w, 'GET', '/api/audit/checkpoints', await reviewerToken())).body as { checkpoints: { size: number }[] }).checkpoints.map((c) => c.size);
+      expect(stored).toEqual(expect.arrayContaining([one.size, two.size]));
+    } finally {
+      await w.stop();
+      await rx.close();
+    }
   });
 });
 
