@@ -58,7 +58,7 @@ for (let i = 1; i <= N; i++) {
 if (buf.length) await seg.write(buf.join('\n') + '\n');
 await seg.close();
 const note = signNote(checkpointBody({ origin: `hoopctl/${agentId}`, size: N, root: acc.root(), time: new Date().toISOString() }), [signer]);
-await writeFile(path.join(dataDir, 'audit', `${agentId}.checkpoints.jsonl`), JSON.stringify({ size: N, note }) + '\n');
+await writeFile(path.join(dataDir, 'audit', `${agentId}.checkpoints`), JSON.stringify({ size: N, note }) + '\n');
 console.log(`generated ${N} events in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
 function measured(label: string, cmd: string, args: string[], cwd: string) {

@@ -115,7 +115,7 @@ describe('signed checkpoints, embedded store', () => {
     await a.stop();
     const files = (await readdir(witness)).sort();
     const lastSize = Number(files.at(-1)!.split('.').at(-2));
-    const stored = (await readFile(path.join(dataDir, 'audit', 'agent-cp.checkpoints.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { size: number; note: string });
+    const stored = (await readFile(path.join(dataDir, 'audit', 'agent-cp.checkpoints'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { size: number; note: string });
     expect(stored.at(-1)!.size).toBe(lastSize);
     // Every session event, session_end included, is under the shutdown checkpoint.
     const seg = (await readdir(path.join(dataDir, 'audit'))).filter((f) => /^agent-cp\.\d{12}\.jsonl$/.test(f));

@@ -3,6 +3,8 @@
 //   dataDir/audit/
 //     <agentId>.lock                        pid of the process that owns this agent's chain
 //     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
+//     <agentId>.checkpoints                 signed checkpoints, one JSON line each (not *.jsonl: tools
+//                                           that glob the segments must not take it for one)
 //     approvals.jsonl                       approval records, a full record per change (last one wins)
 //     recordings/<sessionId>.jsonl          masked transcripts, one file per session
 //
@@ -409,7 +411,7 @@ export class JsonlStore implements StateStore {
   }
 
   private get checkpointFile(): string {
-    return path.join(this.dir, `${this.agentId}.checkpoints.jsonl`);
+    return path.join(this.dir, `${this.agentId}.checkpoints`);
   }
 
   async appendCheckpoint(cp: { size: number; note: string }): Promise<void> {

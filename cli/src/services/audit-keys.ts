@@ -2,7 +2,7 @@
 //   keys:        --key FILE (the agent's /api/audit/key document, its key history file, or verifier key
 //                lines), else the key history beside the signing key in a data directory; --fingerprint
 //                keeps only the key a person compared out of band.
-//   checkpoints: the store's <agentId>.checkpoints.jsonl, a witness directory's *.checkpoint files,
+//   checkpoints: the store's <agentId>.checkpoints, a witness directory's *.checkpoint files,
 //                and --checkpoint FILE (one signed note).
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -68,7 +68,7 @@ export interface FoundNote {
 export async function findCheckpoints(opts: { auditDir?: string; witness?: string; files?: string[] }): Promise<FoundNote[]> {
   const out: FoundNote[] = [];
   if (opts.auditDir) {
-    for (const f of (await readdir(opts.auditDir).catch(() => [] as string[])).filter((n) => n.endsWith('.checkpoints.jsonl')).sort()) {
+    for (const f of (await readdir(opts.auditDir).catch(() => [] as string[])).filter((n) => n.endsWith('.checkpoints')).sort()) {
       const lines = (await readFile(path.join(opts.auditDir, f), 'utf8')).split('\n');
       for (const l of lines) {
         try {

@@ -54,7 +54,7 @@ export async function dataDirSource(dataDir: string, signingKey?: string): Promi
     },
     async checkpoints() {
       const out: { size: number; note: string }[] = [];
-      for (const n of names.filter((x) => x.endsWith('.checkpoints.jsonl'))) {
+      for (const n of names.filter((x) => x.endsWith('.checkpoints'))) {
         for await (const l of fileLines(path.join(dir, n))) {
           const c = CheckpointLine.safeParse(safeJson(l));
           if (c.success) out.push(c.data);
