@@ -130,7 +130,7 @@ describe('evidence build', () => {
   it('says so and exits non-zero for a period without events or a store it cannot read', async () => {
     const none = await cli(['evidence', 'build', '--from', '2020-01-01', '--to', '2020-02-01', '--data-dir', dataDir, '-o', path.join(await tempDir('none'), 'b')]);
     expect(none.code).toBe(1);
-    expect(none.stderr).toMatch(/no audit events between 2020-01-01T00:00:00.000Z and 2020-02-01T00:00:00.000Z/);
+    expect(none.stderr).toMatch(/no audit events of agent agent-ev between 2020-01-01T00:00:00.000Z and 2020-02-01T00:00:00.000Z/);
     const gone = await cli(['evidence', 'build', '--from', FROM, '--to', TO, '--data-dir', '/nonexistent/hoop', '-o', path.join(await tempDir('gone'), 'b')]);
     expect(gone.code).toBe(5);
     expect(gone.stderr).toMatch(/cannot read the audit store/);
@@ -291,16 +291,20 @@ describe('evidence verify', () => {
 });
 
 describe('evidence from a PostgreSQL store', () => {
-  it('builds from the store URL with the key history and signing key, and the bundle verifies', async () => {
+  it('builds from the store URL with the key history and signing key: one agent of two sharing the store, and the bundle verifies', async () => {
     const stack = s.get();
     const db = `hoop_ev_${Date.now().toString(36)}`;
     await stack.pg.exec(`CREATE DATABASE ${db}`);
     const pgData = await tempDir('pgdata');
     const b = await startExtraAgent(stack, { agentId: 'agent-ev-pg', state: { url: stack.pg.url(db) }, dataDir: pgData });
-    const c = new pg.Client({ host: b.listener.host, port: b.listener.port, user: 'noop', database: 'demo-db' });
-    await c.connect();
-    await c.query('SELECT id, ssn FROM patients LIMIT 3');
-    await c.end();
+    const other = await startExtraAgent(stack, { agentId: 'agent-ev-pg2', state: { url: stack.pg.url(db) } });
+    for (const x of [b, other]) {
+      const c = new pg.Client({ host: x.listener.host, port: x.listener.port, user: 'noop', database: 'demo-db' });
+      await c.connect();
+      await c.query('SELECT id, ssn FROM patients LIMIT 3');
+      await c.end();
+    }
+    await other.stop();
     await b.stop();
     const out = path.join(await tempDir('pgout'), 'b');
     const r = await cli(['--json', 'evidence', 'build', '--from', FROM, '--to', TO, '--store-url', stack.pg.url(db), '--key', path.join(pgData, 'audit-signing.key.keys.json'), '--signing-key', path.join(pgData, 'audit-signing.key'), '-o', out]);

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { hashEvent, GENESIS } from '../../../shared/audit/chain.js';
 import { consistencyProof, eventLeaf, inclusionProof, LeafList, rootOf, type Hash } from '../../../shared/audit/merkle.js';
-import { parseVerifierKey, verifyCheckpoint, type Checkpoint, type VerifierKey } from '../../../shared/audit/checkpoint.js';
+import { parseCheckpointBody, parseNote, parseVerifierKey, verifyCheckpoint, type Checkpoint, type VerifierKey } from '../../../shared/audit/checkpoint.js';
 import { originOf } from '../../../shared/audit/against-checkpoints.js';
 import { VERIFY_MJS } from '../../../shared/evidence/verify-script.js';
 import { ExitCode, UserError } from '../errors.js';
@@ -78,6 +78,10 @@ async function build(o: BuildOptions, work: string) {
   const fx = (await import(pathToFileURL(path.join(work, 'verify.mjs')).href)) as FiguresModule;
   const keyRecords = await source.keys();
   const keys = keyRecords.map((k) => parseVerifierKey(k.vkey, k));
+  // A bundle is one agent's chain: the agent whose keys sign it (agents sharing a PostgreSQL store each
+  // have their own chain and key; build one bundle per agent).
+  const origin = keys.at(-1)!.name;
+  const agentId = origin.replace(/^hoopctl\//, '');
   const previous = o.previous ? await readPrevious(o.previous) : undefined;
 
   // ── the chains, one pass ──
@@ -89,6 +93,7 @@ async function build(o: BuildOptions, work: string) {
   let oldestTs: string | undefined; // the oldest record still held, against the six-year retention target
   for await (const line of source.chain()) {
     const e = JSON.parse(line) as { seq: number; prev: string; hash: string; agentId: string; ts: string; sessionId?: string; connection?: string; type: string };
+    if (e.agentId !== agentId) continue;
     let c = chains.get(e.agentId);
     if (!c) chains.set(e.agentId, (c = { leaves: new LeafList(), head: { seq: 0, hash: GENESIS } }));
     if (e.seq !== c.head.seq + 1 || e.prev !== c.head.hash || hashEvent(e) !== e.hash) {
@@ -111,18 +116,18 @@ async function build(o: BuildOptions, work: string) {
     c.head = { seq: e.seq, hash: e.hash };
   }
   await closeStream(events);
-  if (inPeriod === 0) throw new UserError('NO_EVENTS', `no audit events between ${o.from} and ${o.to}`, { hint: 'Check --from and --to (the period is [from, to)).' });
+  if (inPeriod === 0) throw new UserError('NO_EVENTS', `no audit events of agent ${agentId} between ${o.from} and ${o.to}`, { hint: 'Check --from and --to (the period is [from, to)).' });
 
   // ── checkpoints and proofs ──
   const found = new Map<string, { cp: Checkpoint & { key: VerifierKey }; note: string }[]>();
   for (const { note } of await source.checkpoints()) {
     let cp: Checkpoint & { key: VerifierKey };
     try {
+      if (parseCheckpointBody(parseNote(note).body).origin !== origin) continue; // another agent's chain
       cp = verifyCheckpoint(note, keys);
     } catch (err) {
       throw new UserError('CHECKPOINT_INVALID', `a stored checkpoint does not verify against the agent's keys: ${(err as Error).message}`);
     }
-    const agentId = cp.origin.replace(/^hoopctl\//, '');
     found.set(agentId, [...(found.get(agentId) ?? []), { cp, note }]);
   }
   const spans: AgentSpan[] = [];
