@@ -143,6 +143,7 @@ export function newFigures(connection) {
   const attestations = [];
   const exceptions = [];
   const days = new Map();
+  const heldStatements = new Map(); // agent#statementSeq of a consumed approval -> approvalId, for its rows
   let statements = 0, blocked = 0, events = 0;
   const inScope = (e) => !connection || !e.connection || e.connection === connection;
   return {
@@ -171,7 +172,10 @@ export function newFigures(connection) {
         const dec = d.decision === 'block' ? 'block' : d.decision === 'hold' ? 'hold' : 'allow';
         dd[dec]++; days.set(day, dd);
         if (d.decision === 'block') { blocked++; refusals.push([e.ts, e.agentId, e.seq, 'blocked by rule', who(e.identity), e.connection, d.rule, '']); }
-        if (d.approvalId && approvals.has(d.approvalId) && typeof d.rows === 'number') approvals.get(d.approvalId).rows = d.rows;
+      }
+      if (e.type === 'statement_result') {
+        const id = heldStatements.get(e.agentId + '#' + d.statementSeq);
+        if (id && approvals.has(id)) approvals.get(id).rows = d.rows;
       }
       if (e.type === 'refused') refusals.push([e.ts, e.agentId, e.seq, 'refused', who(e.identity), e.connection, d.code, d.reason]);
       if (e.type.startsWith('approval_') && d.approvalId) {
@@ -181,7 +185,7 @@ export function newFigures(connection) {
           a.decision = d.verdict || ''; a.decidedAt = e.ts;
           if (d.verdict === 'approve') { a.approvers.push(who(e.identity)); if (a.requester && who(e.identity) === a.requester) a.self = true; }
         }
-        if (e.type === 'approval_consumed') a.consumedAt = e.ts;
+        if (e.type === 'approval_consumed') { a.consumedAt = e.ts; if (d.statementSeq) heldStatements.set(e.agentId + '#' + d.statementSeq, d.approvalId); }
         if (e.type === 'approval_expired' || e.type === 'approval_withdrawn') a.decision = a.decision || e.type.slice(9);
         approvals.set(d.approvalId, a);
         if (e.type === 'approval_expired' || (e.type === 'approval_decided' && d.verdict !== 'approve')) refusals.push([e.ts, e.agentId, e.seq, e.type === 'approval_expired' ? 'hold expired' : 'hold denied', who(e.identity), e.connection, d.approvalId, d.reason]);

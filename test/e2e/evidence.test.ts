@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { directQuery, run, startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
+import { directQuery, nextPendingApproval, run, startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
 import { checkpointBody, newSigningKeyPem, parseNote, parseCheckpointBody, signNote, signerFromPem } from '../../shared/audit/checkpoint.js';
 
 const s = useStack({ patients: 50 });
@@ -76,6 +76,16 @@ beforeAll(async () => {
   const c2 = new pg.Client({ host: a.listener.host, port: a.listener.port, user: 'noop', database: 'demo-db' });
   await c2.connect();
   await c2.query('SELECT id, email FROM patients WHERE id < 5');
+  // A write held for approval and approved by a reviewer through the API: section E.
+  const held = c2.query("UPDATE visits SET notes = 'reviewed' WHERE id = 1");
+  const pending = await nextPendingApproval(a);
+  const ok = await fetch(a.agent.url.replace(/^ws/, 'http') + `/api/approvals/${pending.id}/approve`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${(await s.get().issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ reason: 'checked by the test' }),
+  });
+  expect(ok.status, await ok.clone().text()).toBe(200);
+  expect((await held).rowCount).toBe(1);
   await c2.end();
   await a.stop(); // the shutdown checkpoint covers every event
   a = undefined;
@@ -104,7 +114,10 @@ describe('evidence build', () => {
     expect(html).not.toMatch(/\s(src|href)=/i);
     expect(html).not.toMatch(/@import|url\(/i);
     const m = JSON.parse(await readFile(path.join(bundle, 'MANIFEST.json'), 'utf8'));
-    expect(m.figures).toMatchObject({ blocked: 1, selfApprovals: 0, sessions: 2 });
+    expect(m.figures).toMatchObject({ blocked: 1, selfApprovals: 0, sessions: 2, holds: 1, approved: 1 });
+    const approvals = (await readFile(path.join(bundle, 'data', 'approvals.csv'), 'utf8')).trimEnd().split('\r\n');
+    expect(approvals).toHaveLength(2);
+    expect(approvals[1]).toMatch(/ci-nightly,.*dave.*,approve,.*,1,no$/);
     expect(m.agents[0]).toMatchObject({ agentId: 'agent-ev', firstSeq: 1 });
   });
 

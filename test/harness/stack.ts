@@ -140,7 +140,7 @@ export function psql(stack: Pick<DemoStack, 'listener'>, args: string[], opts: P
 }
 
 /** Waits for the next pending approval request (generous: the requester may be a CLI process still starting on a busy machine). */
-export async function nextPendingApproval(stack: DemoStack): Promise<Approval> {
+export async function nextPendingApproval(stack: Pick<DemoStack, 'agent'>): Promise<Approval> {
   for (let i = 0; i < 1200; i++) {
     const [a] = await stack.agent.store.approvals.list({ status: 'pending' });
     if (a) return a;
