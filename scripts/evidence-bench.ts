@@ -1,7 +1,9 @@
 // Bench for issue 14: `hoopctl evidence build` over a period of N events (default 1,000,000) in
 // bounded memory. Writes a data directory the way the agent does (segments of sealed events, a signed
 // checkpoint over the chain, the key history), then runs the real CLI build under /usr/bin/time -v
-// and the bundle's verify.mjs, and prints time and peak RSS of each. Asserts nothing.
+// and the bundle's verify.mjs, and prints time and peak RSS of each; then the agent's start-up cost on
+// that store (the store's index, and the checkpointer replaying the chain against the checkpoint).
+// Asserts nothing.
 //
 //   npx tsx scripts/evidence-bench.ts [--events 1000000] [--keep]
 import { mkdtemp, rm, writeFile, mkdir, open } from 'node:fs/promises';
@@ -13,6 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { GENESIS, hashedContent, sha256, storedLine } from '../shared/audit/chain.js';
 import { Accumulator, eventLeaf } from '../shared/audit/merkle.js';
 import { checkpointBody, newSigningKeyPem, signNote, signerFromPem } from '../shared/audit/checkpoint.js';
+import { JsonlStore } from '../agent/src/audit/jsonl-store.js';
+import { Checkpointer, loadSigningKey } from '../agent/src/audit/checkpoints.js';
+import { silentLogger } from '../agent/src/log.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { events: { type: 'string', default: '1000000' }, keep: { type: 'boolean', default: false } } });
@@ -72,5 +77,13 @@ function measured(label: string, cmd: string, args: string[], cwd: string) {
 const out = path.join(dir, 'bundle');
 measured('evidence build', process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli/src/main.ts'), 'evidence', 'build', '--from', '2026-11-01', '--to', '2027-01-01', '--data-dir', dataDir, '-o', out], ROOT);
 measured('node verify.mjs', process.execPath, ['verify.mjs', '--fingerprint', signer.fingerprint], out);
+const t1 = performance.now();
+const store = await JsonlStore.open({ dataDir, agentId, clock: Date.now });
+const t2 = performance.now();
+const keys = await loadSigningKey(path.join(dataDir, 'audit-signing.key'), `hoopctl/${agentId}`, new Date().toISOString());
+await Checkpointer.start({ store, ...keys, clock: Date.now, log: silentLogger });
+const t3 = performance.now();
+console.log(`agent start on ${N} events: store index ${((t2 - t1) / 1000).toFixed(1)} s, checkpoint replay ${((t3 - t2) / 1000).toFixed(1)} s`);
+await store.close();
 if (!values.keep) await rm(dir, { recursive: true, force: true });
 else console.log(`kept ${dir}`);
