@@ -4,7 +4,7 @@
 //           manifest): exit 0 only when every check holds, 1 with one line per failure
 //   attest  a reviewer's statement, appended by the agent to the chain, bound to the manifest's hash
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -106,7 +106,10 @@ interface BundleResult {
 /** The CLI's own verifier (the same text it writes into bundles), loaded once from a temp file. */
 async function verifier(): Promise<{ verifyBundle(dir: string, o: VerifyOptions): BundleResult }> {
   const file = path.join(os.tmpdir(), `hoopctl-verify-${createHash('sha256').update(VERIFY_MJS).digest('hex').slice(0, 16)}.mjs`);
-  await writeFile(file, VERIFY_MJS, { mode: 0o644 });
+  // Written aside and renamed: another hoopctl importing the same file never reads half of it.
+  const part = `${file}.${process.pid}`;
+  await writeFile(part, VERIFY_MJS, { mode: 0o644 });
+  await rename(part, file);
   return import(pathToFileURL(file).href) as Promise<{ verifyBundle(dir: string, o: VerifyOptions): BundleResult }>;
 }
 

@@ -107,7 +107,9 @@ Run, in this directory, with any Node.js 18 or later and nothing installed:
 It exits 0 only when every check below holds, and prints one line per failure naming what and where.
 Without \`--fingerprint\` (or \`--key FILE\`) the keys in \`checkpoints/keys.json\` are used, which only
 shows the bundle is self-consistent: compare the fingerprint out of band. \`--previous DIR\` also checks
-the link to the previous period's bundle.
+the link to the previous period's bundle. Whoever could change the bundle could change \`verify.mjs\`
+too: run a copy you trust (\`hoopctl evidence verify DIR\` uses its own), or compare this file's
+SHA-256 with a trusted one.
 
 What it checks:
 
