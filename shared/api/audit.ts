@@ -40,3 +40,5 @@ export type CheckpointList = z.infer<typeof CheckpointList>;
 const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 export const SignManifestRequest = z.strictObject({ manifestSha256: Sha256Hex });
 export const AttestRequest = z.strictObject({ manifestSha256: Sha256Hex, statement: z.string().trim().min(1).max(4000) });
+export const SignedManifest = z.object({ note: z.string().min(1) });
+export const Attestation = z.object({ seq: z.number().int(), hash: z.string(), manifestSha256: Sha256Hex });

@@ -17,30 +17,12 @@ import { canonicalJson, hashedContent, sha256, storedLine } from './events.js';
 import type { VerifyResult } from './verify.js';
 import type { Approvals } from './approvals.js';
 import { csvRow } from '../../../shared/audit/csv.js';
+import type { RecordingEntry, SessionPage, SessionSummary } from '../../../shared/api/sessions.js';
+
+// The session bodies the API serves are shared with the CLI (shared/api/sessions.ts).
+export type { RecordingEntry, SessionPage, SessionSummary };
 
 export type Clock = () => number;
-
-export interface SessionSummary {
-  sessionId: string;
-  agentId: string;
-  sub?: string;
-  issuer?: string;
-  email?: string;
-  connection?: string;
-  clientAddr?: string;
-  applicationName?: string;
-  cliVersion?: string;
-  startedAt: string;
-  endedAt?: string;
-  lastTs: string;
-  firstSeq: number;
-  lastSeq: number;
-  events: number;
-  statements: number;
-  refused: number;
-  /** Distinct statement decisions seen in the session (allow, block, hold, …): the `decision` filter. */
-  decisions: string[];
-}
 
 export interface SessionFilter {
   sub?: string;
@@ -52,31 +34,6 @@ export interface SessionFilter {
   decision?: string;
   limit: number;
   cursor?: string;
-}
-
-export interface SessionPage {
-  sessions: SessionSummary[];
-  nextCursor?: string;
-}
-
-/** One step of a session's masked transcript. Masked values are already masked by the caller. */
-export interface RecordingEntry {
-  ts?: string;
-  /** The statement event's seq, linking the transcript to the chain. */
-  seq?: number;
-  sql?: string;
-  columns?: string[];
-  /** The columns' type OIDs (RowDescription), so a reader can align and interpret the values. */
-  types?: number[];
-  rows?: unknown[][];
-  rowCount?: number;
-  /** The CommandComplete tag (`SELECT 3`, `BEGIN`). */
-  tag?: string;
-  /** The SQLSTATE of an error the statement ended with. */
-  sqlstate?: string;
-  note?: string;
-  /** What was left out: rows past the per-statement cap, long values cut, the session budget spent. */
-  truncated?: { rowsOmitted?: number; values?: boolean; session?: boolean };
 }
 
 export interface RecordingLimits {

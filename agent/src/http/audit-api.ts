@@ -3,7 +3,7 @@
 import type { Principal } from '../identity/access.js';
 import type { StateStore } from '../audit/store.js';
 import { CheckpointRefused, type Checkpointer } from '../audit/checkpoints.js';
-import { AttestRequest, CheckpointList, KeyResponse, SignManifestRequest, SignedCheckpoint } from '../../../shared/api/audit.js';
+import { Attestation, AttestRequest, CheckpointList, KeyResponse, SignManifestRequest, SignedCheckpoint, SignedManifest } from '../../../shared/api/audit.js';
 import { manifestNoteBody, signNote } from '../../../shared/audit/checkpoint.js';
 import { identityOf } from '../audit/events.js';
 import type http from 'node:http';
@@ -24,12 +24,12 @@ export function auditSigningApi(checkpointer: Checkpointer, store: StateStore, r
       if (what === 'sign') {
         const r = SignManifestRequest.safeParse(body);
         if (!r.success) throw new HttpRefusal(400, 'BAD_REQUEST', 'expected {"manifestSha256": "<64 hex>"}');
-        return { note: signNote(manifestNoteBody(checkpointer.origin, r.data.manifestSha256, new Date().toISOString()), [checkpointer.signer]) };
+        return SignedManifest.parse({ note: signNote(manifestNoteBody(checkpointer.origin, r.data.manifestSha256, new Date().toISOString()), [checkpointer.signer]) });
       }
       const r = AttestRequest.safeParse(body);
       if (!r.success) throw new HttpRefusal(400, 'BAD_REQUEST', 'expected {"manifestSha256": "<64 hex>", "statement": "…"}');
       const e = await store.append({ type: 'attestation', identity: identityOf(who), data: { manifestSha256: r.data.manifestSha256, statement: r.data.statement } });
-      return { seq: e.seq, hash: e.hash, manifestSha256: r.data.manifestSha256 };
+      return Attestation.parse({ seq: e.seq, hash: e.hash, manifestSha256: r.data.manifestSha256 });
     },
     async call(who: Principal, method: string, what: 'checkpoint' | 'checkpoints'): Promise<unknown> {
       if (!isReviewer(who)) throw new HttpRefusal(403, 'NOT_A_REVIEWER', 'only reviewers may read or make audit checkpoints', 'Ask to be added to a reviewer group.');

@@ -9,11 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
-import { z } from 'zod';
+import { Attestation } from '../../../shared/api/audit.js';
 import { VERIFY_MJS } from '../../../shared/evidence/verify-script.js';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
-import { postJson } from '../services/agent-api.js';
+import { parseBody, postJson } from '../services/agent-api.js';
 import { agentSource, dataDirSource, storeUrlSource } from '../services/evidence-source.js';
 import { buildBundle } from '../services/evidence-build.js';
 import { CLI_VERSION } from '../version.js';
@@ -125,8 +125,6 @@ async function verify(dir: string, o: VerifyOptions, out: Output): Promise<void>
   if (!r.ok) throw new UserError('BUNDLE_NOT_VERIFIED', r.problems.join('; '), { exitCode: ExitCode.Failure });
 }
 
-const Attested = z.object({ seq: z.number().int(), hash: z.string(), manifestSha256: z.string() });
-
 async function attest(dir: string, o: { statement: string; agent?: string; token?: string }, out: Output): Promise<void> {
   const manifest = await readFile(path.join(dir, 'MANIFEST.json')).catch(() => undefined);
   if (!manifest) throw new UserError('NOT_FOUND', `${dir} is not an evidence bundle (no MANIFEST.json)`, { exitCode: ExitCode.Usage });
@@ -135,6 +133,6 @@ async function attest(dir: string, o: { statement: string; agent?: string; token
   if (!r.ok) throw new UserError('BUNDLE_NOT_VERIFIED', `not attesting a bundle that does not verify: ${r.problems.join('; ')}`);
   const manifestSha256 = createHash('sha256').update(manifest).digest('hex');
   const { agent, token } = await agentAndToken(o);
-  const res = Attested.parse(await postJson(agent, '/api/evidence/attest', token, { manifestSha256, statement: o.statement }));
+  const res = parseBody(Attestation, await postJson(agent, '/api/evidence/attest', token, { manifestSha256, statement: o.statement }), '/api/evidence/attest');
   out.result(res, () => `attestation recorded at seq ${res.seq}, bound to manifest ${manifestSha256}; the next bundle lists it in section I`);
 }

@@ -11,10 +11,11 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { z } from 'zod';
-import { CheckpointList, KeyRecord, KeyResponse, SignedCheckpoint } from '../../../shared/api/audit.js';
+import { CheckpointList, KeyRecord, KeyResponse, SignedCheckpoint, SignedManifest } from '../../../shared/api/audit.js';
 import { manifestNoteBody, signNote, signerFromPem } from '../../../shared/audit/checkpoint.js';
 import { ExitCode, UserError } from '../errors.js';
-import { getJson, getStream, postJson } from './agent-api.js';
+import { getJson, getStream, parseBody, postJson } from './agent-api.js';
+import { SessionRecording } from '../../../shared/api/sessions.js';
 
 export interface EvidenceSource {
   /** What the report names as its source. */
@@ -121,21 +122,21 @@ export function agentSource(agent: string, token: string): EvidenceSource {
     describe: `agent ${agent}`,
     async *chain() {
       // A checkpoint now: the period's last event is then covered by a signature.
-      SignedCheckpoint.parse(await postJson(agent, '/api/audit/checkpoint', token, {}));
+      parseBody(SignedCheckpoint, await postJson(agent, '/api/audit/checkpoint', token, {}), '/api/audit/checkpoint');
       for await (const l of splitLines(await getStream(agent, '/api/audit/export', token, { format: 'jsonl' }))) yield l;
     },
     async checkpoints() {
-      return CheckpointList.parse(await getJson(agent, '/api/audit/checkpoints', token)).checkpoints;
+      return parseBody(CheckpointList, await getJson(agent, '/api/audit/checkpoints', token), '/api/audit/checkpoints').checkpoints;
     },
     async keys() {
-      return KeyResponse.parse(await getJson(agent, '/api/audit/key', token)).keys;
+      return parseBody(KeyResponse, await getJson(agent, '/api/audit/key', token), '/api/audit/key').keys;
     },
     async recording(sessionId) {
-      const r = z.object({ recording: z.array(z.unknown()) }).parse(await getJson(agent, `/api/sessions/${encodeURIComponent(sessionId)}/recording`, token));
+      const r = parseBody(SessionRecording, await getJson(agent, `/api/sessions/${encodeURIComponent(sessionId)}/recording`, token), '/api/sessions/ID/recording');
       return r.recording.map((e) => JSON.stringify(e));
     },
     async signManifest(_origin, sha) {
-      return z.object({ note: z.string() }).parse(await postJson(agent, '/api/evidence/sign', token, { manifestSha256: sha })).note;
+      return parseBody(SignedManifest, await postJson(agent, '/api/evidence/sign', token, { manifestSha256: sha }), '/api/evidence/sign').note;
     },
     async close() {},
   };
