@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../../../shared/tunnel/frame.js';
 import type { ApiErrorBody } from '../../../shared/errors.js';
+import { WhoamiResponse } from '../../../shared/api/whoami.js';
 import type { Logger } from '../log.js';
 import type { ResolvedConfig } from '../config.js';
 import { canUse, type Principal } from '../identity/access.js';
@@ -127,13 +128,13 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       // Who the agent takes the caller for, and which connections that identity may use.
       authenticate(req).then(
         (who) =>
-          send(200, {
+          send(200, WhoamiResponse.parse({
             identity: { sub: who.sub, email: who.email, groups: who.groups, issuer: who.issuer },
             connections: [...config.connections].map(([name, conn]) => {
               const a = canUse(conn, name, who);
               return a.allowed ? { name, allowed: true } : { name, allowed: false, reason: a.reason };
             }),
-          }),
+          })),
         (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
       );
       return;
