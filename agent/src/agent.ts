@@ -1,6 +1,7 @@
 // hoop-agent assembled: config → token verifier → HTTP server → tunnels → sessions. `startAgent` is what
 // the binary, the demo, the tests and the benchmark all run, so they exercise the same path.
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { hostname } from 'node:os';
 import type { ResolvedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
@@ -16,6 +17,9 @@ import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
 import { makeRefusedEvent } from './audit/events.js';
 import { startRetention } from './audit/retention.js';
+import { Checkpointer, loadSigningKey } from './audit/checkpoints.js';
+import { makePolicyLoadedEvent } from './audit/policy-event.js';
+import { auditSigningApi } from './http/audit-api.js';
 import { durationMs } from '../../shared/config/schema.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
@@ -52,6 +56,7 @@ export interface RunningAgent {
   /** Open tunnels (for tests and /metrics). */
   tunnels: Set<TunnelMux>;
   store: StateStore;
+  checkpointer: Checkpointer;
   stop(): Promise<void>;
 }
 
@@ -68,6 +73,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock, recording: config.recording }));
   const store = !opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened;
   const ownsStore = !opts.store;
+  // Signed checkpoints (audit/checkpoints.ts): the key first, then the chain replayed against what it signed.
+  let checkpointer: Checkpointer;
+  try {
+    const { signer, keys } = await loadSigningKey(config.audit.signingKeyFile ?? path.join(config.dataDir, 'audit-signing.key'), `hoopctl/${agentId}`, new Date(clock()).toISOString());
+    log.info('audit signing key', { fingerprint: signer.fingerprint, vkey: signer.vkey });
+    checkpointer = await Checkpointer.start({ store, signer, keys, clock, witnesses: config.audit.witness, log });
+    await store.append(makePolicyLoadedEvent(config));
+  } catch (err) {
+    if (ownsStore) await store.close().catch(() => {});
+    throw err;
+  }
   const cancels = new CancelRegistry();
   const tunnels = new Set<TunnelMux>();
   // One policy engine per connection (its overrides and masked columns), loaded before we listen.
@@ -98,6 +114,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
     sessions: sessionsApi(store, config.reviewers.groups),
     auditExport: auditExportApi(store, config.reviewers.groups),
+    auditSigning: auditSigningApi(checkpointer, store, config.reviewers.groups),
     approvals: approvalsApi(store, config, { log }),
     onRefused(r, clientAddr, connection) {
       const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
@@ -166,6 +183,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   log.info('agent listening', { url, connections: [...config.connections.keys()] });
   const retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
   // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
+  const checkpoints = setInterval(() => {
+    checkpointer.checkpoint().catch((err) => log.error('audit checkpoint not written', { error: (err as Error).message }));
+  }, durationMs(config.audit.checkpointInterval));
+  checkpoints.unref();
   const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
 
   return {
@@ -173,8 +194,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     port,
     tunnels,
     store,
+    checkpointer,
     async stop() {
       retention?.stop();
+      clearInterval(checkpoints);
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
       for (const mux of tunnels) mux.shutdown('agent shutting down');
       server.closeAllConnections?.();
@@ -182,6 +205,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       // Sessions append their session_end as they close; give those a moment to land.
       await new Promise((r) => setTimeout(r, 50));
       await webhooks.close();
+      // The last checkpoint covers the session ends just written: a tail cut after shutdown shows.
+      await checkpointer.checkpoint().catch((err) => log.error('audit checkpoint at shutdown not written', { error: (err as Error).message }));
       if (ownsStore) await store.close();
     },
   };

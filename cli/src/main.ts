@@ -11,6 +11,7 @@ import { registerLogin } from './commands/login.js';
 import { registerLogout } from './commands/logout.js';
 import { registerWhoami } from './commands/whoami.js';
 import { registerAudit } from './commands/audit.js';
+import { registerEvidence } from './commands/evidence.js';
 import { registerSessions } from './commands/sessions.js';
 import { registerApprovals } from './commands/approvals.js';
 import { registerExec } from './commands/exec.js';
@@ -40,6 +41,7 @@ export async function main(argv: string[]): Promise<number> {
   registerSessions(program, run);
   registerApprovals(program, run);
   registerAudit(program, run);
+  registerEvidence(program, run);
   try {
     await program.parseAsync(argv);
   } catch (err) {

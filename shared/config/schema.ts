@@ -130,6 +130,23 @@ export const AgentConfig = z.strictObject({
     .prefault({}),
   /** Recordings older than this are deleted (at start, then hourly); audit events are never deleted. */
   retention: z.strictObject({ recordings: Duration.optional() }).prefault({}),
+  /** Signed Merkle checkpoints of the audit chain (shared/audit, agent/src/audit/checkpoints.ts). */
+  audit: z
+    .strictObject({
+      /** Ed25519 private key (PKCS#8 PEM), created 0600 at first start if absent. Default dataDir/audit-signing.key. */
+      signingKeyFile: z.string().min(1).optional(),
+      checkpointInterval: Duration.default('1h'),
+      /** Copies of every checkpoint outside the operator's reach. */
+      witness: z
+        .strictObject({
+          /** A directory (e.g. a WORM bucket mount): one file per checkpoint. */
+          dir: z.string().min(1).optional(),
+          /** POSTed as text/plain, the signed note. */
+          webhook: z.url({ protocol: /^https?$/ }).optional(),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   connections: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'connection names are lower-case letters, digits, - and _'), Connection)
     .refine((c) => Object.keys(c).length > 0, { message: 'define at least one connection' }),
 });

@@ -38,7 +38,7 @@ describe('hoopctl login/whoami/logout as a process', { timeout: 240_000 }, () =>
 
   it('client credentials from the environment, then whoami and logout, each --json run printing one document', async () => {
     const agent = await scriptedServer((req) =>
-      req.url === '/api/whoami' ? { status: 200, json: { identity: {}, connections: [{ name: 'prod-db', allowed: true }] } } : undefined,
+      req.url === '/api/whoami' ? { status: 200, json: { identity: { sub: 'ci-nightly', groups: ['data-eng'], issuer: issuer.current.issuer }, connections: [{ name: 'prod-db', allowed: true }] } } : undefined,
     );
     try {
       const env = { ...home.env, CI: 'true', HOOPCTL_CLIENT_ID: 'ci-nightly', HOOPCTL_CLIENT_SECRET: 'ci-nightly-secret' };

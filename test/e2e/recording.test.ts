@@ -295,18 +295,19 @@ describe('recording retention', () => {
     await gone(a, 'old-1');
     expect(await a.store.readRecording('new-1')).toHaveLength(1);
     expect((await a.store.sessionEvents('old-1')).map((e) => e.type)).toEqual(['session_start', 'statement', 'session_end']);
-    expect(await a.store.verify()).toEqual({ ok: true, events: 6 });
+    // 6 session events and the policy_loaded event each agent start records.
+    expect(await a.store.verify()).toEqual({ ok: true, events: 7 });
     await stop(a);
 
     // At start: an agent started 31 days later deletes what aged meanwhile before its first hour passes.
     now += 31 * DAY;
     const b = await start(3_600_000);
     await gone(b, 'new-1');
-    expect(await b.store.verify()).toEqual({ ok: true, events: 6 });
+    expect(await b.store.verify()).toEqual({ ok: true, events: 8 });
     await stop(b);
 
     const verified = await run('node', [...CLI, 'audit', 'verify', dataDir], { env: { ...process.env, XDG_CONFIG_HOME: '/tmp/hoopctl-test-none' } });
-    expect(verified.stdout).toContain('audit trail intact: 6 events');
+    expect(verified.stdout).toContain('audit trail intact: 8 events');
     expect(verified.code).toBe(0);
   }, 60_000);
 });

@@ -90,9 +90,10 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; log?: Logger },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string },
 ): Promise<ExtraAgent> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-'));
+  // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
+  const dataDir = o.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-')));
   const config = await resolveConfig(
     {
       listen: '127.0.0.1:0',
@@ -100,6 +101,7 @@ export async function startExtraAgent(
       identity: { issuers: [{ issuer: stack.issuer.issuer, audience: stack.issuer.audience }] },
       reviewers: { groups: ['compliance'] },
       ...(o.state ? { state: o.state } : {}),
+      ...(o.audit ? { audit: o.audit } : {}),
       connections: {
         [DEMO_CONNECTION]: {
           postgres: { host: stack.pg.host, port: stack.pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DB_PASSWORD' },
@@ -125,7 +127,7 @@ export async function startExtraAgent(
       await listener.close().catch(() => {});
       await client.stop().catch(() => {});
       await agent.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      if (!o.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -140,7 +142,7 @@ export function psql(stack: Pick<DemoStack, 'listener'>, args: string[], opts: P
 }
 
 /** Waits for the next pending approval request (generous: the requester may be a CLI process still starting on a busy machine). */
-export async function nextPendingApproval(stack: DemoStack): Promise<Approval> {
+export async function nextPendingApproval(stack: Pick<DemoStack, 'agent'>): Promise<Approval> {
   for (let i = 0; i < 1200; i++) {
     const [a] = await stack.agent.store.approvals.list({ status: 'pending' });
     if (a) return a;

@@ -44,7 +44,7 @@ export async function receiver(script: (number | 'hang')[] = []): Promise<Receiv
       if (step === 'hang') return void held.push(res);
       res.writeHead(step).end();
       if (step >= 300) return;
-      r.posts.push({ path: req.url ?? '', contentType: req.headers['content-type'], body: JSON.parse(raw), raw });
+      r.posts.push({ path: req.url ?? '', contentType: req.headers['content-type'], body: /json/.test(req.headers['content-type'] ?? '') ? JSON.parse(raw) : raw, raw });
       for (const w of waiters.filter((w) => r.posts.length >= w.n)) w.resolve();
     });
   });

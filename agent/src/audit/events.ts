@@ -1,14 +1,10 @@
-// Audit events: the record types, their constructors (one per thing that happened, Teleport-style) and
-// the canonical form the hash chain is computed over.
-//
-// An event's `hash` is SHA-256 over the canonical JSON of the event without its `hash` field; the next
-// event of the same chain carries it as `prev`. Canonical JSON (keys sorted at every level, no
-// whitespace, `undefined` dropped) makes the hash independent of how a store or an exporter happens to
-// order keys (PostgreSQL, SIEM pipelines and `jq` all reorder), so one verifier works on every copy.
-import { createHash } from 'node:crypto';
+// Audit events: the record types and their constructors (one per thing that happened, Teleport-style).
+// The canonical form the hash chain is computed over lives in shared/audit/chain.ts (the CLI and an
+// evidence bundle check it too) and is re-exported here.
 import type { Principal } from '../identity/access.js';
+import { GENESIS, canonicalJson, hashEvent, hashedContent, sha256, storedLine } from '../../../shared/audit/chain.js';
 
-export const GENESIS = '0'.repeat(64);
+export { GENESIS, canonicalJson, hashEvent, hashedContent, sha256, storedLine };
 
 export type EventType =
   | 'session_start'
@@ -21,7 +17,12 @@ export type EventType =
   | 'approval_consumed'
   | 'approval_withdrawn'
   | 'approval_expired'
-  | 'async_message';
+  /** A message outside any statement: a notification (channel only), an idle notice, a parameter report. */
+  | 'async_message'
+  /** At start: the config's hash with the access, masking and approval rules in force (evidence section C, G). */
+  | 'policy_loaded'
+  /** A reviewer's attestation of a review, bound to an evidence bundle's manifest hash. */
+  | 'attestation';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {
@@ -47,74 +48,6 @@ export interface AuditEvent {
 
 /** What a caller hands to `StateStore.append`; the store assigns the chain fields. */
 export type EventInput = Omit<AuditEvent, 'seq' | 'prev' | 'hash' | 'ts' | 'agentId'>;
-
-/** Deterministic JSON: sorted keys, no whitespace, `undefined` members dropped, `toJSON` honoured. */
-export function canonicalJson(v: unknown): string {
-  // Fast path: copy with keys inserted in sorted order, then one native stringify (~4× faster than
-  // stringifying leaf by leaf). Objects with array-index keys ("2", "10") cannot be ordered that way
-  // (JavaScript iterates those numerically first), so they take the slow path.
-  try {
-    return JSON.stringify(sorted(v)) ?? 'null';
-  } catch (err) {
-    if (err !== INDEX_KEY) throw err;
-    return slowCanonical(v);
-  }
-}
-
-const INDEX_KEY = Symbol('index key');
-const isIndex = (k: string) => k.length < 11 && /^(?:0|[1-9]\d*)$/.test(k);
-
-function sorted(v: unknown): unknown {
-  if (v === null || typeof v !== 'object') return typeof v === 'bigint' ? v.toString() : v;
-  const o = v as { toJSON?: () => unknown };
-  if (typeof o.toJSON === 'function') return sorted(o.toJSON());
-  if (Array.isArray(v)) return v.map(sorted);
-  const keys = Object.keys(v);
-  if (keys.length && isIndex(keys[0])) throw INDEX_KEY;
-  const out: Record<string, unknown> = {};
-  for (const k of keys.sort()) out[k] = sorted((v as Record<string, unknown>)[k]);
-  return out;
-}
-
-function slowCanonical(v: unknown): string {
-  if (v === null || typeof v !== 'object') {
-    if (typeof v === 'bigint') return JSON.stringify(v.toString());
-    return JSON.stringify(v) ?? 'null';
-  }
-  const o = v as { toJSON?: () => unknown };
-  if (typeof o.toJSON === 'function') return slowCanonical(o.toJSON());
-  if (Array.isArray(v)) return '[' + v.map((x) => (x === undefined || typeof x === 'function' ? 'null' : slowCanonical(x))).join(',') + ']';
-  let out = '';
-  for (const k of Object.keys(v).sort()) {
-    const x = (v as Record<string, unknown>)[k];
-    if (x === undefined || typeof x === 'function') continue;
-    out += (out ? ',' : '') + JSON.stringify(k) + ':' + slowCanonical(x);
-  }
-  return '{' + out + '}';
-}
-
-/** Canonical JSON of an event without its `hash` (the hashed content). */
-export function hashedContent(e: Omit<AuditEvent, 'hash'> & { hash?: string }): string {
-  const { hash: _ignored, ...rest } = e;
-  return canonicalJson(rest);
-}
-
-export function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
-export function hashEvent(e: Omit<AuditEvent, 'hash'> & { hash?: string }): string {
-  return sha256(hashedContent(e));
-}
-
-/**
- * The stored form of a sealed event: the hashed content with `"hash"` spliced in first. Not canonical
- * itself (hash is not in key order) but it needs no second serialisation, and the verifier recomputes
- * the canonical form anyway. `hash` first also keeps `grep`/`cut` on the files easy.
- */
-export function storedLine(content: string, hash: string): string {
-  return content === '{}' ? `{"hash":"${hash}"}` : `{"hash":"${hash}",` + content.slice(1);
-}
 
 // CI claims worth keeping for attribution. Tokens may carry more (names, emails of actors in other
 // claims); the audit keeps only what identifies the job, so the audit store gains no new personal data.

@@ -3,6 +3,8 @@
 //   dataDir/audit/
 //     <agentId>.lock                        pid of the process that owns this agent's chain
 //     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
+//     <agentId>.checkpoints                 signed checkpoints, one JSON line each (not *.jsonl: tools
+//                                           that glob the segments must not take it for one)
 //     approvals.jsonl                       approval records, a full record per change (last one wins)
 //     recordings/<sessionId>.jsonl          masked transcripts, one file per session
 //
@@ -396,19 +398,52 @@ export class JsonlStore implements StateStore {
   async verify(opts: { from?: number } = {}): Promise<VerifyResult> {
     await this.commit.flush();
     const from = opts.from ?? 1;
-    if (from <= 1) return verifyChain(this.lines(), { expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
-    const tail = async function* (lines: AsyncIterable<string>) {
-      for await (const l of lines) {
-        let seq: unknown;
-        try {
-          seq = (JSON.parse(l) as AuditEvent).seq;
-        } catch {
-          /* handed on: the verifier reports it */
-        }
-        if (typeof seq !== 'number' || seq >= from) yield l;
+    return verifyChain(this.chainLines(from), { from: from > 1 ? from : undefined, expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
+  }
+
+  async *chainLines(from = 1): AsyncIterable<string> {
+    await this.commit.flush();
+    for await (const l of this.lines(from)) {
+      // The segment holding `from` starts earlier: skip its first lines (an unparsable one is handed on to verify).
+      if (from > 1 && seqOfLine(l) < from) continue;
+      yield l;
+    }
+  }
+
+  private get checkpointFile(): string {
+    return path.join(this.dir, `${this.agentId}.checkpoints`);
+  }
+
+  async appendCheckpoint(cp: { size: number; note: string }): Promise<void> {
+    // The events a checkpoint covers must be on disk before the checkpoint is ('os' durability syncs late).
+    await this.commit.exclusive(async () => {
+      if (this.fh) await this.fh.datasync();
+    });
+    if ((await this.listCheckpoints()).some((c) => c.size === cp.size)) return;
+    const fh = await open(this.checkpointFile, 'a', 0o600);
+    try {
+      await fh.write(canonicalJson(cp) + '\n');
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async listCheckpoints(): Promise<{ size: number; note: string }[]> {
+    const text = await readFile(this.checkpointFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    const out: { size: number; note: string }[] = [];
+    for (const l of text.split('\n')) {
+      try {
+        const c = JSON.parse(l) as { size: number; note: string };
+        if (Number.isSafeInteger(c.size) && typeof c.note === 'string') out.push(c);
+      } catch {
+        /* a line torn by a crash: the checkpoint was never acknowledged */
       }
-    };
-    return verifyChain(tail(this.lines(from)), { from, expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
+    }
+    return out.sort((a, b) => a.size - b.size);
   }
 
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string> {
@@ -564,6 +599,16 @@ export class JsonlStore implements StateStore {
 }
 
 export type { ApprovalStatus };
+
+/** The seq of a stored line (stored lines start `{"hash":"<64 hex>","agentId":…`, so parse them whole). */
+function seqOfLine(l: string): number {
+  try {
+    const seq = (JSON.parse(l) as AuditEvent).seq;
+    return typeof seq === 'number' ? seq : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
 
 /** The time of a recording's last entry; a line torn by a crash is skipped rather than failing retention. */
 function lastEntryTs(lines: string[]): string | undefined {

@@ -72,6 +72,9 @@ export const MIGRATIONS: string[] = [
      id text PRIMARY KEY, agent_id text NOT NULL, status text NOT NULL, connection text NOT NULL,
      created_at timestamptz NOT NULL, record text NOT NULL);
    CREATE INDEX approvals_status ON approvals (status, connection);`,
+  `CREATE TABLE audit_checkpoints (
+     agent_id text NOT NULL, size bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), note text NOT NULL,
+     PRIMARY KEY (agent_id, size));`,
 ];
 
 export async function migrate(pool: pg.Pool): Promise<void> {
@@ -292,22 +295,38 @@ export class PgStore implements StateStore {
   async verify(opts: { from?: number } = {}): Promise<VerifyResult> {
     const from = opts.from ?? 1;
     const { rows: agents } = await this.pool.query<{ agent_id: string }>('SELECT agent_id FROM audit_agents ORDER BY agent_id');
-    const pool = this.pool;
-    // Each agent's chain in seq order, by keyset pages so millions of rows never sit in memory at once.
+    const self = this;
     const lines = async function* () {
-      for (const { agent_id } of agents) {
-        for (let after = from - 1; ; ) {
-          const { rows } = await pool.query<{ seq: string; body: string }>(
-            'SELECT seq, body FROM audit_events WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT 2000',
-            [agent_id, after],
-          );
-          for (const r of rows) yield r.body;
-          if (rows.length < 2000) break;
-          after = Number(rows[rows.length - 1].seq);
-        }
-      }
+      for (const { agent_id } of agents) yield* self.agentLines(agent_id, from);
     };
     return verifyChain(lines(), { from: from > 1 ? from : undefined, expectLast: { agentId: this.agentId, seq: this.commit.last.seq } });
+  }
+
+  /** One agent's chain in seq order, by keyset pages so millions of rows never sit in memory at once. */
+  private async *agentLines(agentId: string, from: number): AsyncIterable<string> {
+    for (let after = from - 1; ; ) {
+      const { rows } = await this.pool.query<{ seq: string; body: string }>('SELECT seq, body FROM audit_events WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT 2000', [
+        agentId,
+        after,
+      ]);
+      for (const r of rows) yield r.body;
+      if (rows.length < 2000) return;
+      after = Number(rows[rows.length - 1].seq);
+    }
+  }
+
+  async *chainLines(from = 1): AsyncIterable<string> {
+    await this.commit.flush();
+    yield* this.agentLines(this.agentId, from);
+  }
+
+  async appendCheckpoint(cp: { size: number; note: string }): Promise<void> {
+    await this.pool.query('INSERT INTO audit_checkpoints (agent_id, size, note) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [this.agentId, cp.size, cp.note]);
+  }
+
+  async listCheckpoints(): Promise<{ size: number; note: string }[]> {
+    const { rows } = await this.pool.query<{ size: string; note: string }>('SELECT size, note FROM audit_checkpoints WHERE agent_id = $1 ORDER BY size', [this.agentId]);
+    return rows.map((r) => ({ size: Number(r.size), note: r.note }));
   }
 
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string> {

@@ -16,30 +16,13 @@ import type { AuditEvent, EventInput, Identity } from './events.js';
 import { canonicalJson, hashedContent, sha256, storedLine } from './events.js';
 import type { VerifyResult } from './verify.js';
 import type { Approvals } from './approvals.js';
+import { csvRow } from '../../../shared/audit/csv.js';
+import type { RecordingEntry, SessionPage, SessionSummary } from '../../../shared/api/sessions.js';
+
+// The session bodies the API serves are shared with the CLI (shared/api/sessions.ts).
+export type { RecordingEntry, SessionPage, SessionSummary };
 
 export type Clock = () => number;
-
-export interface SessionSummary {
-  sessionId: string;
-  agentId: string;
-  sub?: string;
-  issuer?: string;
-  email?: string;
-  connection?: string;
-  clientAddr?: string;
-  applicationName?: string;
-  cliVersion?: string;
-  startedAt: string;
-  endedAt?: string;
-  lastTs: string;
-  firstSeq: number;
-  lastSeq: number;
-  events: number;
-  statements: number;
-  refused: number;
-  /** Distinct statement decisions seen in the session (allow, block, hold, …): the `decision` filter. */
-  decisions: string[];
-}
 
 export interface SessionFilter {
   sub?: string;
@@ -51,31 +34,6 @@ export interface SessionFilter {
   decision?: string;
   limit: number;
   cursor?: string;
-}
-
-export interface SessionPage {
-  sessions: SessionSummary[];
-  nextCursor?: string;
-}
-
-/** One step of a session's masked transcript. Masked values are already masked by the caller. */
-export interface RecordingEntry {
-  ts?: string;
-  /** The statement event's seq, linking the transcript to the chain. */
-  seq?: number;
-  sql?: string;
-  columns?: string[];
-  /** The columns' type OIDs (RowDescription), so a reader can align and interpret the values. */
-  types?: number[];
-  rows?: unknown[][];
-  rowCount?: number;
-  /** The CommandComplete tag (`SELECT 3`, `BEGIN`). */
-  tag?: string;
-  /** The SQLSTATE of an error the statement ended with. */
-  sqlstate?: string;
-  note?: string;
-  /** What was left out: rows past the per-statement cap, long values cut, the session budget spent. */
-  truncated?: { rowsOmitted?: number; values?: boolean; session?: boolean };
 }
 
 export interface RecordingLimits {
@@ -102,6 +60,12 @@ export interface StateStore {
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
   verify(opts?: { from?: number }): Promise<VerifyResult>;
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string>;
+  /** This agent's chain as stored lines, in seq order, from `from` (default 1); what checkpoints are made over. */
+  chainLines(from?: number): AsyncIterable<string>;
+  /** Stores a signed checkpoint of this agent's chain (durable before it resolves; a repeated size is kept once). */
+  appendCheckpoint(cp: { size: number; note: string }): Promise<void>;
+  /** This agent's stored checkpoints, smallest tree first. */
+  listCheckpoints(): Promise<{ size: number; note: string }[]>;
   /** Deletes recordings whose last entry is older than this; the event chain is untouched. */
   applyRetention(recordingsOlderThanMs: number): Promise<{ removed: number }>;
   readonly approvals: Approvals;
@@ -459,26 +423,18 @@ export class RecordingCaps {
 
 const CSV_COLUMNS = ['seq', 'ts', 'agent_id', 'type', 'session_id', 'sub', 'issuer', 'connection', 'decision', 'rule', 'sql', 'rows', 'sqlstate', 'prev', 'hash', 'data'];
 
-function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
-  let s = typeof v === 'string' ? v : typeof v === 'object' ? canonicalJson(v) : String(v);
-  // Spreadsheet formula injection: a SIEM analyst opening the CSV must not execute SQL text as a formula.
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 /** Turns stored lines into export records: JSON Lines as stored (verifiable offline), or CSV. */
 export async function* formatExport(lines: AsyncIterable<string>, format: ExportFormat): AsyncIterable<string> {
   if (format === 'jsonl') {
     for await (const l of lines) yield l + '\n';
     return;
   }
-  yield CSV_COLUMNS.join(',') + '\r\n';
+  yield csvRow(CSV_COLUMNS);
   for await (const l of lines) {
     const e = JSON.parse(l) as AuditEvent;
     const d = e.data ?? {};
     const row = [e.seq, e.ts, e.agentId, e.type, e.sessionId, e.identity?.sub, e.identity?.issuer, e.connection, d.decision, d.rule, d.sql, d.rows, d.sqlstate, e.prev, e.hash, d];
-    yield row.map(csvCell).join(',') + '\r\n';
+    yield csvRow(row);
   }
 }
 

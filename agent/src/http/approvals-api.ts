@@ -14,6 +14,7 @@
 // and the held statement's session and event. A request is never shown to someone who is neither its
 // requester nor an approver of its connection (404, as if it did not exist), and deciding needs an
 // approver (403).
+import { ApprovalDecision, ApprovalList, ApprovalOne, type ApprovalView } from '../../../shared/api/approvals.js';
 import type http from 'node:http';
 import { z } from 'zod';
 import type { ResolvedConfig } from '../config.js';
@@ -29,38 +30,9 @@ export const MAX_APPROVAL_BODY_BYTES = 16 * 1024;
 /** Longest reason kept (it goes into the audit chain and notifications). */
 export const MAX_REASON_CHARS = 2000;
 
-/** What the API returns for one request: everything an approver needs to decide, nothing to replay it. */
-export interface ApprovalView {
-  id: string;
-  /** The SQL with invisible characters and padding spelled out: what an approver should read. */
-  display: string;
-  warnings: string[];
-  status: ApprovalStatus;
-  connection: string;
-  sessionId: string;
-  agentId: string;
-  requester: { sub: string; issuer: string; email?: string };
-  sql: string;
-  /** Parameters as stored: masked values already redacted by the session. */
-  params?: unknown[];
-  statementSeq?: number;
-  createdAt: string;
-  expiresAt: string;
-  decidedAt?: string;
-  consumedAt?: string;
-  minApprovals: number;
-  approvals: number;
-  votes: { sub: string; issuer: string; verdict: Verdict; reason?: string; at: string }[];
-  /** Whether the caller could decide it right now, and if not, why. */
-  canDecide: boolean;
-  why?: string;
-}
-
-export interface ApprovalDecisionResult {
-  approval: ApprovalView;
-  /** Set when the vote was recorded on the request but its audit event could not be written. */
-  warning?: string;
-}
+// The bodies this API returns are shared with the CLI and parsed before they leave (shared/api/approvals.ts).
+export type { ApprovalView };
+export type ApprovalDecisionResult = ApprovalDecision;
 
 const Status = z.enum(['pending', 'approved', 'denied', 'expired', 'withdrawn', 'consumed', 'all']);
 const ListQuery = z.strictObject({
@@ -157,7 +129,7 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       .sort((x, y) => x.createdAt.localeCompare(y.createdAt) || x.id.localeCompare(y.id))
       .slice(0, query.limit)
       .map((a) => view(who, a));
-    return { approvals };
+    return ApprovalList.parse({ approvals });
   }
 
   async function decide(who: Principal, id: string, verdict: Verdict, body: unknown): Promise<ApprovalDecisionResult> {
@@ -218,10 +190,10 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       await store.append(event);
     } catch (err) {
       opts.log?.error('audit store unavailable; approval vote not chained', { approvalId: id, error: (err as Error).message });
-      return { approval: view(who, after), warning: 'the decision was recorded on the request but its audit event could not be written' };
+      return ApprovalDecision.parse({ approval: view(who, after), warning: 'the decision was recorded on the request but its audit event could not be written' });
     }
     opts.log?.info('approval decided', { approvalId: id, sub: who.sub, verdict, status: after.status });
-    return { approval: view(who, after) };
+    return ApprovalDecision.parse({ approval: view(who, after) });
   }
 
   /** `/api/approvals[/ID[/approve|deny]]` for an authenticated caller. */
@@ -238,7 +210,7 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       }
       if (!action) {
         if (method !== 'GET') throw methodNotAllowed(method, 'GET');
-        return { approval: view(who, await visibleOne(who, id)) };
+        return ApprovalOne.parse({ approval: view(who, await visibleOne(who, id)) });
       }
       if (method !== 'POST') throw methodNotAllowed(method, 'POST');
       if (action !== 'approve' && action !== 'deny') throw new HttpRefusal(404, 'NOT_FOUND', `no such action: ${action.slice(0, 20)}`);

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../../../shared/tunnel/frame.js';
 import type { ApiErrorBody } from '../../../shared/errors.js';
+import { WhoamiResponse } from '../../../shared/api/whoami.js';
 import type { Logger } from '../log.js';
 import type { ResolvedConfig } from '../config.js';
 import { canUse, type Principal } from '../identity/access.js';
@@ -31,6 +32,13 @@ export interface HttpDeps {
   auditExport?(who: Principal, query: URLSearchParams): Promise<ExportStream>;
   /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
   approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
+  /** GET /api/audit/key (public), GET /api/audit/checkpoints and POST /api/audit/checkpoint (authenticated). */
+  auditSigning?: {
+    key(): unknown;
+    call(who: Principal, method: string, what: 'checkpoint' | 'checkpoints'): Promise<unknown>;
+    /** POST /api/evidence/sign|attest (authenticated). */
+    evidence(who: Principal, req: http.IncomingMessage, what: 'sign' | 'attest'): Promise<unknown>;
+  };
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -94,6 +102,21 @@ export function createHttpServer(deps: HttpDeps): http.Server {
         );
       return;
     }
+    const cm = /^\/api\/audit\/(key|checkpoints?)$/.exec(path);
+    if (cm && deps.auditSigning) {
+      const api = deps.auditSigning;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      if (cm[1] === 'key') return req.method === 'GET' ? send(200, api.key()) : refuse(new HttpRefusal(404, 'NOT_FOUND', `no such endpoint: ${req.method} ${path}`));
+      authenticate(req).then((who) => api.call(who, req.method ?? 'GET', cm[1] as 'checkpoint' | 'checkpoints').then((body) => send(200, body), refuse), refuse);
+      return;
+    }
+    const em = /^\/api\/evidence\/(sign|attest)$/.exec(path);
+    if (em && req.method === 'POST' && deps.auditSigning) {
+      const api = deps.auditSigning;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      authenticate(req).then((who) => api.evidence(who, req, em[1] as 'sign' | 'attest').then((body) => send(200, body), refuse), refuse);
+      return;
+    }
     const am = /^\/api\/approvals(?:\/([A-Za-z0-9_-]{1,64})(?:\/([a-z]{1,16}))?)?$/.exec(path);
     if (am && deps.approvals) {
       const api = deps.approvals;
@@ -105,13 +128,13 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       // Who the agent takes the caller for, and which connections that identity may use.
       authenticate(req).then(
         (who) =>
-          send(200, {
+          send(200, WhoamiResponse.parse({
             identity: { sub: who.sub, email: who.email, groups: who.groups, issuer: who.issuer },
             connections: [...config.connections].map(([name, conn]) => {
               const a = canUse(conn, name, who);
               return a.allowed ? { name, allowed: true } : { name, allowed: false, reason: a.reason };
             }),
-          }),
+          })),
         (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),
       );
       return;

@@ -4,8 +4,9 @@
 import { isoTime, type ExportFormat, type StateStore } from '../audit/store.js';
 import type { Principal } from '../identity/access.js';
 import { HttpRefusal, type ExportStream } from './server.js';
+import { SessionEvents, SessionPage, SessionRecording } from '../../../shared/api/sessions.js';
 
-const reviewerOf = (reviewerGroups: readonly string[]) => (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
+export const reviewerOf = (reviewerGroups: readonly string[]) => (who: Principal) => who.groups.some((g) => reviewerGroups.includes(g));
 
 export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]) {
   const isReviewer = reviewerOf(reviewerGroups);
@@ -16,7 +17,7 @@ export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]
       if (user && user !== who.sub && !isReviewer(who)) {
         throw new HttpRefusal(403, 'NOT_A_REVIEWER', `only reviewers may list sessions of other identities`, 'Ask to be added to a reviewer group.');
       }
-      return store.querySessions({
+      return SessionPage.parse(await store.querySessions({
         sub: isReviewer(who) ? user : who.sub,
         connection: q.get('connection') ?? undefined,
         since: q.get('since') ?? undefined,
@@ -24,7 +25,7 @@ export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]
         decision: q.get('decision') ?? undefined,
         cursor: q.get('cursor') ?? undefined,
         limit,
-      });
+      }));
     }
     const events = await store.sessionEvents(id);
     const owner = events.find((e) => e.identity)?.identity;
@@ -32,7 +33,7 @@ export function sessionsApi(store: StateStore, reviewerGroups: readonly string[]
     if (events.length === 0 || (!isReviewer(who) && (owner?.sub !== who.sub || owner?.issuer !== who.issuer))) {
       throw new HttpRefusal(404, 'NO_SUCH_SESSION', `no session ${id} visible to you`);
     }
-    return recording ? { sessionId: id, recording: await store.readRecording(id) } : { sessionId: id, events };
+    return recording ? SessionRecording.parse({ sessionId: id, recording: await store.readRecording(id) }) : SessionEvents.parse({ sessionId: id, events });
   };
 }
 

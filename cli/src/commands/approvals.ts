@@ -12,31 +12,12 @@
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
-import { getJson, postJson } from '../services/agent-api.js';
+import { getJson, parseBody, postJson } from '../services/agent-api.js';
+import { ApprovalDecision, ApprovalList, ApprovalOne, type ApprovalView, type Verdict } from '../../../shared/api/approvals.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
 
-/** One request as the agent's /api/approvals returns it (agent/src/http/approvals-api.ts ApprovalView). */
-export interface ApprovalView {
-  id: string;
-  status: string;
-  connection: string;
-  sessionId: string;
-  requester: { sub: string; issuer: string; email?: string };
-  sql: string;
-  /** The SQL with invisible characters and padding spelled out (agents that predate it send none). */
-  display?: string;
-  warnings?: string[];
-  params?: unknown[];
-  createdAt: string;
-  expiresAt: string;
-  decidedAt?: string;
-  minApprovals: number;
-  approvals: number;
-  votes: { sub: string; verdict: 'approve' | 'deny'; reason?: string; at: string }[];
-  canDecide: boolean;
-  why?: string;
-}
+export type { ApprovalView, Verdict };
 
 export interface ApprovalsOptions {
   agent?: string;
@@ -47,7 +28,6 @@ export interface ApprovalsOptions {
   reason?: string;
 }
 
-export type Verdict = 'approve' | 'deny';
 
 type Run = (fn: (out: Output) => Promise<void>) => Promise<void>;
 
@@ -107,7 +87,7 @@ async function agentAndToken(opts: ApprovalsOptions): Promise<{ agent: string; t
 
 /** The requests the caller may see; for the default (pending) list only those they may decide, unless `all`. */
 export async function fetchApprovals(agent: string, token: string, opts: Pick<ApprovalsOptions, 'connection' | 'status' | 'all'> = {}): Promise<ApprovalView[]> {
-  const page = await getJson<{ approvals: ApprovalView[] }>(agent, '/api/approvals', token, { status: opts.status ?? 'pending', connection: opts.connection });
+  const page = parseBody(ApprovalList, await getJson(agent, '/api/approvals', token, { status: opts.status ?? 'pending', connection: opts.connection }), '/api/approvals');
   // The default view is a to-do list; asking for another status (or --all) shows what is visible.
   const todo = !opts.all && (opts.status ?? 'pending') === 'pending';
   return todo ? page.approvals.filter((a) => a.canDecide) : page.approvals;
@@ -130,7 +110,7 @@ export async function listApprovals(opts: ApprovalsOptions, out: Output): Promis
 
 export async function showApproval(id: string, opts: ApprovalsOptions, out: Output): Promise<void> {
   const { agent, token } = await agentAndToken(opts);
-  const doc = await getJson<{ approval: ApprovalView }>(agent, `/api/approvals/${encodeURIComponent(id)}`, token);
+  const doc = parseBody(ApprovalOne, await getJson(agent, `/api/approvals/${encodeURIComponent(id)}`, token), '/api/approvals/ID');
   out.result(doc, () => approvalDetail(doc.approval, Date.now()).join('\n'));
 }
 
@@ -152,8 +132,8 @@ export async function postDecision(
   id: string,
   verdict: Verdict,
   reason?: string,
-): Promise<{ approval: ApprovalView; warning?: string }> {
-  return postJson(agentUrl, `/api/approvals/${encodeURIComponent(id)}/${verdict}`, token, reason === undefined ? {} : { reason });
+): Promise<ApprovalDecision> {
+  return parseBody(ApprovalDecision, await postJson(agentUrl, `/api/approvals/${encodeURIComponent(id)}/${verdict}`, token, reason === undefined ? {} : { reason }), `/api/approvals/ID/${verdict}`);
 }
 
 // ─── presenters (plain text; the ink screen reuses them) ────────────────────────────────────────────

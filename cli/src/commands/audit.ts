@@ -1,5 +1,8 @@
 // `hoopctl audit verify PATH`: check the hash chain of an agent's audit trail (its data directory, its
-// audit/ folder, or an exported JSONL file). Exit 0 intact, 1 broken, with the first broken seq.
+// audit/ folder, or an exported JSONL file), then hold it against the signed checkpoints found (the
+// store's, a witness directory's, --checkpoint files): a tail cut off or a history re-hashed shows there,
+// and the events after the last checkpoint are counted (only the chain protects those). Exit 0 intact,
+// 1 broken (first broken seq, or the checkpoint that disagrees), 2 usage.
 // `hoopctl audit export`: stream the agent's audit events (reviewers only) as JSON Lines, which verify
 // offline like the agent's own files, or CSV, for a SIEM or long-term retention.
 import { createWriteStream } from 'node:fs';
@@ -8,11 +11,21 @@ import { once } from 'node:events';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
-import { verifyChain } from '../../../agent/src/audit/verify.js';
+import { verifyChain } from '../../../shared/audit/verify.js';
+import { checkAgainstCheckpoints, type AgainstCheckpoints } from '../../../shared/audit/against-checkpoints.js';
+import { findCheckpoints, loadKeys } from '../services/audit-keys.js';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
 import { getStream } from '../services/agent-api.js';
 import { agentAndToken } from './sessions.js';
+
+interface VerifyOptions {
+  partial?: boolean;
+  checkpoint?: string[];
+  witness?: string;
+  key?: string;
+  fingerprint?: string;
+}
 
 interface ExportOptions {
   agent?: string;
@@ -30,8 +43,15 @@ export function registerAudit(program: Command, run: (fn: (out: Output) => Promi
     .argument('<path>', "an agent's dataDir, its audit/ folder, or a JSONL export")
     .description('verify the hash chain: any edited, deleted, inserted or reordered event is reported')
     .option('--partial', 'the file is an export that starts mid-chain (--since): check every link from its first event on')
-    .addHelpText('after', '\nExamples:\n  $ hoopctl audit verify /var/lib/hoop-agent\n  $ hoopctl audit verify export-2026-11.jsonl --json')
-    .action((p: string, opts: { partial?: boolean }) => run((out) => verify(p, Boolean(opts.partial), out)));
+    .option('--checkpoint <file...>', 'a signed checkpoint to hold the chain against (besides those in the store)')
+    .option('--witness <dir>', "a witness directory of the agent's checkpoints")
+    .option('--key <file>', "the agent's signing keys: its /api/audit/key document, key history, or verifier key lines")
+    .option('--fingerprint <fp>', 'accept only the signing key with this fingerprint (sha256:…)')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ hoopctl audit verify /var/lib/hoop-agent\n  $ hoopctl audit verify /var/lib/hoop-agent --witness /mnt/worm/hoop --fingerprint sha256:3f…\n  $ hoopctl audit verify export-2026-11.jsonl --checkpoint cp.note --key agent-key.json --json',
+    )
+    .action((p: string, opts: VerifyOptions) => run((out) => verify(p, opts, out)));
   audit
     .command('export')
     .description('export audit events for a SIEM or long-term retention (reviewers only)')
@@ -45,23 +65,63 @@ export function registerAudit(program: Command, run: (fn: (out: Output) => Promi
     .action((opts: ExportOptions) => run((out) => exportEvents(opts, out)));
 }
 
-async function verify(p: string, partial: boolean, out: Output): Promise<void> {
+async function verify(p: string, opts: VerifyOptions, out: Output): Promise<void> {
+  const partial = Boolean(opts.partial);
   const files = await chainFiles(p);
   const lines: string[] = [];
   for (const f of files) for (const l of (await readFile(f, 'utf8')).split('\n')) if (l) lines.push(l);
   // A partial export's first event links to one that is not in the file: its prev is taken on trust.
   const r = await verifyChain(lines, partial ? { from: 0 } : {});
   const first = partial && lines.length ? ` (partial: from seq ${seqOf(lines[0])})` : '';
+  const cps = r.ok && !partial ? await againstCheckpoints(p, files, lines, opts) : undefined;
   // With --json a broken chain is the one error document (the exit code and message carry the seq).
-  if (r.ok || !out.json) {
-    out.result({ ...r, files }, () =>
-      r.ok ? `audit trail intact: ${r.events} events in ${files.length} file(s)${first}` : `audit trail BROKEN at seq ${r.brokenAt}: ${r.reason}`,
+  if ((r.ok && !cps?.problems.length) || !out.json) {
+    out.result({ ...r, files, ...(cps && { checkpoints: { verified: cps.checked, chains: cps.chains, problems: cps.problems } }) }, () =>
+      r.ok ? [`audit trail intact: ${r.events} events in ${files.length} file(s)${first}`, ...checkpointLines(cps, partial)].join('\n') : `audit trail BROKEN at seq ${r.brokenAt}: ${r.reason}`,
     );
   }
   if (!r.ok) {
     const hint = !partial && lines.length && seqOf(lines[0]) !== 1 ? 'If this is an export made with --since, verify it with --partial.' : undefined;
     throw new UserError('CHAIN_BROKEN', `the audit chain is broken at seq ${r.brokenAt}: ${r.reason}`, { exitCode: ExitCode.Failure, hint });
   }
+  if (cps?.problems.length) {
+    const truncated = cps.problems.some((l) => l.startsWith('truncated'));
+    throw new UserError(truncated ? 'CHAIN_TRUNCATED' : 'CHECKPOINT_MISMATCH', cps.problems.join('; '), { exitCode: ExitCode.Failure });
+  }
+}
+
+/** The chain against every signed checkpoint found; undefined when there is none and no key either. */
+async function againstCheckpoints(p: string, files: string[], lines: string[], opts: VerifyOptions): Promise<AgainstCheckpoints | undefined> {
+  const isFile = files.length === 1 && files[0] === p;
+  const auditDir = isFile ? undefined : path.dirname(files[0]);
+  const dataDir = auditDir && path.basename(auditDir) === 'audit' ? path.dirname(auditDir) : auditDir;
+  const notes = await findCheckpoints({ auditDir, witness: opts.witness, files: opts.checkpoint });
+  const keys = await loadKeys({ key: opts.key, fingerprint: opts.fingerprint, dataDir });
+  if (!notes.length) {
+    if (opts.witness || opts.checkpoint?.length) throw new UserError('NO_CHECKPOINT', 'no signed checkpoint found where you pointed', { exitCode: ExitCode.Usage });
+    return undefined;
+  }
+  if (!keys) {
+    throw new UserError('NO_KEY', `found ${notes.length} signed checkpoint(s) but no key to check them with`, {
+      exitCode: ExitCode.Usage,
+      hint: "Pass --key (the agent's GET /api/audit/key document) or verify the agent's data directory, which holds its key history.",
+    });
+  }
+  return checkAgainstCheckpoints(lines, notes, keys.keys);
+}
+
+function checkpointLines(cps: AgainstCheckpoints | undefined, partial: boolean): string[] {
+  if (partial) return ['signed checkpoints not checked: a partial export does not start at seq 1'];
+  if (!cps) return ['no signed checkpoint found: events cut from the tail would not show (pass --witness or --checkpoint)'];
+  const out = [`${cps.checked.length} signed checkpoint(s) verified`];
+  for (const c of cps.chains) {
+    out.push(
+      c.signed
+        ? `agent ${c.agentId}: the first ${c.signed} events match a signed checkpoint; ${c.unsigned} event(s) after it are only chain-protected`
+        : `agent ${c.agentId}: no verified checkpoint covers its ${c.events} events; they are only chain-protected`,
+    );
+  }
+  return out.concat(cps.problems.map((l) => `PROBLEM: ${l}`));
 }
 
 function seqOf(line: string): unknown {

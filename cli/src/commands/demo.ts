@@ -101,6 +101,10 @@ async function approverEnv(stack: DemoStack): Promise<{ file: string; howTo: str
       `  source ${file}`,
       '  npm run -s hoopctl -- approvals              # approve (a) or deny (d) what is held',
       '  npm run -s hoopctl -- sessions               # who ran what; then: sessions replay ID',
+      'Evidence of this session an auditor can check offline (dave is a reviewer too):',
+      '  npm run -s hoopctl -- evidence build --from 1d --to now -o ./hoop-evidence',
+      `  node ./hoop-evidence/verify.mjs --fingerprint ${stack.agent.checkpointer.signer.fingerprint}`,
+      '  open ./hoop-evidence/report.html             # sections A–J; prints to PDF',
     ],
   };
 }

@@ -3,31 +3,10 @@
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
-import { getJson } from '../services/agent-api.js';
+import { getJson, parseBody } from '../services/agent-api.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
-import type { RecordingEntry } from '../../../agent/src/audit/store.js';
-
-interface SessionSummary {
-  sessionId: string;
-  sub?: string;
-  email?: string;
-  connection?: string;
-  startedAt: string;
-  endedAt?: string;
-  statements: number;
-  refused: number;
-  decisions: string[];
-  applicationName?: string;
-}
-
-interface AuditEvent {
-  seq: number;
-  ts: string;
-  type: string;
-  data: Record<string, unknown>;
-}
-
+import { SessionEvents, SessionPage, SessionRecording, type ChainedEvent as AuditEvent, type RecordingEntry, type SessionSummary } from '../../../shared/api/sessions.js';
 
 interface ListOptions {
   agent?: string;
@@ -82,7 +61,7 @@ export async function agentAndToken(opts: { agent?: string; token?: string }): P
 
 async function list(opts: ListOptions, out: Output): Promise<void> {
   const { agent, token } = await agentAndToken(opts);
-  const page = await getJson<{ sessions: SessionSummary[]; nextCursor?: string }>(agent, '/api/sessions', token, {
+  const page = parseBody(SessionPage, await getJson(agent, '/api/sessions', token, {
     user: opts.user,
     connection: opts.connection,
     since: opts.since,
@@ -90,19 +69,19 @@ async function list(opts: ListOptions, out: Output): Promise<void> {
     decision: opts.decision,
     limit: opts.limit,
     cursor: opts.cursor,
-  });
+  }), '/api/sessions');
   out.result(page, () => sessionsTable(page.sessions, page.nextCursor));
 }
 
 async function show(id: string, opts: ListOptions, out: Output): Promise<void> {
   const { agent, token } = await agentAndToken(opts);
-  const doc = await getJson<{ sessionId: string; events: AuditEvent[] }>(agent, `/api/sessions/${encodeURIComponent(id)}`, token);
+  const doc = parseBody(SessionEvents, await getJson(agent, `/api/sessions/${encodeURIComponent(id)}`, token), '/api/sessions/ID');
   out.result(doc, () => doc.events.map(eventLine).join('\n'));
 }
 
 async function replay(id: string, opts: ListOptions, out: Output): Promise<void> {
   const { agent, token } = await agentAndToken(opts);
-  const doc = await getJson<{ sessionId: string; recording: RecordingEntry[] }>(agent, `/api/sessions/${encodeURIComponent(id)}/recording`, token);
+  const doc = parseBody(SessionRecording, await getJson(agent, `/api/sessions/${encodeURIComponent(id)}/recording`, token), '/api/sessions/ID/recording');
   out.result(doc, () => transcript(doc.recording));
 }
 

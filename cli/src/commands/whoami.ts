@@ -1,5 +1,7 @@
 // `hoopctl whoami`: who the stored (or given) token says you are, and, when an agent is known, which
 // connections that agent lets this identity use (GET /api/whoami with the token).
+import type { z } from 'zod';
+import { WhoamiConnection, WhoamiResponse } from '../../../shared/api/whoami.js';
 import type { Command } from 'commander';
 import { agentApiUrl } from '../services/agent-api.js';
 import { request } from 'undici';
@@ -14,11 +16,7 @@ export interface WhoamiOptions {
   token?: string;
 }
 
-export interface AgentConnection {
-  name: string;
-  allowed: boolean;
-  reason?: string;
-}
+export type AgentConnection = z.infer<typeof WhoamiConnection>;
 
 export interface AgentView {
   url: string;
@@ -102,13 +100,9 @@ async function askAgent(agentUrl: string, token: string): Promise<AgentView> {
   if (status === 401) return { url: agentUrl, status: 'unauthorized', message: `the agent rejected the token${said}` };
   if (status === 403) return { url: agentUrl, status: 'forbidden', message: `the agent refused this identity${said}` };
   if (status !== 200) return { url: agentUrl, status: 'error', message: `the agent answered HTTP ${status}${said}` };
-  const list = (body as { connections?: unknown } | undefined)?.connections;
-  if (!Array.isArray(list)) return { url: agentUrl, status: 'error', message: 'the agent answered without a connection list' };
-  const connections: AgentConnection[] = [];
-  for (const c of list as Record<string, unknown>[]) {
-    if (!c || typeof c.name !== 'string') continue;
-    connections.push({ name: c.name, allowed: c.allowed === true, ...(typeof c.reason === 'string' ? { reason: c.reason } : {}) });
-  }
+  const parsed = WhoamiResponse.safeParse(body);
+  if (!parsed.success) return { url: agentUrl, status: 'error', message: 'the agent answered without a connection list' };
+  const connections: AgentConnection[] = parsed.data.connections;
   return { url: agentUrl, status: 'ok', connections };
 }
 

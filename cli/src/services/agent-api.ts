@@ -22,6 +22,19 @@ export function getJson<T>(agentUrl: string, apiPath: string, token: string, que
   return callAgent<T>('GET', agentUrl, apiPath, token, { query });
 }
 
+/**
+ * A response body checked against its shared schema (shared/api): an agent of another version that
+ * answers something else is one clear error, not a crash later in a presenter.
+ */
+export function parseBody<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, body: unknown, apiPath: string): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const i = r.error.issues[0];
+  throw new UserError('BAD_RESPONSE', `the agent's answer to ${apiPath} is not what this hoopctl expects (${i.path.map(String).join('.') || 'body'}: ${i.message})`, {
+    hint: 'The agent and hoopctl may be of different versions: upgrade the older one.',
+  });
+}
+
 /** POST a JSON body; as getJson. */
 export function postJson<T>(agentUrl: string, apiPath: string, token: string, body: unknown): Promise<T> {
   return callAgent<T>('POST', agentUrl, apiPath, token, { body });

@@ -11,6 +11,7 @@ import { JsonlStore } from '../../../agent/src/audit/jsonl-store.js';
 import { PgStore } from '../../../agent/src/audit/pg-store.js';
 import type { Clock, RecordingLimits, StateStore } from '../../../agent/src/audit/store.js';
 import type { LocalPostgres } from '../../../cli/src/demo/postgres.js';
+import { GENESIS, hashedContent, sha256, storedLine } from '../../../shared/audit/chain.js';
 
 export interface StoreFixture {
   open(opts?: { agentId?: string; recording?: RecordingLimits }): Promise<StateStore>;
@@ -137,4 +138,21 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
     if (performance.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * The attack a bare hash chain cannot show: edit events (`edit` mutates a parsed event), then recompute
+ * every hash and prev after it, so the chain links again. Takes and returns stored lines.
+ */
+export function rewriteAndRehash(lines: string[], edit: (e: Record<string, unknown> & { seq: number; data: Record<string, unknown> }) => void): string[] {
+  let prev = GENESIS;
+  return lines.map((l) => {
+    const e = JSON.parse(l) as Record<string, unknown> & { seq: number; data: Record<string, unknown> };
+    edit(e);
+    e.prev = prev;
+    delete e.hash;
+    const content = hashedContent(e);
+    prev = sha256(content);
+    return storedLine(content, prev);
+  });
 }

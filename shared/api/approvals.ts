@@ -1,0 +1,47 @@
+// The approvals endpoints' bodies, parsed on both sides (agent/src/http/approvals-api.ts builds them,
+// cli/src/commands/approvals.ts reads them):
+//   GET  /api/approvals[?status=&connection=]      ApprovalList
+//   GET  /api/approvals/ID                         ApprovalOne
+//   POST /api/approvals/ID/approve | deny          ApprovalDecision
+import { z } from 'zod';
+
+export const ApprovalStatus = z.enum(['pending', 'approved', 'denied', 'expired', 'withdrawn', 'consumed']);
+export const Verdict = z.enum(['approve', 'deny']);
+export type Verdict = z.infer<typeof Verdict>;
+
+/** One request: everything an approver needs to decide, nothing to replay it. */
+export const ApprovalView = z.object({
+  id: z.string(),
+  /** The SQL with invisible characters and padding spelled out: what an approver should read. */
+  display: z.string(),
+  warnings: z.array(z.string()),
+  status: ApprovalStatus,
+  connection: z.string(),
+  sessionId: z.string(),
+  agentId: z.string(),
+  requester: z.object({ sub: z.string(), issuer: z.string(), email: z.string().optional() }),
+  sql: z.string(),
+  /** Parameters as stored: masked values already redacted by the session. */
+  params: z.array(z.unknown()).optional(),
+  statementSeq: z.number().int().optional(),
+  createdAt: z.string(),
+  expiresAt: z.string(),
+  decidedAt: z.string().optional(),
+  consumedAt: z.string().optional(),
+  minApprovals: z.number().int(),
+  approvals: z.number().int(),
+  votes: z.array(z.object({ sub: z.string(), issuer: z.string(), verdict: Verdict, reason: z.string().optional(), at: z.string() })),
+  /** Whether the caller could decide it right now, and if not, why. */
+  canDecide: z.boolean(),
+  why: z.string().optional(),
+});
+export type ApprovalView = z.infer<typeof ApprovalView>;
+
+export const ApprovalList = z.object({ approvals: z.array(ApprovalView) });
+export const ApprovalOne = z.object({ approval: ApprovalView });
+export const ApprovalDecision = z.object({
+  approval: ApprovalView,
+  /** Set when the vote was recorded on the request but its audit event could not be written. */
+  warning: z.string().optional(),
+});
+export type ApprovalDecision = z.infer<typeof ApprovalDecision>;
