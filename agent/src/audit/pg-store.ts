@@ -92,6 +92,10 @@ export async function migrate(pool: pg.Pool): Promise<void> {
 
 async function tx<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const c = await pool.connect();
+  // A checked-out client whose connection dies between two queries emits 'error' (the pool only listens
+  // on idle ones): the next query fails instead, so the event itself needs no more than a listener.
+  const ignore = () => {};
+  c.on('error', ignore);
   try {
     await c.query('BEGIN');
     const out = await fn(c);
@@ -101,6 +105,7 @@ async function tx<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promi
     await c.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
+    c.off('error', ignore);
     c.release();
   }
 }

@@ -68,6 +68,9 @@ export class ConnectionMasking {
           : { rejectUnauthorized: p.sslmode === 'verify-full', ca: p.sslrootcert ? readFileSync(p.sslrootcert) : undefined },
       connectionTimeoutMillis: 10_000,
     });
+    // Until it becomes the watch (below), a connection lost mid-load fails the load's query; its 'error'
+    // event must not become an uncaught exception.
+    client.on('error', () => {});
     await client.connect();
     let ok = false;
     try {
