@@ -19,6 +19,7 @@ import { startRetention } from './audit/retention.js';
 import { durationMs } from '../../shared/config/schema.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
+import type { PgSession } from './session/session.js';
 import { startApprovalWebhooks } from './approvals/webhook.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
 
@@ -49,7 +50,24 @@ export interface RunningAgent {
   /** Open tunnels (for tests and /metrics). */
   tunnels: Set<TunnelMux>;
   store: StateStore;
+  /** Stops at once: tunnels closed, sessions ended (each writes its session_end), store closed. */
   stop(): Promise<void>;
+  /**
+   * Graceful stop (SIGTERM): refuses new tunnels, lets running statements and open transactions finish
+   * for up to `timeoutMs` (default shutdown.drainTimeout), then cancels what remains upstream, ends every
+   * session with FATAL 57P01 and a session_end, and stops. Held approvals are withdrawn at once.
+   */
+  drain(timeoutMs?: number): Promise<DrainReport>;
+}
+
+export interface DrainReport {
+  /** Sessions open when the drain began. */
+  sessions: number;
+  /** Upstream statements cancelled at the deadline. */
+  cancelled: number;
+  /** Sessions closed mid-statement after the cancel grace. */
+  forced: number;
+  ms: number;
 }
 
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
@@ -84,6 +102,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     );
   }
   const sockets = new Set<import('ws').WebSocket>();
+  const sessions = new Set<PgSession>();
+  // Upstream connections still open, for the drain's cancel at its deadline.
+  const upstreams = new Set<{ socket: import('node:net').Socket; cancel(): Promise<void> }>();
+  let draining = false;
 
   const server = createHttpServer({
     config,
@@ -93,6 +115,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     sessions: sessionsApi(store, config.reviewers.groups),
     auditExport: auditExportApi(store, config.reviewers.groups),
     approvals: approvalsApi(store, config, { log }),
+    draining: () => draining,
     onRefused(r, clientAddr, connection) {
       const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
       store.append(event).catch((err) => log.error('audit store unavailable; refusal not recorded', { error: (err as Error).message }));
@@ -114,6 +137,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         clientAddr,
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        sessions,
         policy: engines.get(name)!,
         masking: maskers.get(name)!,
         sessionDeps: {
@@ -129,10 +153,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
             // P2/P8: the lexer-relevant settings and the read-only safety net are pinned at startup, where
             // neither SET nor DISCARD ALL (which runs RESET ALL) can undo them.
             const up = await connectUpstream({ ...target, params: { ...params, ...UPSTREAM_PINS } });
-            return {
-              ...up,
-              cancel: () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret),
-            };
+            const cancel = () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret);
+            const tracked = { socket: up.socket, cancel };
+            upstreams.add(tracked);
+            up.socket.once('close', () => upstreams.delete(tracked));
+            return { ...up, cancel };
           },
         },
       });
@@ -161,12 +186,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
   const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
 
-  return {
-    url,
-    port,
-    tunnels,
-    store,
-    async stop() {
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      draining = true;
       retention?.stop();
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
       for (const mux of tunnels) mux.shutdown('agent shutting down');
@@ -175,10 +198,46 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       // Sessions append their session_end as they close; give those a moment to land.
       await new Promise((r) => setTimeout(r, 50));
       await webhooks.close();
+      for (const m of maskers.values()) m.close();
       if (ownsStore) await store.close();
-    },
-  };
+    })());
+
+  async function drain(timeoutMs = durationMs(config.shutdown.drainTimeout)): Promise<DrainReport> {
+    const t0 = performance.now();
+    draining = true;
+    const report: DrainReport = { sessions: sessions.size, cancelled: 0, forced: 0, ms: 0 };
+    log.info('agent draining', { sessions: sessions.size, timeoutMs });
+    const deadline = t0 + timeoutMs;
+    let cancelledAt: number | undefined;
+    for (;;) {
+      const now = performance.now();
+      if (cancelledAt === undefined && now >= deadline) {
+        // What is still running is cancelled the way psql's Ctrl-C would: the server answers 57014.
+        cancelledAt = now;
+        for (const u of upstreams) {
+          report.cancelled++;
+          u.cancel().catch(() => {});
+        }
+      }
+      // A cancelled statement normally ends within milliseconds; one that does not is cut off.
+      const force = cancelledAt !== undefined && now - cancelledAt >= CANCEL_GRACE_MS;
+      if (force) report.forced += sessions.size;
+      for (const s of [...sessions]) s.drain(DRAIN_MESSAGE, force);
+      if (sessions.size === 0) break;
+      await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+    }
+    await stop();
+    report.ms = Math.round(performance.now() - t0);
+    log.info('agent drained', { ...report });
+    return report;
+  }
+
+  return { url, port, tunnels, store, stop, drain };
 }
+
+const DRAIN_MESSAGE = 'the agent is shutting down';
+const DRAIN_POLL_MS = 20;
+const CANCEL_GRACE_MS = 2_000;
 
 const UPSTREAM_PINS = { standard_conforming_strings: 'on', default_transaction_read_only: 'on' };
 

@@ -31,6 +31,8 @@ export interface HttpDeps {
   auditExport?(who: Principal, query: URLSearchParams): Promise<ExportStream>;
   /** The approvals API (GET /api/approvals[/ID], POST /api/approvals/ID/approve|deny), already authenticated. */
   approvals?(who: Principal, req: http.IncomingMessage, id?: string, action?: string): Promise<unknown>;
+  /** True once the agent drains (SIGTERM): new tunnels are refused with 503 AGENT_DRAINING. */
+  draining?(): boolean;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -51,6 +53,8 @@ export class HttpRefusal extends Error {
     super(message);
   }
 }
+
+const DRAINING = new HttpRefusal(503, 'AGENT_DRAINING', 'the agent is shutting down and accepts no new tunnels', 'Retry shortly: another agent, or this one once restarted, will take it.');
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable',
@@ -154,6 +158,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     completed(req);
     socket.on('error', () => {});
+    if (deps.draining?.()) return refuse(socket, DRAINING);
     if (checking >= MAX_CHECKING) return refuse(socket, new HttpRefusal(503, 'BUSY', 'too many connection attempts in progress; retry shortly'));
     checking++;
     authorizeUpgrade(req)

@@ -32,6 +32,17 @@ export class ConnectionMasking {
     return this.lineage;
   }
 
+  /**
+   * Agent stop: ends the catalog watch connection, which otherwise keeps the process alive, and any
+   * catalog load still under way; later sessions cannot load one (they are refused, fail closed).
+   */
+  close(): void {
+    this.closed = true;
+    this.invalidate();
+  }
+
+  private closed = false;
+
   /** Drops the cached catalog (after DDL, or when a result names an unknown table). */
   invalidate(): void {
     this.lineage = undefined;
@@ -47,6 +58,7 @@ export class ConnectionMasking {
   private watch?: pg.Client;
 
   private async load(): Promise<Lineage> {
+    if (this.closed) throw new Error('the agent is stopping');
     const p = this.conn.postgres;
     const client = new pg.Client({
       host: p.host,
@@ -73,6 +85,7 @@ export class ConnectionMasking {
       };
       const catalog: Catalog = await loadCatalog(query);
       const lineage = new Lineage(catalog, this.rules, { trustedFunctions: new Set(this.conn.policy.allowedFunctions) });
+      if (this.closed) throw new Error('the agent is stopping');
       ok = true;
       this.watch?.end().catch(() => {});
       this.watch = client;

@@ -260,6 +260,15 @@ export class PgSession {
     this.teardown(reason ?? 'client closed the connection');
   }
 
+  /** Agent drain, polled until false: withdraws a held statement (saying why), ends the session with FATAL 57P01 once idle outside a transaction, or at once when `force`d. */
+  drain(message: string, force = false): boolean {
+    if (this.pendingHold && !this.pendingHold.signal.aborted) this.out.send(noticeResponse({ severity: 'WARNING', code: SqlState.AdminShutdown, message: `hoopctl: ${message}; the approval request was withdrawn and the statement was not run` }));
+    this.pendingHold?.abort();
+    if (force) this.close(message);
+    else if (this.readyQueue.length === 0 && this.txStatus === TxStatus.Idle) this.fatal(new StartupRefusal(SqlState.AdminShutdown, `hoopctl: ${message}`, 'Reconnect and retry: hoopctl connect reconnects by itself.'));
+    return this.step !== 'Closed';
+  }
+
   // ── Startup ────────────────────────────────────────────────────────────────────────────────────
 
   private onStartupBytes(data: Buffer): void {

@@ -24,6 +24,8 @@ export interface TunnelContext {
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
   policy: PolicyEngine;
   maxStreams: number;
+  /** Every open session of the agent (the drain on SIGTERM walks it); each leaves it as it closes. */
+  sessions?: Set<PgSession>;
 }
 
 const PING_EVERY_MS = 20_000;
@@ -35,7 +37,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     maxStreams: ctx.maxStreams,
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
-      return new PgSession(
+      const session: PgSession = new PgSession(
         {
           ...ctx.sessionDeps,
           policy: ctx.policy.session(),
@@ -46,12 +48,17 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
         },
         {
           send: (data) => mux.send(streamId, data),
-          close: (reason) => mux.close(streamId, reason),
+          close: (reason) => {
+            ctx.sessions?.delete(session);
+            mux.close(streamId, reason);
+          },
           drained: () => mux.drained(streamId),
           event: (ev) => mux.event(streamId, ev),
         },
         { sessionId: randomUUID(), streamId, clientAddr: open.clientAddr ?? ctx.clientAddr, cliVersion: open.cliVersion },
       );
+      ctx.sessions?.add(session);
+      return session;
     },
     onProtocolError(err) {
       log.warn('tunnel protocol error', { error: err.message });
