@@ -89,7 +89,7 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; log?: Logger },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; log?: Logger; config?: Record<string, unknown> },
 ): Promise<ExtraAgent> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-'));
   const config = await resolveConfig(
@@ -99,6 +99,7 @@ export async function startExtraAgent(
       identity: { issuers: [{ issuer: stack.issuer.issuer, audience: stack.issuer.audience }] },
       reviewers: { groups: ['compliance'] },
       ...(o.state ? { state: o.state } : {}),
+      ...o.config,
       connections: {
         [DEMO_CONNECTION]: {
           postgres: { host: stack.pg.host, port: stack.pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DB_PASSWORD' },
