@@ -8,9 +8,9 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import net from 'node:net';
 import { startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
 import { Child } from '../harness/child.js';
+import { rawUpgrade } from './wire.js';
 import { freePort } from '../../shared/net.js';
 import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, type DemoStack } from '../../cli/src/demo/stack.js';
 import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
@@ -50,21 +50,6 @@ async function pendingOn(a: ExtraAgent) {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('no approval request appeared');
-}
-
-/** The raw HTTP answer to a tunnel upgrade (no token: a draining agent refuses before checking one). */
-function upgradeStatus(agentUrl: string): Promise<string> {
-  const u = new URL(agentUrl);
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(Number(u.port), u.hostname, () =>
-      sock.write(`GET /tunnel/${DEMO_CONNECTION} HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`),
-    );
-    let text = '';
-    sock.on('data', (d) => (text += d));
-    sock.on('end', () => resolve(text));
-    sock.on('error', reject);
-    sock.setTimeout(5_000, () => sock.destroy(new Error(`no answer; so far: ${text}`)));
-  });
 }
 
 /** Outcome of one query: its rows, or the SQLSTATE and message it failed with. */
@@ -227,7 +212,7 @@ describe('drain of one of two agents on a shared PostgreSQL store', () => {
     setTimeout(() => void unlock(), 1_500);
     // A refuses new tunnels as soon as it drains…
     await new Promise((r) => setTimeout(r, 100));
-    expect(await upgradeStatus(A.agent.url)).toMatch(/^HTTP\/1.1 503 [^]*AGENT_DRAINING/);
+    expect(await rawUpgrade(A.agent.url)).toMatch(/^HTTP\/1.1 503 [^]*AGENT_DRAINING/);
     // …while B keeps serving.
     expect((await onB.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
 

@@ -1,30 +1,12 @@
 // A flood of refused upgrades stays bounded in the audit trail (issue 17): per source and reason per
 // window, the first refusal is written whole and the rest become one event with a count.
 import { describe, expect, it } from 'vitest';
-import net from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { useStack } from '../harness/stack.js';
+import { rawUpgrade } from './wire.js';
 import type { AuditEvent } from '../../agent/src/audit/events.js';
 
 const WINDOW_MS = 1_500;
 const s = useStack({ patients: 10, agent: { refusalWindowMs: WINDOW_MS } });
-
-/** One tunnel upgrade with a bad bearer token; resolves with the status line. */
-function badUpgrade(agentUrl: string): Promise<string> {
-  const u = new URL(agentUrl);
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(Number(u.port), u.hostname, () =>
-      sock.write(
-        `GET /tunnel/demo-db HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n` +
-          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nAuthorization: Bearer not.a.token\r\n\r\n`,
-      ),
-    );
-    let text = '';
-    sock.on('data', (d) => (text += d));
-    sock.on('close', () => resolve(text.split('\r\n')[0]));
-    sock.on('error', reject);
-  });
-}
 
 async function refusedEvents(): Promise<AuditEvent[]> {
   const out: AuditEvent[] = [];
@@ -41,7 +23,7 @@ describe('refusal floods', () => {
     const statuses: string[] = [];
     const t0 = performance.now();
     for (let i = 0; i < 1000; i += 50) {
-      statuses.push(...(await Promise.all(Array.from({ length: 50 }, () => badUpgrade(stack.agent.url)))));
+      statuses.push(...(await Promise.all(Array.from({ length: 50 }, () => rawUpgrade(stack.agent.url, 'Authorization: Bearer not.a.token\r\n').then((t) => t.split('\r\n')[0])))));
     }
     const windows = Math.ceil((performance.now() - t0) / WINDOW_MS) + 1;
     expect(statuses.every((l) => l.startsWith('HTTP/1.1 401'))).toBe(true);
