@@ -11,6 +11,7 @@ export const SqlState = {
   ConnectionFailure: '08006',
   CannotConnectNow: '57P03', //     agent cannot reach the database or the audit store
   QueryCanceled: '57014',
+  AdminShutdown: '57P01', //        the agent is stopping (drain)
   CharacterNotInRepertoire: '22021', // invalid UTF-8
   InternalError: 'XX000',
 } as const;

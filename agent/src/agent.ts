@@ -15,7 +15,7 @@ import { ConnectionMasking } from './masking/connection.js';
 import type { StateStore } from './audit/store.js';
 import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
-import { makeRefusedEvent } from './audit/events.js';
+import { RefusalAggregator } from './audit/refusals.js';
 import { startRetention } from './audit/retention.js';
 import { Checkpointer, loadSigningKey } from './audit/checkpoints.js';
 import { makePolicyLoadedEvent } from './audit/policy-event.js';
@@ -23,9 +23,12 @@ import { auditSigningApi } from './http/audit-api.js';
 import { durationMs } from '../../shared/config/schema.js';
 import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
+import type { PgSession } from './session/session.js';
+import { causeClass, createMetrics, type AgentMetrics } from './metrics.js';
+import { listenMetrics } from './http/metrics-server.js';
+import { connect as netConnect } from 'node:net';
 import { startApprovalWebhooks } from './approvals/webhook.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
-import type { PgSession } from './session/session.js';
 
 export interface AgentOptions {
   config: ResolvedConfig;
@@ -43,6 +46,8 @@ export interface AgentOptions {
   maxStreamsPerTunnel?: number;
   /** How often recording retention runs after the pass at start (default hourly). */
   retentionEveryMs?: number;
+  /** Refused upgrades are aggregated per source and reason over this window (default 60 s). */
+  refusalWindowMs?: number;
   /** This agent's audit chain id; default from host name and listen port (set it when several agents share a host and state store). */
   agentId?: string;
   /** Test hook: called with each Postgres session as it is created. */
@@ -57,7 +62,26 @@ export interface RunningAgent {
   tunnels: Set<TunnelMux>;
   store: StateStore;
   checkpointer: Checkpointer;
+  /** http:// URL of the separate metrics listener (config metrics.listen), if any. */
+  metricsUrl?: string;
+  /** Stops at once: tunnels closed, sessions ended (each writes its session_end), store closed. */
   stop(): Promise<void>;
+  /**
+   * Graceful stop (SIGTERM): refuses new tunnels, lets running statements and open transactions finish
+   * for up to `timeoutMs` (default shutdown.drainTimeout), then cancels what remains upstream, ends every
+   * session with FATAL 57P01 and a session_end, and stops. Held approvals are withdrawn at once.
+   */
+  drain(timeoutMs?: number): Promise<DrainReport>;
+}
+
+export interface DrainReport {
+  /** Sessions open when the drain began. */
+  sessions: number;
+  /** Upstream statements cancelled at the deadline. */
+  cancelled: number;
+  /** Sessions closed mid-statement after the cancel grace. */
+  forced: number;
+  ms: number;
 }
 
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
@@ -71,7 +95,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     (config.state.url
       ? await PgStore.open({ url: config.state.url, agentId, clock, recording: config.recording })
       : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock, recording: config.recording }));
-  const store = !opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened;
+  const metrics = createMetrics({ connections: [...config.connections.keys()], health: () => opened.health() });
+  const store = metrics.meterStore(!opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened);
   const ownsStore = !opts.store;
   // Signed checkpoints (audit/checkpoints.ts): the key first, then the chain replayed against what it signed.
   let checkpointer: Checkpointer;
@@ -106,6 +131,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     );
   }
   const sockets = new Set<import('ws').WebSocket>();
+  // Refused upgrades: the first per source and reason whole, the rest counted per window (audit/refusals.ts).
+  const refusals = new RefusalAggregator(
+    (event) => void store.append(event).catch((err) => log.error('audit store unavailable; refusal not recorded', { error: (err as Error).message })),
+    opts.refusalWindowMs ?? 60_000,
+    clock,
+  );
+  const sessions = new Set<PgSession>();
+  // Upstream connections still open, for the drain's cancel at its deadline.
+  const upstreams = new Set<{ socket: import('node:net').Socket; cancel(): Promise<void> }>();
+  let draining = false;
 
   const server = createHttpServer({
     config,
@@ -116,9 +151,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     auditExport: auditExportApi(store, config.reviewers.groups),
     auditSigning: auditSigningApi(checkpointer, store, config.reviewers.groups),
     approvals: approvalsApi(store, config, { log }),
+    draining: () => draining,
+    metrics: config.metrics.listen ? undefined : metricsBody,
+    ready: readiness,
     onRefused(r, clientAddr, connection) {
-      const event = makeRefusedEvent({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
-      store.append(event).catch((err) => log.error('audit store unavailable; refusal not recorded', { error: (err as Error).message }));
+      metrics.refused(r.code);
+      refusals.record({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
     },
     onTunnel(ws, identity, name, clientAddr) {
       const connection = config.connections.get(name)!;
@@ -138,6 +176,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
         onSession: opts.onSession,
+        sessions,
         policy: engines.get(name)!,
         masking: maskers.get(name)!,
         sessionDeps: {
@@ -152,16 +191,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
           async connectUpstream(params) {
             // P2/P8: the lexer-relevant settings and the read-only safety net are pinned at startup, where
             // neither SET nor DISCARD ALL (which runs RESET ALL) can undo them.
-            const up = await connectUpstream({ ...target, params: { ...params, ...UPSTREAM_PINS } });
-            return {
-              ...up,
-              cancel: () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret),
-            };
+            const up = await metrics.upstreamConnect(name, () => connectUpstream({ ...target, params: { ...params, ...UPSTREAM_PINS } }));
+            const cancel = () => sendCancelRequest({ ...target }, up.backendKey.pid, up.backendKey.secret);
+            const tracked = { socket: up.socket, cancel };
+            upstreams.add(tracked);
+            up.socket.once('close', () => upstreams.delete(tracked));
+            return { ...up, cancel };
           },
         },
       });
       tunnels.add(mux);
       sockets.add(ws);
+      meterSocket(ws, metrics);
       ws.on('close', () => {
         tunnels.delete(mux);
         sockets.delete(ws);
@@ -169,6 +210,25 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     },
   });
 
+  async function metricsBody(): Promise<{ contentType: string; body: string }> {
+    return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+  }
+
+  /** GET /readyz: the store writes, every connection's database answers, every masking catalog loads. */
+  async function readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
+    const checks: Record<string, string> = { store: store.health().writable ? 'ok' : 'the audit store is not writable' };
+    if (draining) checks.agent = 'draining';
+    await Promise.all(
+      [...config.connections].map(async ([name, c]) => {
+        checks[`${name}.upstream`] = await reachable(c.postgres.host, c.postgres.port);
+        const m = maskers.get(name)!;
+        if (m.enabled) checks[`${name}.catalog`] = await withTimeout(m.current(), READY_TIMEOUT_MS).then(() => 'ok', (err) => `not loaded (${causeClass(err)})`);
+      }),
+    );
+    return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+  }
+
+  const metricsServer = config.metrics.listen ? await listenMetrics(config.metrics.listen, { metrics: metricsBody, ready: readiness }) : undefined;
   const [host, portText] = splitHostPort(config.listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -189,13 +249,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   checkpoints.unref();
   const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
 
-  return {
-    url,
-    port,
-    tunnels,
-    store,
-    checkpointer,
-    async stop() {
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      draining = true;
       retention?.stop();
       clearInterval(checkpoints);
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
@@ -207,10 +264,82 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       await webhooks.close();
       // The last checkpoint covers the session ends just written: a tail cut after shutdown shows.
       await checkpointer.checkpoint().catch((err) => log.error('audit checkpoint at shutdown not written', { error: (err as Error).message }));
+      refusals.close();
+      for (const m of maskers.values()) m.close();
+      await metricsServer?.close();
       if (ownsStore) await store.close();
-    },
+    })());
+
+  async function drain(timeoutMs = durationMs(config.shutdown.drainTimeout)): Promise<DrainReport> {
+    const t0 = performance.now();
+    draining = true;
+    const report: DrainReport = { sessions: sessions.size, cancelled: 0, forced: 0, ms: 0 };
+    log.info('agent draining', { sessions: sessions.size, timeoutMs });
+    const deadline = t0 + timeoutMs;
+    let cancelledAt: number | undefined;
+    for (;;) {
+      const now = performance.now();
+      if (cancelledAt === undefined && now >= deadline) {
+        // What is still running is cancelled the way psql's Ctrl-C would: the server answers 57014.
+        cancelledAt = now;
+        for (const u of upstreams) {
+          report.cancelled++;
+          u.cancel().catch(() => {});
+        }
+      }
+      // A cancelled statement normally ends within milliseconds; one that does not is cut off.
+      const force = cancelledAt !== undefined && now - cancelledAt >= CANCEL_GRACE_MS;
+      if (force) report.forced += sessions.size;
+      for (const s of [...sessions]) s.drain(DRAIN_MESSAGE, force);
+      if (sessions.size === 0) break;
+      await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+    }
+    await stop();
+    report.ms = Math.round(performance.now() - t0);
+    log.info('agent drained', { ...report });
+    return report;
+  }
+
+  return { url, port, tunnels, store, checkpointer, stop, drain, metricsUrl: metricsServer?.url };
+}
+
+const READY_TIMEOUT_MS = 3_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** 'ok' when a TCP connection to the database opens, else the cause class (never the address). */
+function reachable(host: string, port: number): Promise<string> {
+  return withTimeout(
+    new Promise<string>((resolve, reject) => {
+      const sock = netConnect(port, host, () => {
+        sock.destroy();
+        resolve('ok');
+      });
+      sock.on('error', reject);
+    }),
+    READY_TIMEOUT_MS,
+  ).catch((err) => `unreachable (${causeClass(err)})`);
+}
+
+/** Counts a tunnel's frames and bytes both ways (the mux sends through ws.send). */
+function meterSocket(ws: import('ws').WebSocket, metrics: AgentMetrics): void {
+  metrics.tunnelsOpen.inc();
+  ws.once('close', () => metrics.tunnelsOpen.dec());
+  ws.on('message', (data: Buffer) => metrics.tunnelFrame('in', data.length));
+  const send = ws.send.bind(ws) as (data: Buffer, cb?: (err?: Error) => void) => void;
+  (ws as unknown as { send: typeof send }).send = (data, cb) => {
+    metrics.tunnelFrame('out', data.length);
+    send(data, cb);
   };
 }
+
+const DRAIN_MESSAGE = 'the agent is shutting down';
+const DRAIN_POLL_MS = 20;
+const CANCEL_GRACE_MS = 2_000;
 
 // client_connection_check_interval: PostgreSQL itself stops a query whose client (this agent) is gone,
 // even if the agent died before it could send a CancelRequest.

@@ -17,6 +17,10 @@ options:
   -h, --help          this text
 environment:
   HOOP_LOG_LEVEL      debug | info | warn | error (default info)
+signals:
+  SIGTERM, SIGINT     drain: refuse new tunnels, let running statements finish (shutdown.drainTimeout,
+                      default 30s), cancel the rest, end every session, exit 0
+  a second one        exit at once (143 for SIGTERM, 130 for SIGINT)
   HOOP_AGENT_BENCH_NO_AUDIT=1   benchmark only: statements are NOT audited (loopback listeners only)`;
 
 async function run(): Promise<number> {
@@ -64,12 +68,25 @@ async function run(): Promise<number> {
   // A bad input must never take the agent down: log it and keep serving everyone else.
   process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack ?? String(err) }));
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }));
+  // The first SIGTERM or SIGINT drains (README, Stopping the agent); a second one exits at once.
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (++signals === 1) return resolve();
+      log.warn('second signal: exiting without waiting for the drain', { signal });
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
   });
   log.info('agent stopping');
-  await agent.stop();
+  await agent.drain();
+  // Everything the agent opened is closed; anything else still holding the event loop must not keep a
+  // stopped agent alive (the audit is already flushed).
+  setTimeout(() => {
+    log.warn('a handle outlived the stop; exiting anyway');
+    process.exit(0);
+  }, 2000).unref();
   return 0;
 }
 

@@ -147,6 +147,13 @@ export const AgentConfig = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /** On SIGTERM: how long running statements may finish before they are cancelled (README, Stopping the agent). */
+  shutdown: z.strictObject({ drainTimeout: Duration.default('30s') }).prefault({}),
+  /**
+   * GET /metrics (Prometheus text). Without `listen` it is served on the main address to reviewers'
+   * bearer tokens, like the API; with `listen` on that address alone, without a token (keep it private).
+   */
+  metrics: z.strictObject({ listen: HostPort.optional() }).prefault({}),
   connections: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'connection names are lower-case letters, digits, - and _'), Connection)
     .refine((c) => Object.keys(c).length > 0, { message: 'define at least one connection' }),
 });

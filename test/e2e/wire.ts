@@ -2,6 +2,7 @@
 // builds (well-formed or not) to the tunnel's local port and reads the backend messages that come
 // back, so a test can assert exactly what the agent answered and when it hung up.
 // @see https://www.postgresql.org/docs/current/protocol-message-formats.html
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
 
@@ -225,4 +226,22 @@ export async function waitForBackends(directUrl: string, want: number, timeoutMs
     n = await agentBackends(directUrl);
   }
   return n;
+}
+
+/** One raw tunnel upgrade (`extraHeaders` e.g. a bad Authorization line); resolves with the whole HTTP answer. */
+export function rawUpgrade(agentUrl: string, extraHeaders = ''): Promise<string> {
+  const u = new URL(agentUrl);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(u.port), u.hostname, () =>
+      sock.write(
+        `GET /tunnel/demo-db HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n` +
+          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n${extraHeaders}\r\n`,
+      ),
+    );
+    let text = '';
+    sock.on('data', (d) => (text += d));
+    sock.on('close', () => resolve(text));
+    sock.on('error', reject);
+    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer; so far: ${text}`)));
+  });
 }

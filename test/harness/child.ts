@@ -9,7 +9,10 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 export class Child {
   stdout = '';
   stderr = '';
+  /** The process ended and its output is all read (a helper it started may hold stderr a while longer). */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The process itself ended (for timing an exit). */
+  readonly terminated: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly proc: ChildProcess;
   private waiters: Array<() => void> = [];
 
@@ -24,6 +27,7 @@ export class Child {
       this.poke();
     });
     this.exited = new Promise((resolve) => this.proc.on('close', (code, signal) => resolve({ code, signal })));
+    this.terminated = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })));
   }
 
   private poke(): void {
@@ -44,6 +48,11 @@ export class Child {
         });
       });
     }
+  }
+
+  /** Sends a signal to the child (a SIGTERM drain, a second SIGTERM). */
+  signal(sig: NodeJS.Signals): void {
+    this.proc.kill(sig);
   }
 
   async stop(): Promise<void> {

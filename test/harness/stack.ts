@@ -90,7 +90,7 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown> },
 ): Promise<ExtraAgent> {
   // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
   const dataDir = o.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-')));
@@ -102,6 +102,7 @@ export async function startExtraAgent(
       reviewers: { groups: ['compliance'] },
       ...(o.state ? { state: o.state } : {}),
       ...(o.audit ? { audit: o.audit } : {}),
+      ...o.config,
       connections: {
         [DEMO_CONNECTION]: {
           postgres: { host: stack.pg.host, port: stack.pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DB_PASSWORD' },

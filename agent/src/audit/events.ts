@@ -150,13 +150,16 @@ export function makeRefusedEvent(f: {
   reason: string;
   clientAddr?: string;
   code?: string;
+  /** An aggregate (audit/refusals.ts): how many more refusals like the first one, since when. */
+  count?: number;
+  since?: string;
 }): EventInput {
   return {
     type: 'refused',
     sessionId: f.sessionId,
     identity: f.who && ident(f.who),
     connection: f.connection,
-    data: { reason: withoutTokens(f.reason), clientAddr: f.clientAddr, code: f.code },
+    data: { reason: withoutTokens(f.reason), clientAddr: f.clientAddr, code: f.code, count: f.count, since: f.since },
   };
 }
 

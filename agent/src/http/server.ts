@@ -39,6 +39,12 @@ export interface HttpDeps {
     /** POST /api/evidence/sign|attest (authenticated). */
     evidence(who: Principal, req: http.IncomingMessage, what: 'sign' | 'attest'): Promise<unknown>;
   };
+  /** GET /metrics on this listener, to reviewers' bearer tokens (absent when metrics.listen is set). */
+  metrics?(): Promise<{ contentType: string; body: string }>;
+  /** GET /readyz: 200 or 503; this listener answers only `{ready}` (the checks are on metrics.listen). */
+  ready?(): Promise<{ ready: boolean }>;
+  /** True once the agent drains (SIGTERM): new tunnels are refused with 503 AGENT_DRAINING. */
+  draining?(): boolean;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
 }
@@ -60,6 +66,8 @@ export class HttpRefusal extends Error {
   }
 }
 
+const DRAINING = new HttpRefusal(503, 'AGENT_DRAINING', 'the agent is shutting down and accepts no new tunnels', 'Retry shortly: another agent, or this one once restarted, will take it.');
+
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable',
 };
@@ -74,6 +82,25 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     const send = (status: number, body: unknown) =>
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
     if (req.method === 'GET' && path === '/healthz') return send(200, { ok: true });
+    if (req.method === 'GET' && path === '/readyz' && deps.ready) return void deps.ready().then((r) => send(r.ready ? 200 : 503, { ready: r.ready }));
+    if (req.method === 'GET' && path === '/metrics' && deps.metrics) {
+      const metrics = deps.metrics;
+      authenticate(req)
+        .then((who) => {
+          if (!who.groups.some((g) => config.reviewers.groups.includes(g))) {
+            throw new HttpRefusal(403, 'NOT_A_REVIEWER', 'metrics are for reviewers (config reviewers.groups)', 'Or serve them on their own address: metrics.listen.');
+          }
+          return metrics();
+        })
+        .then(
+          (m) => res.writeHead(200, { 'content-type': m.contentType, 'cache-control': 'no-store' }).end(m.body),
+          (err: unknown) =>
+            err instanceof HttpRefusal
+              ? send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody)
+              : send(500, { error: { code: 'INTERNAL', message: 'metrics unavailable' } } satisfies ApiErrorBody),
+        );
+      return;
+    }
     const m = /^\/api\/sessions(?:\/([A-Za-z0-9_.-]{1,128})(\/recording)?)?$/.exec(path);
     if (req.method === 'GET' && m && deps.sessions) {
       const api = deps.sessions;
@@ -177,6 +204,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     completed(req);
     socket.on('error', () => {});
+    if (deps.draining?.()) return refuse(socket, DRAINING);
     if (checking >= MAX_CHECKING) return refuse(socket, new HttpRefusal(503, 'BUSY', 'too many connection attempts in progress; retry shortly'));
     checking++;
     authorizeUpgrade(req)

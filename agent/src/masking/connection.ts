@@ -39,6 +39,17 @@ export class ConnectionMasking {
     return this.ready;
   }
 
+  /**
+   * Agent stop: ends the catalog watch connection, which otherwise keeps the process alive, and any
+   * catalog load still under way; later sessions cannot load one (they are refused, fail closed).
+   */
+  close(): void {
+    this.closed = true;
+    this.invalidate();
+  }
+
+  private closed = false;
+
   /** Drops the cached catalog (after DDL, or when a result names an unknown table). */
   invalidate(): void {
     this.lineage = undefined;
@@ -54,6 +65,7 @@ export class ConnectionMasking {
   private watch?: pg.Client;
 
   private async load(): Promise<Lineage> {
+    if (this.closed) throw new Error('the agent is stopping');
     const p = this.conn.postgres;
     const client = new pg.Client({
       host: p.host,
@@ -86,6 +98,7 @@ export class ConnectionMasking {
         trustedFunctions: new Set(this.conn.policy.allowedFunctions),
         maxEqualityValues: this.conn.policy.maxEqualityValues,
       });
+      if (this.closed) throw new Error('the agent is stopping');
       ok = true;
       this.ready = lineage;
       this.watch?.end().catch(() => {});

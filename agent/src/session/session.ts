@@ -68,6 +68,7 @@ import {
 } from '../pgwire/backend.js';
 import type { UpstreamConnection } from '../upstream/connect.js';
 import { sanitizeStartup, StartupRefusal } from './startup.js';
+import { causeClass } from '../metrics.js';
 
 export type Step = 'AwaitingStartup' | 'Connecting' | 'Ready' | 'Closed';
 
@@ -268,6 +269,15 @@ export class PgSession {
     this.teardown(reason ?? 'client closed the connection');
   }
 
+  /** Agent drain, polled until false: withdraws a held statement (saying why), ends the session with FATAL 57P01 once idle outside a transaction, or at once when `force`d. */
+  drain(message: string, force = false): boolean {
+    if (this.pendingHold && !this.pendingHold.signal.aborted) this.out.send(noticeResponse({ severity: 'WARNING', code: SqlState.AdminShutdown, message: `hoopctl: ${message}; the approval request was withdrawn and the statement was not run` }));
+    this.pendingHold?.abort();
+    if (force) this.close(message);
+    else if (this.pipeline.length === 0 && this.pipeline.status === TxStatus.Idle && !this.pumping && this.inbox.length === 0) this.fatal(new StartupRefusal(SqlState.AdminShutdown, `hoopctl: ${message}`, 'Reconnect and retry: hoopctl connect reconnects by itself.'));
+    return !this.closed;
+  }
+
   // ── Startup ────────────────────────────────────────────────────────────────────────────────────
 
   private onStartupBytes(data: Buffer): void {
@@ -327,7 +337,7 @@ export class PgSession {
           () => this.connect(clean.upstreamParams),
           (err) => {
             this.log.error('masking catalog unavailable; refusing session', { error: (err as Error).message });
-            this.fatal(new StartupRefusal(SqlState.CannotConnectNow, 'hoopctl: the agent cannot prepare masking for this database right now, so the session is refused', 'Retry shortly; the agent log has the cause.'));
+            this.fatal(new StartupRefusal(SqlState.CannotConnectNow, `hoopctl: the agent cannot read the masking catalog of this database right now (${causeClass(err)}), so the session is refused`, 'Retry shortly; the agent log has the details.'));
           },
         );
       },
@@ -354,7 +364,7 @@ export class PgSession {
       (err) => {
         this.log.warn('upstream connection failed', { error: (err as Error).message });
         this.fatal(
-          Object.assign(new StartupRefusal(SqlState.CannotConnectNow, `the agent could not connect to database "${conn.name}"`), {
+          Object.assign(new StartupRefusal(SqlState.CannotConnectNow, `the agent could not connect to database "${conn.name}" (${causeClass(err)})`), {
             hint: 'The database may be down or the agent misconfigured; the agent log has the cause.',
           }),
         );

@@ -26,6 +26,8 @@ export interface TunnelContext {
   maxStreams: number;
   /** Test hook: each session as it is created (the model-based test compares its namespace with the server's). */
   onSession?(s: PgSession): void;
+  /** Every open session of the agent (the drain on SIGTERM walks it); each leaves it as it closes. */
+  sessions?: Set<PgSession>;
 }
 
 const PING_EVERY_MS = 20_000;
@@ -37,7 +39,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     maxStreams: ctx.maxStreams,
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
-      const session = new PgSession(
+      const session: PgSession = new PgSession(
         {
           ...ctx.sessionDeps,
           policy: ctx.policy,
@@ -48,13 +50,17 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
         },
         {
           send: (data) => mux.send(streamId, data),
-          close: (reason) => mux.close(streamId, reason),
+          close: (reason) => {
+            ctx.sessions?.delete(session);
+            mux.close(streamId, reason);
+          },
           drained: () => mux.drained(streamId),
           event: (ev) => mux.event(streamId, ev),
         },
         { sessionId: randomUUID(), streamId, clientAddr: open.clientAddr ?? ctx.clientAddr, cliVersion: open.cliVersion },
       );
       ctx.onSession?.(session);
+      ctx.sessions?.add(session);
       return session;
     },
     onProtocolError(err) {

@@ -77,6 +77,7 @@ export class TunnelClient {
     socket.setNoDelay(true);
     socket.on('error', () => {});
     if (!this.mux) {
+      this.reconnectNow();
       const up = await this.waitForTunnel(this.opts.waitForTunnelMs ?? 10_000);
       if (!up || socket.destroyed) {
         const why = this.lastError?.message ?? `the agent at ${this.endpoint} is not reachable`;
@@ -151,17 +152,31 @@ export class TunnelClient {
     if (this.stopped) return;
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (0.8 + Math.random() * 0.4);
     this.attempt++;
-    this.retryTimer = setTimeout(() => {
-      this.open().then(
-        () => this.keepAlive(),
-        (err: UserError) => {
-          this.lastError = err;
-          this.opts.onState?.({ state: 'disconnected', error: err, retryInMs: delay });
-          this.scheduleReconnect();
-        },
-      );
-    }, delay);
+    this.retryTimer = setTimeout(() => this.retry(delay), delay);
     this.retryTimer.unref?.();
+  }
+
+  private retry(delay: number): void {
+    this.retryTimer = undefined;
+    this.open().then(
+      () => this.keepAlive(),
+      (err: UserError) => {
+        this.lastError = err;
+        this.opts.onState?.({ state: 'disconnected', error: err, retryInMs: delay });
+        this.scheduleReconnect();
+      },
+    );
+  }
+
+  /**
+   * A local client is waiting while the tunnel is down between retries: try now instead of at the end
+   * of the backoff (after an agent restart the next retry could be up to 15 s away). At most one
+   * attempt runs at a time; a failed one resumes the backoff where it was.
+   */
+  private reconnectNow(): void {
+    if (this.stopped || this.mux || this.retryTimer === undefined) return;
+    clearTimeout(this.retryTimer);
+    this.retry(0);
   }
 
   private waitForTunnel(ms: number): Promise<boolean> {
