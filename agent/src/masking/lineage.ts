@@ -273,33 +273,6 @@ const AGGREGATES = new Set([
   'regr_sxy', 'regr_syy', 'range_agg', 'range_intersect_agg', 'any_value', 'mode', 'percentile_cont', 'percentile_disc',
 ]);
 
-/**
- * Builtins that return a value for every input (no error that depends on the value): a masked value may
- * pass through them under strict predicates. Anything else may fail on some values and so reveal them.
- */
-const TOTAL_FUNCTIONS = new Set([
-  'upper', 'lower', 'initcap', 'length', 'char_length', 'character_length', 'octet_length', 'bit_length', 'md5', 'sha224',
-  'sha256', 'sha384', 'sha512', 'concat', 'concat_ws', 'btrim', 'ltrim', 'rtrim', 'trim', 'left', 'right', 'substr', 'substring',
-  'ascii', 'lpad', 'rpad', 'replace', 'translate', 'reverse', 'split_part', 'strpos', 'position', 'starts_with', 'quote_literal',
-  'quote_ident', 'quote_nullable', 'encode', 'format', 'to_json', 'to_jsonb', 'row_to_json', 'json_build_object',
-  'json_build_array', 'jsonb_build_object', 'jsonb_build_array', 'array_to_string', 'string_to_array', 'array_length',
-  'cardinality', 'array_to_json', 'regexp_replace', 'regexp_match', 'regexp_like', 'regexp_count', 'regexp_substr',
-  'regexp_instr', 'date_part', 'extract', 'date_trunc', 'age', 'isfinite', 'to_char', 'coalesce', 'nullif', 'greatest',
-  'least', 'num_nulls', 'num_nonnulls', 'hashtext', 'hashtextextended', 'row', 'jsonb_typeof', 'json_typeof',
-  'jsonb_strip_nulls', 'json_strip_nulls', 'unistr', 'casefold', 'normalize', 'is_normalized', 'text', 'timezone',
-]);
-
-/** Operators that cannot fail: comparisons, concatenation, JSON access, pattern matches (with a clear pattern). */
-const TOTAL_OPERATORS = new Set(['=', '<>', '!=', '<', '>', '<=', '>=', '||', '->', '->>', '#>', '#>>', '@>', '<@', '?', '?|', '?&', '~', '!~', '~*', '!~*', '~~', '!~~', '~~*', '!~~*']);
-/** Of those, the ones whose right operand is a pattern that can fail to compile. */
-const PATTERN_OPERATORS = new Set(['~', '!~', '~*', '!~*', '~~', '!~~', '~~*', '!~~*']);
-
-/** Casts that cannot fail: to text types (varchar(n) truncates on an explicit cast). */
-function castCannotFail(typeName: unknown): boolean {
-  const t = isObj(typeName) ? names(typeName.names).at(-1) : undefined;
-  return t !== undefined && isObj(typeName) && !(Array.isArray(typeName.arrayBounds) && typeName.arrayBounds.length) && ['text', 'varchar', 'bpchar', 'char', 'name', 'citext'].includes(t);
-}
-
 /** Ordered-set aggregates whose ORDER BY is the aggregated value itself. */
 const VALUE_AGGREGATES = new Set(['mode', 'percentile_cont', 'percentile_disc']);
 
@@ -347,8 +320,7 @@ const SELECT_KEYS = new Set([
 type Clause =
   | 'WHERE' | 'JOIN' | 'JOIN USING' | 'HAVING' | 'GROUP BY' | 'ORDER BY' | 'DISTINCT' | 'DISTINCT ON' | 'LIMIT' | 'OFFSET'
   | 'FILTER' | 'window' | 'window frame' | 'TABLESAMPLE' | 'FROM function argument' | 'table function document' | 'CASE'
-  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor' | 'set operation'
-  | 'cast that may fail' | 'operator that may fail' | 'pattern' | 'function that may fail';
+  | 'NULLIF' | 'aggregate ORDER BY' | 'MERGE ON' | 'set-returning function argument' | 'divisor' | 'set operation';
 
 class Analysis {
   readsMasked = false;
@@ -1039,12 +1011,6 @@ class Analysis {
         if (kind === 'GroupingFunc') this.expr(b.args, scope); // value-free, but the statement reads them
         return null;
       }
-      if (kind === 'TypeCast') {
-        // ssn::int, dob::text::xml: whether the cast fails is a fact about the value (P7: errors)
-        const t = derive(this.generic(b, scope));
-        if (!castCannotFail(b.typeName)) this.leak('cast that may fail', t);
-        return t;
-      }
       if (CONTAINERS.has(kind)) return derive(this.generic(b, scope));
       switch (kind) {
         case 'ColumnRef': {
@@ -1083,11 +1049,6 @@ class Analysis {
           const t = derive(union(this.expr(b.lexpr, scope), r));
           // x / masked, x % masked: whether `division by zero` happens is the value
           if (b.kind === 'AEXPR_OP' && DIVISIONS.has(names(b.name).join('.'))) this.leak('divisor', r);
-          // arithmetic overflows, a pattern or regular expression fails to compile: on a masked value,
-          // whether the error happens is the value (P7); comparisons, || and JSON access cannot fail
-          else if (b.kind === 'AEXPR_OP' && !TOTAL_OPERATORS.has(names(b.name).at(-1) ?? '')) this.leak('operator that may fail', t);
-          else if (b.kind === 'AEXPR_OP' && PATTERN_OPERATORS.has(names(b.name).at(-1) ?? '')) this.leak('pattern', r);
-          else if (b.kind === 'AEXPR_LIKE' || b.kind === 'AEXPR_ILIKE' || b.kind === 'AEXPR_SIMILAR') this.leak('pattern', r);
           // NULLIF(a, b) is `a = b` deciding between NULL and a: only the equality lookup P7 allows
           if (b.kind === 'AEXPR_NULLIF' && !this.equalityLookup({ ...b, kind: 'AEXPR_OP', name: [{ String: { sval: '=' } }] }, scope)) this.leak('NULLIF', t);
           return t;
@@ -1194,9 +1155,6 @@ class Analysis {
       if (!structuralSrf(name, arr(b.args))) this.leak('set-returning function argument', argT);
     }
     if (builtin && DIVIDING_FUNCTIONS.has(name)) this.leak('divisor', args[1] ?? null);
-    // a builtin that can fail on some inputs (chr(0), decode, to_date, jsonb_path_query…): whether it
-    // fails on the masked value is a fact about it (P7); aggregates and the functions below cannot fail
-    else if (!TOTAL_FUNCTIONS.has(name) && !AGGREGATES.has(name) && !SET_RETURNING.has(name)) this.leak('function that may fail', argT);
     return derive(union(argT, order, filter, over, rows));
   }
 
