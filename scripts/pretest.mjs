@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm test` runs this first (the `pretest` script): the end-to-end tests drive the real psql and
-// pg_dump, and the token store's keychain test needs a Secret Service (gnome-keyring under dbus).
+// pg_dump, the token store's keychain test needs a Secret Service (gnome-keyring under dbus), and the
+// evidence report is checked in headless Chromium.
 // On a fresh machine say exactly what to install instead of failing deep inside a test.
 import { execFileSync } from 'node:child_process';
 
@@ -9,6 +10,8 @@ const NEEDED = [
   { command: 'pg_dump', pkg: 'postgresql-client' },
   { command: 'gnome-keyring-daemon', pkg: 'gnome-keyring' },
   { command: 'dbus-run-session', pkg: 'dbus' },
+  // the evidence report is opened in headless Chromium (test/e2e/evidence.test.ts)
+  { command: 'chromium', pkg: 'chromium' },
 ];
 
 const has = (cmd) => {

@@ -15,8 +15,8 @@ describe('scripts/pretest.mjs', () => {
       await symlink('/bin/sh', path.join(bin, 'sh'));
       const r = await run(process.execPath, [SCRIPT], { env: { PATH: bin } });
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain('npm test needs psql, pg_dump, gnome-keyring-daemon, dbus-run-session');
-      expect(r.stderr).toContain('apt-get update && apt-get install -y postgresql-client gnome-keyring dbus');
+      expect(r.stderr).toContain('npm test needs psql, pg_dump, gnome-keyring-daemon, dbus-run-session, chromium');
+      expect(r.stderr).toContain('apt-get update && apt-get install -y postgresql-client gnome-keyring dbus chromium');
     } finally {
       await rm(bin, { recursive: true, force: true });
     }

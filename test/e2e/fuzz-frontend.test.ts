@@ -20,6 +20,7 @@ import type { PgSession } from '../../agent/src/session/session.js';
 import { directQuery, tunnelClient, useStack } from '../harness/stack.js';
 import { msg } from '../../scripts/attacks/pgclient.js';
 import { agentBackends, parseErrorFields, RawClient, startupMessage, typed, waitForBackends, type BackendMsg } from './wire.js';
+import { rng, type Rng } from '../harness/rng.js';
 
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const TARGET_MESSAGES = Number(process.env.FUZZ_MESSAGES ?? 100_000);
@@ -34,25 +35,6 @@ const s = useStack({
   agent: { onSession: (x) => void sessions.push(x) },
 });
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
-    chance: (p: number) => next() < p,
-    bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(next() * 256))),
-  };
-}
-type Rng = ReturnType<typeof rng>;
 
 const READS = [
   'SELECT id FROM visits WHERE id < 4 ORDER BY id',

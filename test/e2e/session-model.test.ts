@@ -25,6 +25,7 @@ import { DEMO_DATABASE } from '../../cli/src/demo/stack.js';
 import { directQuery, useStack } from '../harness/stack.js';
 import { msg } from '../../scripts/attacks/pgclient.js';
 import { parseErrorFields, RawClient, startupMessage, type BackendMsg } from './wire.js';
+import { rng, type Rng } from '../harness/rng.js';
 
 const SEED = process.env.MODEL_SEED ? Number(process.env.MODEL_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const SEQUENCES = Number(process.env.MODEL_SEQUENCES ?? 10_000);
@@ -33,76 +34,17 @@ const PAIRS = 6;
 const sessions: PgSession[] = [];
 const s = useStack({ agent: { onSession: (x) => void sessions.push(x) } });
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
-    chance: (p: number) => next() < p,
-  };
-}
-type Rng = ReturnType<typeof rng>;
 
 // ── one raw connection, gateway or direct ─────────────────────────────────────────────────────────
 
-class Conn {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter?: () => void;
-  ended = false;
-  constructor(readonly socket: net.Socket, leftover: Buffer = Buffer.alloc(0)) {
-    this.buf = leftover;
-    socket.on('data', (d: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      this.waiter?.();
-    });
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      this.ended = true;
-      this.waiter?.();
-    });
-    socket.resume();
-  }
-  write(b: Buffer): void {
-    this.socket.write(b);
-  }
-  async next(timeoutMs: number): Promise<BackendMsg | undefined> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= len + 1) {
-          const m = { type: String.fromCharCode(this.buf[0]), body: this.buf.subarray(5, len + 1) };
-          this.buf = this.buf.subarray(len + 1);
-          return m;
-        }
-      }
-      if (this.ended) return undefined;
-      const left = deadline - performance.now();
-      if (left <= 0) return undefined;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
-    }
-  }
+class Conn extends RawClient {
   /** Messages up to and including the first `n` ReadyForQuery after an EmptyQueryResponse (the terminator). */
   async untilTerminator(timeoutMs = 10_000): Promise<BackendMsg[]> {
     const out: BackendMsg[] = [];
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const m = await this.next(Math.max(0, deadline - performance.now()));
-      if (!m) throw new Error(`no terminator; got ${out.map((x) => x.type).join('')}${this.ended ? ' and the connection ended' : ''}${errorsOf(out)}`);
+      if (!m) throw new Error(`no terminator; got ${out.map((x) => x.type).join('')}${this.isEnded ? ' and the connection ended' : ''}${errorsOf(out)}`);
       out.push(m);
       if (m.type === 'Z' && out.at(-2)?.type === 'I') return out;
       // PostgreSQL itself fails the terminator with XX000 "StartTransactionCommand: unexpected state STARTED"
@@ -116,7 +58,7 @@ class Conn {
     const deadline = performance.now() + timeoutMs;
     while (n > 0) {
       const m = await this.next(Math.max(0, deadline - performance.now()));
-      if (!m) throw new Error(`no ReadyForQuery; got ${out.map((x) => x.type).join('')}${this.ended ? ' and the connection ended' : ''}${errorsOf(out)}`);
+      if (!m) throw new Error(`no ReadyForQuery; got ${out.map((x) => x.type).join('')}${this.isEnded ? ' and the connection ended' : ''}${errorsOf(out)}`);
       out.push(m);
       if (m.type === 'Z') n--;
     }

@@ -84,13 +84,16 @@ export function parseErrorFields(body: Buffer): PgErrorFields {
 }
 
 export class RawClient {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private waiter?: () => void;
   /** Resolves with the time (ms) the server side ended the connection. */
   readonly ended: Promise<number>;
   isEnded = false;
 
-  private constructor(readonly socket: net.Socket) {
+  /** Wraps a connected socket; `leftover` is what was already read from it (an upstream connection's tail). */
+  constructor(readonly socket: net.Socket, leftover: Buffer = Buffer.alloc(0)) {
+    this.buf = leftover;
+    socket.resume();
     socket.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
       this.waiter?.();
