@@ -158,7 +158,11 @@ function oneMessage(r: Rng): Msg {
     }
     case 7:
     case 8: {
-      const portal = r.pick(PORTALS);
+      // A lone Execute names a portal, never the unnamed one: PostgreSQL 18 (the embedded beta) crashes
+      // (signal 11, every backend restarted) executing the failed unnamed portal a simple Query leaves in
+      // an aborted block. Found by this test on the direct side; the gateway refuses that Execute (it
+      // knows the Query dropped the unnamed portal), but the crash would take the shared server down.
+      const portal = r.pick(PORTALS.filter((p) => p !== ''));
       const max = r.pick([0, 0, 1, 2]);
       return m(`Execute ${quoted(portal)} ${max}`, msg.execute(portal, max));
     }

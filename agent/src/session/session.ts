@@ -529,18 +529,7 @@ export class PgSession {
     switch (msg.type) {
       case 'Query': {
         const a = this.deps.policy.analyze(msg.sql);
-        if (!a.ok) return false; // refused unread
-        let all = false;
-        const names: ['statement' | 'portal', string][] = [];
-        const visit = (f: StatementFacts | undefined): void => {
-          if (!f) return;
-          for (const n of [f.executesPrepared, f.preparedName, f.deallocates]) if (n !== undefined) names.push(['statement', n]);
-          for (const n of [f.fetchesCursor, f.cursorName, f.closesCursor]) if (n !== undefined) names.push(['portal', n]);
-          if (f.discardsAll || f.deallocates === '*' || f.closesCursor === '*') all = true;
-          visit(f.inner);
-        };
-        for (const f of a.statements) visit(f);
-        return all ? ns.unsettled() : names.some(([kind, n]) => ns.unsettledName(kind, n));
+        return a.ok && this.readsUnconfirmed(a.statements); // (unparsable: refused unread)
       }
       case 'Parse':
         return msg.name !== '' && ns.unsettledName('statement', msg.name);
@@ -550,13 +539,29 @@ export class PgSession {
         return ns.unsettledName(msg.target === 'S' ? 'statement' : 'portal', msg.name);
       case 'Execute': {
         if (ns.unsettledName('portal', msg.portal)) return true;
-        // A portal that runs EXECUTE s or FETCH c reads those names too.
+        // What the portal runs may name statements and cursors too (EXECUTE s, FETCH c, PREPARE, DECLARE…).
         const f = ns.portal(msg.portal)?.facts;
-        return f !== undefined && (f.executesPrepared !== undefined || f.fetchesCursor !== undefined || f.kind === 'ExplainStmt') && ns.unsettled();
+        return f !== undefined && this.readsUnconfirmed([f]);
       }
       default:
         return false;
     }
+  }
+
+  /** Whether statements name (to run, create, drop or check) a statement or cursor with an unconfirmed change. */
+  private readsUnconfirmed(statements: readonly StatementFacts[]): boolean {
+    const ns = this.ns;
+    let all = false;
+    const names: ['statement' | 'portal', string][] = [];
+    const visit = (f: StatementFacts | undefined): void => {
+      if (!f) return;
+      for (const n of [f.executesPrepared, f.preparedName, f.deallocates]) if (n !== undefined) names.push(['statement', n]);
+      for (const n of [f.fetchesCursor, f.cursorName, f.closesCursor]) if (n !== undefined) names.push(['portal', n]);
+      if (f.discardsAll || f.deallocates === '*' || f.closesCursor === '*') all = true;
+      visit(f.inner);
+    };
+    for (const f of statements) visit(f);
+    return all ? ns.unsettled() : names.some(([kind, n]) => ns.unsettledName(kind, n));
   }
 
   /** Relations `sql` names that the masking catalog does not know, not yet reloaded for in this session. */
