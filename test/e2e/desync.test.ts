@@ -308,3 +308,22 @@ describe('the masking catalog follows the database', () => {
     }
   });
 });
+
+describe('what crashes the server directly is refused', () => {
+  it('an Execute of the failed unnamed portal a simple Query left in an aborted block is refused; PostgreSQL stays up', async () => {
+    // Directly, PostgreSQL 18 (the embedded beta) executes the failed portal and its backend dies with
+    // signal 11, restarting every session of the server (found by the model-based test).
+    const r = await raw('crash-probe');
+    expect((await r.simple('BEGIN; DECLARE c CURSOR FOR SELECT 1/(id - id) FROM visits WHERE id = 1')).error).toBeUndefined();
+    // Allowed, and fails while it executes: its unnamed portal stays behind, failed, in the aborted block.
+    expect((await r.simple('FETCH ALL FROM c')).error?.code).toBe('22012');
+    r.write(Buffer.concat([execute(''), parse('', 'SELECT 1'), bind('', ''), execute(''), sync]));
+    const msgs = await r.until('Z');
+    expect(collect(msgs).error?.code).toMatch(/^(42501|25P02)$/);
+    expect(msgs.at(-1)!.body.toString()).toBe('E');
+    expect((await r.simple('ROLLBACK')).error).toBeUndefined();
+    // The server did not restart: a session opened before the probe is still served.
+    expect((await r.simple('SELECT 1')).rows).toEqual(['1']);
+    expect(await direct<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'crash-probe'")).toEqual([{ n: 1 }]);
+  });
+});
