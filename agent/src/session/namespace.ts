@@ -90,12 +90,6 @@ export class Namespace {
     return v;
   }
 
-  /** Holdable cursors that exist, or may: a COMMIT or Sync runs their queries to keep their rows. */
-  holdsCursors(): boolean {
-    for (const p of this.portals.values()) if (p.holdable) return true;
-    return this.staged.some((s) => s.op.op === 'declare' && s.op.entry.holdable);
-  }
-
   /** Whether a staged change could be skipped by the server while a message judged now runs. */
   unsettled(): boolean {
     for (const s of this.staged) if (!this.safe(s)) return true;

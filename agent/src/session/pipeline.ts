@@ -86,8 +86,6 @@ export interface PipelineDeps {
    * NoticeResponse / ParameterStatus while nothing is in flight. For the audit trail and the recording.
    */
   onAsync(kind: 'notification' | 'notice' | 'parameter', data: Record<string, unknown>): void;
-  /** An ErrorResponse (not the agent's own) with this SQLSTATE. */
-  onError?(code: string | undefined): void;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -136,11 +134,6 @@ export class Pipeline {
 
   get length(): number {
     return this.queue.length - this.head;
-  }
-
-  /** Requests forwarded and not yet answered, oldest first. */
-  *inFlight(): Iterable<Request> {
-    for (let i = this.head; i < this.queue.length; i++) yield this.queue[i];
   }
 
   /** Resolves when every request forwarded so far has been answered (the status is then current). */
@@ -412,7 +405,6 @@ export class Pipeline {
     let out: Buffer;
     if (own) out = errorResponse(own);
     else {
-      this.deps.onError?.(fields.code);
       if (!r) out = idleErrorRedacts(fields, this.deps.masker !== undefined) ? maskErrorMessage(buf, start, end, true) : buf.subarray(start, end);
       else out = this.redacts(r) ? maskErrorMessage(buf, start, end, true) : buf.subarray(start, end);
     }

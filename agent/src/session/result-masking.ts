@@ -51,7 +51,7 @@ export class ResultMasker {
   }
 
   /** Without types: masked fields become NULL (decodable in any format); an unknown shape masks all. */
-  blind(nf: number, masks?: ColumnMask[], formats?: readonly number[]): RowMasker {
+  private blind(nf: number, masks?: ColumnMask[], formats?: readonly number[]): RowMasker {
     const m = masks && masks.length === nf ? masks : maskAll(nf);
     return new RowMasker(m, Array.from({ length: nf }, (_, k) => formatOf(formats, k, 0)), new Array(nf).fill(0), this.opts);
   }

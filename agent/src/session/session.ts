@@ -485,12 +485,13 @@ export class PgSession {
           await this.ns.settled();
           continue;
         }
-        if (this.masker && (msg.type === 'Query' || msg.type === 'Parse') && this.unknownRelations(msg.sql).length) {
+        const unknown = this.masker && (msg.type === 'Query' || msg.type === 'Parse') ? this.unknownRelations(msg.sql) : [];
+        if (unknown.length) {
           // It names a relation the masking catalog does not know (created since it was loaded): reload
           // it before judging, so the statement is planned on what the database really holds.
           if (this.heldRun) this.refuseHeldRun();
           await this.dispatch();
-          await this.reloadCatalog(this.unknownRelations(msg.sql));
+          await this.reloadCatalog(unknown);
           continue;
         }
         this.inbox.shift();
