@@ -100,12 +100,40 @@ const PolicyOverrides = z.strictObject({
   maxEqualityValues: z.number().int().min(1).max(100_000).default(100),
 });
 
+/** `schema.table` or `schema.table(col, col)`: exact catalog names, as PostgreSQL stores them. */
+const ReadGrant = z
+  .string()
+  .regex(/^[^.\s()]+\.[^.\s()]+(\s*\(\s*[^()\s,]+(\s*,\s*[^()\s,]+)*\s*\))?$/, 'expected schema.table or schema.table(col, col)');
+const TableName = z.string().regex(/^[^.\s()]+\.[^.\s()]+$/, 'expected schema.table');
+const ColumnName = z.string().regex(/^[^.\s]+\.[^.\s]+\.[^.\s]+$/, 'expected schema.table.column');
+
+/**
+ * P11 (SECURITY-POLICY.md): what one kind of identity may read and write on a connection. The first scope
+ * whose `match` fits the identity applies; with scopes configured, an identity no scope matches reads nothing.
+ */
+const Scope = z.strictObject({
+  /** Shown by `hoopctl whoami` and recorded in the audit trail. */
+  name: z.string().min(1).max(64).optional(),
+  /** The same matcher as an access rule: every field given must match. */
+  match: AccessRule,
+  /** Relations (all columns) or some of their columns; views are expanded to what they read unless named here. */
+  read: z.array(ReadGrant).default([]),
+  /** Relations this identity may even ask approval to write (INSERT, UPDATE, DELETE, MERGE, COPY FROM). */
+  write: z.array(TableName).default([]),
+  /** Results longer than this pause for approval (instead of approval.exportRowLimit). */
+  maxRows: z.number().int().positive().optional(),
+  /** Masked columns this identity reads in clear: an explicit exception, recorded on every statement that reads them. */
+  unmask: z.array(ColumnName).default([]),
+});
+
 const Connection = z.strictObject({
   postgres: PostgresTarget,
   access: z.array(AccessRule).min(1, 'at least one access rule; nobody could use this connection'),
   masking: z.record(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column'), MaskStrategy).default({}),
   approval: Approval.prefault({}),
   policy: PolicyOverrides.prefault({}),
+  /** P11: per-identity scopes; absent, every identity the access rules admit reads what the policy allows. */
+  scopes: z.array(Scope).optional(),
 });
 export type ConnectionConfig = z.infer<typeof Connection>;
 

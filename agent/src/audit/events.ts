@@ -135,6 +135,10 @@ export interface StatementFacts extends SessionFacts {
   bytes?: number;
   durationMs?: number;
   sqlstate?: string;
+  /** P11: the name of the scope the statement was judged by. */
+  scope?: string;
+  /** P11: masked columns it read in clear under the scope's `unmask` exception. */
+  unmasked?: string[];
 }
 
 export function makeStatementEvent(f: StatementFacts): EventInput {

@@ -41,6 +41,7 @@ import {
 } from './refusals.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
+import type { SessionScope } from '../policy/scope.js';
 import { Frontend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
@@ -94,6 +95,8 @@ export interface SessionDeps {
   audit: Pick<StateStore, 'append' | 'approvals'>;
   /** The connection's masking; absent when it masks no column. */
   masking?: ConnectionMasking;
+  /** P11: the scope of this session's identity; absent when the connection has no scopes. */
+  scope?: SessionScope;
   /** Milliseconds, monotonic enough for durations (injected: tests and replays control time). */
   clock: () => number;
   cancels: CancelRegistry;
@@ -350,9 +353,11 @@ export class PgSession {
 
   /** Masking needs the catalog before the first result: no session runs unmasked (fail closed). */
   private async prepareMasking(): Promise<void> {
+    // P11 too: no statement is judged against a scope before the catalog it needs is loaded.
+    await this.deps.scope?.ready();
     const m = this.deps.masking;
     if (!m) return;
-    this.masker = new ResultMasker(await m.current(), m.hashKey, () => m.invalidate());
+    this.masker = new ResultMasker(await m.currentFor(this.unmask), m.hashKey, () => m.invalidate());
     this.pipeline.useMasker(this.masker);
   }
 
@@ -485,7 +490,7 @@ export class PgSession {
           await this.ns.settled();
           continue;
         }
-        const unknown = this.masker && (msg.type === 'Query' || msg.type === 'Parse') ? this.unknownRelations(msg.sql) : [];
+        const unknown = (this.masker || this.deps.scope) && (msg.type === 'Query' || msg.type === 'Parse') ? this.unknownRelations(msg.sql) : [];
         if (unknown.length) {
           // It names a relation the masking catalog does not know (created since it was loaded): reload
           // it before judging, so the statement is planned on what the database really holds.
@@ -567,7 +572,7 @@ export class PgSession {
 
   /** Relations `sql` names that the masking catalog does not know, not yet reloaded for in this session. */
   private unknownRelations(sql: string): string[] {
-    const catalog = this.masker?.lineage.catalog;
+    const catalog = this.masker?.lineage.catalog ?? this.deps.scope?.catalog;
     if (!catalog) return [];
     const a = this.deps.policy.analyze(sql);
     if (!a.ok) return [];
@@ -589,10 +594,14 @@ export class PgSession {
   private async reloadCatalog(names: string[]): Promise<void> {
     for (const n of names) this.reloadedFor.add(n);
     const m = this.deps.masking;
-    if (!m || !this.masker) return;
+    if (!m || !this.masker) {
+      await this.deps.scope?.reload().catch((err) => this.log.warn('catalog could not be reloaded', { error: (err as Error).message }));
+      return;
+    }
     m.invalidate();
     try {
-      this.masker.useLineage(await m.current());
+      this.masker.useLineage(await m.currentFor(this.unmask));
+      await this.deps.scope?.ready();
       this.log.debug('masking catalog reloaded', { relations: names.length });
     } catch (err) {
       // The old catalog stays: statements on what it does not know are planned as unknown (masked whole).
@@ -710,6 +719,8 @@ export class PgSession {
         const d = this.policy.parse(msg.name, msg.sql);
         const facts = d.statements[0];
         if (d.action !== 'allow' || !facts) return this.refused('Parse', d, msg.sql);
+        const outside = this.deps.scope?.judge(d.statements);
+        if (outside) return this.refused('Parse', outside, msg.sql);
         const entry: Statement = { facts, plan: this.planOf(facts.text) };
         const changes = this.ns.stage([{ op: 'prepare', name: msg.name, entry }], true);
         return { bytes: serializeFrontend(msg), requests: [{ kind: 'parse', changes, redact: false }], extended: true };
@@ -750,6 +761,9 @@ export class PgSession {
     const d = this.policy.query(sql);
     const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
     if (d.action !== 'allow' && !holdable) return this.refused('Query', d, sql);
+    // P11 after the policy: what the statements read and write must be in this identity's scope.
+    const outside = this.deps.scope?.judge(d.statements);
+    if (outside) return this.refused('Query', outside, sql);
     const statements = this.queryStatements(d);
     // Literals are kept out of the trail when they may be compared with masked values; a COMMIT or FETCH
     // that runs a cursor's query has none of its own.
@@ -764,7 +778,7 @@ export class PgSession {
     const o: Outbound = {
       bytes: serializeFrontend({ type: 'Query', sql }),
       requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined }],
-      event: this.stmtLog.statementEvent(audited, d.action, d.rule),
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule, undefined, this.scopeFacts(d.statements)),
       log,
     };
     const locksRows = d.statements.some((f) => f.locksRows);
@@ -782,6 +796,8 @@ export class PgSession {
     const bind = portal?.bind;
     const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
     if ((d.action !== 'allow' && !holdable) || !portal || !facts) return this.refused('Parse', d, sql, bind);
+    const outside = this.deps.scope?.judge(d.statements);
+    if (outside) return this.refused('Parse', outside, sql, bind);
     // What the portal runs may itself name statements and cursors (EXECUTE s, FETCH c, PREPARE, DECLARE).
     const run = this.runPlan(portal.plan, facts, d.effects ?? [], 0, new Overlay(this.ns), msg.portal);
     const sensitive = run.plan.readsMasked || this.touchesMasked(facts.relations);
@@ -800,7 +816,7 @@ export class PgSession {
     const o: Outbound = {
       bytes: serializeFrontend(msg),
       requests: [request],
-      event: this.stmtLog.statementEvent(audited, d.action, d.rule, params),
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule, params, this.scopeFacts(d.statements)),
       log,
       extended: true,
       runs: facts,
@@ -1128,6 +1144,19 @@ export class PgSession {
     } catch {
       return '<statement not recorded: it could not be normalised>';
     }
+  }
+
+  /** Masked columns this identity's scope reads in clear (P11 `unmask`). */
+  private get unmask(): readonly string[] {
+    return this.deps.scope?.applied.unmask ?? [];
+  }
+
+  /** For the statement's audit event: the scope it was judged by, and the unmask exception when it applied. */
+  private scopeFacts(statements: readonly StatementFacts[]): { scope: string; unmasked?: string[] } | undefined {
+    const scope = this.deps.scope;
+    if (!scope) return undefined;
+    const unmasked = scope.unmasked(statements);
+    return { scope: scope.applied.name, ...(unmasked.length ? { unmasked } : {}) };
   }
 
   private touchesMasked(relations: readonly string[] | undefined): boolean {

@@ -40,7 +40,7 @@ export class StatementLog {
   constructor(private readonly deps: StatementLogDeps) {}
 
   /** The event that must be durable before the statement may reach PostgreSQL. */
-  statementEvent(sql: string, decision: string, rule: string, params?: unknown[]): EventInput {
+  statementEvent(sql: string, decision: string, rule: string, params?: unknown[], scope?: { scope: string; unmasked?: string[] }): EventInput {
     return makeStatementEvent({
       sessionId: this.deps.sessionId,
       who: this.deps.who,
@@ -49,6 +49,7 @@ export class StatementLog {
       params,
       decision,
       rule,
+      ...scope,
     });
   }
 

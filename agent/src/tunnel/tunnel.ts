@@ -11,6 +11,7 @@ import type { Principal } from '../identity/access.js';
 import { PgSession, type SessionDeps } from '../session/session.js';
 import type { PolicyEngine } from '../policy/index.js';
 import type { ConnectionMasking } from '../masking/connection.js';
+import { scopeFor, SessionScope } from '../policy/scope.js';
 
 export interface TunnelContext {
   identity: Principal;
@@ -18,7 +19,7 @@ export interface TunnelContext {
   clientAddr: string;
   log: Logger;
   /** Everything a session needs except the identity and connection, which come from the upgrade. */
-  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy' | 'masking'>;
+  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy' | 'masking' | 'scope'>;
   /** The connection's masking (rules, catalog); each session gets its own result tracking. */
   masking: ConnectionMasking;
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
@@ -35,6 +36,8 @@ const PING_EVERY_MS = 20_000;
 export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
   const log = ctx.log.child({ tunnel: randomUUID().slice(0, 8), sub: ctx.identity.sub, connection: ctx.connection.name });
   log.info('tunnel open', { clientAddr: ctx.clientAddr });
+  // P11: the identity is fixed for the tunnel, so is its scope; each session checks statements against it.
+  const scope = scopeFor(ctx.connection, ctx.identity);
   const mux: TunnelMux = new TunnelMux(ws, {
     maxStreams: ctx.maxStreams,
     onOpen(streamId, payload) {
@@ -44,6 +47,7 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
           ...ctx.sessionDeps,
           policy: ctx.policy,
           masking: ctx.masking.enabled ? ctx.masking : undefined,
+          scope: scope && new SessionScope(scope, ctx.masking),
           identity: ctx.identity,
           connection: ctx.connection,
           log,
