@@ -100,11 +100,22 @@ const PolicyOverrides = z.strictObject({
   maxEqualityValues: z.number().int().min(1).max(100_000).default(100),
 });
 
-/** `schema.table` or `schema.table(col, col)`: exact catalog names, as PostgreSQL stores them. */
-const ReadGrant = z
-  .string()
-  .regex(/^[^.\s()]+\.[^.\s()]+(\s*\(\s*[^()\s,]+(\s*,\s*[^()\s,]+)*\s*\))?$/, 'expected schema.table or schema.table(col, col)');
-const TableName = z.string().regex(/^[^.\s()]+\.[^.\s()]+$/, 'expected schema.table');
+// A name as PostgreSQL stores it: plain (`visits`), or double-quoted for any other spelling (`"Mixed Case"`).
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^."\s(),]+)`;
+const GRANT = new RegExp(String.raw`^(${IDENT})\.(${IDENT})(?:\s*\(\s*(${IDENT}(?:\s*,\s*${IDENT})*)\s*\))?$`);
+const unquote = (n: string) => (n.startsWith('"') ? n.slice(1, -1).replace(/""/g, '"') : n);
+
+/** `schema.table` or `schema.table(col, col)` → catalog key `schema.table` and columns (undefined: all). */
+export function parseReadGrant(text: string): { relation: string; columns?: string[] } | undefined {
+  const m = GRANT.exec(text.trim());
+  if (!m) return undefined;
+  const relation = `${unquote(m[1])}.${unquote(m[2])}`;
+  if (m[3] === undefined) return { relation };
+  return { relation, columns: [...m[3].matchAll(new RegExp(IDENT, 'g'))].map((c) => unquote(c[0])) };
+}
+
+const ReadGrant = z.string().refine((g) => parseReadGrant(g) !== undefined, 'expected schema.table or schema.table(col, col) (double-quote other spellings: public."Mixed Case")');
+const TableName = z.string().refine((g) => parseReadGrant(g)?.columns === undefined, 'expected schema.table');
 const ColumnName = z.string().regex(/^[^.\s]+\.[^.\s]+\.[^.\s]+$/, 'expected schema.table.column');
 
 /**

@@ -90,7 +90,11 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown> },
+  o: {
+    agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown>;
+    /** More fields of the demo connection (scopes…). */
+    connection?: Record<string, unknown>;
+  },
 ): Promise<ExtraAgent> {
   // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
   const dataDir = o.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-')));
@@ -110,6 +114,7 @@ export async function startExtraAgent(
           masking: DEMO_MASKING,
           approval: { approvers: { groups: ['compliance'] }, ...o.approval },
           ...(o.policy ? { policy: o.policy } : {}),
+          ...o.connection,
         },
       },
     },

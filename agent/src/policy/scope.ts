@@ -18,7 +18,7 @@
  * Kept apart from the policy engine's cached analysis: the engine's verdicts do not depend on who asks;
  * this check runs after it, on every statement, with the session's scope.
  */
-import type { ConnectionConfig } from '../../../shared/config/schema.js';
+import { parseReadGrant, type ConnectionConfig } from '../../../shared/config/schema.js';
 import { ruleMatches, type Principal } from '../identity/access.js';
 import type { Catalog, CatalogRelation } from '../masking/catalog.js';
 import { splitRead, VIA, type Lineage, type StatementReads } from '../masking/lineage.js';
@@ -54,22 +54,17 @@ export function scopeFor(conn: Pick<ConnectionConfig, 'scopes'>, who: Principal)
 
 function compile(s: ScopeConfig, name: string): AppliedScope {
   const read = new Map<string, Set<string> | 'all'>();
-  for (const g of s.read) {
-    const m = /^([^(]+?)\s*(?:\((.*)\))?$/.exec(g.trim())!;
-    const rel = m[1];
-    if (m[2] === undefined) read.set(rel, 'all');
-    else {
-      const prev = read.get(rel);
-      if (prev === 'all') continue;
-      const cols = prev ?? new Set<string>();
-      for (const c of m[2].split(',')) cols.add(c.trim());
-      read.set(rel, cols);
-    }
+  for (const text of s.read) {
+    const g = parseReadGrant(text)!; // validated with the config
+    const prev = read.get(g.relation);
+    if (prev === 'all') continue;
+    if (!g.columns) read.set(g.relation, 'all');
+    else read.set(g.relation, new Set([...(prev ?? []), ...g.columns]));
   }
   return {
     name,
     read,
-    write: new Set(s.write),
+    write: new Set(s.write.map((w) => parseReadGrant(w)!.relation)),
     maxRows: s.maxRows,
     unmask: s.unmask,
     config: { read: s.read, write: s.write, ...(s.maxRows !== undefined ? { maxRows: s.maxRows } : {}), unmask: s.unmask },

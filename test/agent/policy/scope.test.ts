@@ -1,7 +1,6 @@
 // P11 scopes on lineage, against a real PostgreSQL catalog: what each statement reads (reads-mode
 // lineage) checked against a scope. Each bypass class tries to read outside the scope and is refused;
 // the reads the scope grants pass. (End to end through psql and node-postgres: test/e2e/scopes.test.ts.)
-import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { freshDatabase } from '../../harness/pg.js';
@@ -10,29 +9,12 @@ import { Lineage } from '../../../agent/src/masking/lineage.js';
 import { loadParser } from '../../../agent/src/policy/parse.js';
 import { checkScope, scopeFor, unmaskedReads, type AppliedScope } from '../../../agent/src/policy/scope.js';
 import type { Principal } from '../../../agent/src/identity/access.js';
-
-const SCOPES_SQL = readFileSync(new URL('./fixtures/scopes.sql', import.meta.url), 'utf8');
+import { ETL_SCOPE, SCOPES_SQL } from './fixtures/scopes.js';
 
 /** The demo's two tables, as cli/src/demo/seed.ts creates them (without rows: only the catalog matters here). */
 const CORE_SQL = `
 CREATE TABLE patients (id int PRIMARY KEY, full_name text, ssn text, mrn text, email text, phone text, date_of_birth date, diagnosis text, created_at timestamptz);
 CREATE TABLE visits (id int PRIMARY KEY, patient_id int, visited_at timestamptz, department text, notes text);`;
-
-export const ETL_SCOPE = {
-  name: 'nightly-etl',
-  match: { groups: ['data-eng'] },
-  read: [
-    'public.visits(id, patient_id, visited_at, department)',
-    'public.patient_names',
-    'public.dept_counts',
-    'public.lab_results(id, taken_on, result)',
-    'public.notes_base',
-    'billing.invoices(id, amount)',
-    'public.Mixed Case(id, Open Col)',
-  ],
-  write: ['public.visits'],
-  unmask: [],
-};
 
 const who = (groups: string[]): Principal => ({ sub: 'ci-nightly', issuer: 'https://issuer.test', groups, claims: {} });
 
