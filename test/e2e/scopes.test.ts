@@ -9,6 +9,9 @@ import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 import { directQuery, psql, startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
 import { ETL_SCOPE, SCOPES_SQL } from '../agent/policy/fixtures/scopes.js';
+import { whoami } from '../../cli/src/commands/whoami.js';
+import { Output } from '../../cli/src/output.js';
+import { capture, tempEnv } from '../cli/helpers.js';
 
 const stack = useStack({ patients: 300 });
 let scoped: ExtraAgent;
@@ -180,6 +183,26 @@ describe('P11 unmask: an explicit, audited exception', () => {
     for await (const line of scoped.agent.store.chainLines()) events.push(JSON.parse(line));
     const e = events.find((x) => x.type === 'statement' && x.data.scope === 'treatment-team' && x.data.sql?.includes('ssn'));
     expect(e?.data.unmasked).toEqual(['public.patients.ssn']);
+  });
+});
+
+describe('hoopctl whoami shows the scope that applies', () => {
+  it('as text and as JSON, for the scoped CI job', async () => {
+    const { env, cleanup } = await tempEnv();
+    const out = capture();
+    try {
+      const token = await stack.get().token();
+      const r = await whoami({ agent: scoped.agent.url, token }, new Output({ json: false }), { env });
+      expect(r.agent?.connections?.[0]).toMatchObject({ name: DEMO_CONNECTION, allowed: true, scope: { name: 'nightly-etl', read: ETL_SCOPE.read, write: ['public.visits'], unmask: [] } });
+      expect(out.stdout()).toContain('scope nightly-etl');
+      expect(out.stdout()).toContain('reads:  public.visits(id, patient_id, visited_at, department), public.patient_names');
+      // the agent without scopes shows none
+      const plain = await whoami({ agent: stack.get().agent.url, token }, new Output({ json: true }), { env });
+      expect(plain.agent?.connections?.[0].scope).toBeUndefined();
+    } finally {
+      out.restore();
+      await cleanup();
+    }
   });
 });
 
