@@ -39,6 +39,14 @@ export interface Portal {
   readonly bind?: Extract<FrontendMessage, { type: 'Bind' }>;
   /** From a Describe of this portal, once the server sent it. */
   fields?: RowField[];
+  /** P11 row threshold: rows this cursor or portal passed to the client over all its FETCHes and Executes. */
+  counter?: RowCounter;
+}
+
+/** Rows one result, cursor or portal passed to the client; `approved` once an approver let the rest flow. */
+export interface RowCounter {
+  delivered: number;
+  approved?: boolean;
 }
 
 export type Op =

@@ -34,8 +34,8 @@ import type { LineagePlan } from '../masking/lineage.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { NO_PLAN, ResultMasker, UNKNOWN_PLAN } from './result-masking.js';
 import { SessionRecording, type RecordingOptions } from './recording.js';
-import { Namespace, stepPortal, stepStatement, type Op, type Portal, type Statement } from './namespace.js';
-import { Pipeline, type QueryStatement, type Request } from './pipeline.js';
+import { Namespace, stepPortal, stepStatement, type Op, type Portal, type RowCounter, type Statement } from './namespace.js';
+import { Pipeline, type QueryStatement, type Request, type RowPause } from './pipeline.js';
 import {
   AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, refusalFields, sentinel, type Refusal,
 } from './refusals.js';
@@ -157,6 +157,11 @@ export class PgSession {
   private sentinelSeq = 0;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
   private pendingHold?: AbortController;
+  /**
+   * P11 row threshold: a result paused at its row limit. Reading from PostgreSQL stops (the server blocks
+   * on its socket: memory stays bounded); `rest` is what was framed past the limit, `later` any reads after.
+   */
+  private rowPause?: { rest: Buffer; later: Buffer[] };
   /** The agent's own read-write switches: named hidden statements, so a client's unnamed statement survives them. */
   private readonly switches: { readWrite: Buffer; readOnly: Buffer };
   /** The session_start event is durable (so a session_end belongs in the trail too). */
@@ -235,7 +240,7 @@ export class PgSession {
 
   resume(): void {
     this.paused = false;
-    this.upstream?.resume();
+    if (!this.rowPause) this.upstream?.resume();
   }
 
   /**
@@ -255,12 +260,12 @@ export class PgSession {
       const burst = this.burst;
       this.burst = 0;
       this.burstCounting = false;
-      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || !this.backend.midResult || !this.upstream || this.closed) return;
+      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || this.rowPause || !this.backend.midResult || !this.upstream || this.closed) return;
       this.pacing = true;
       this.upstream.pause();
       setTimeout(() => {
         this.pacing = false;
-        if (!this.paused && this.step !== 'Closed') this.upstream?.resume();
+        if (!this.paused && !this.rowPause && this.step !== 'Closed') this.upstream?.resume();
       }, PACE_MS);
     });
   }
@@ -777,7 +782,7 @@ export class PgSession {
     const unnamed = this.ns.stage([{ op: 'deallocate', name: '' }, ...(d.statements.length ? [{ op: 'close', name: '' } as const] : []), { op: 'endTransaction' }], false);
     const o: Outbound = {
       bytes: serializeFrontend({ type: 'Query', sql }),
-      requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined }],
+      requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined, rowLimit: this.rowLimit }],
       event: this.stmtLog.statementEvent(audited, d.action, d.rule, undefined, this.scopeFacts(d.statements)),
       log,
     };
@@ -812,6 +817,8 @@ export class PgSession {
       changes: this.ns.stage(run.ops, true),
       log,
       redact: this.masker !== undefined && (run.plan.readsMasked || defers(facts)),
+      rowLimit: this.rowLimit,
+      counter: (portal.counter ??= { delivered: 0 }),
     };
     const o: Outbound = {
       bytes: serializeFrontend(msg),
@@ -838,6 +845,7 @@ export class PgSession {
         changes: this.ns.stage(run.ops, false),
         endsTransaction: f.endsTransaction === true,
         redact: this.masker !== undefined && (run.plan.readsMasked || defers(f)),
+        counter: this.cursorCounter(f, overlay),
       };
     });
   }
@@ -968,6 +976,7 @@ export class PgSession {
       const verdict = await this.awaitApproval(o, h);
       if (this.closed) return;
       if (verdict !== true) return this.refuseOutbound(o, verdict);
+      for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
     }
     if (write) this.runAlone(o);
   }
@@ -1045,6 +1054,7 @@ export class PgSession {
         break;
       }
       o.hold = undefined;
+      for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
       readWrite ||= needsReadWrite(h.decision);
     }
     for (const o of held) o.hold = undefined;
@@ -1065,7 +1075,7 @@ export class PgSession {
   }
 
   /** Asks the approvers; true when approved (and consumed), else the refusal to send instead. */
-  private async awaitApproval(o: Outbound, h: { decision: Decision; sql: string; params?: unknown[]; fingerprint: string }): Promise<true | Refusal> {
+  private async awaitApproval(o: Pick<Outbound, 'log'>, h: { decision: Pick<Decision, 'rule' | 'reason'>; sql: string; params?: unknown[]; fingerprint: string; rowsSoFar?: number }): Promise<true | Refusal> {
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
     const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
@@ -1081,9 +1091,11 @@ export class PgSession {
       minApprovals: conn.approval.minApprovals,
       statementSeq: o.log?.seq,
       rule: h.decision.rule,
+      rowsSoFar: h.rowsSoFar,
     });
     await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.log?.seq, fingerprint }));
-    const text = `hoopctl: statement held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
+    const paused = h.rowsSoFar !== undefined;
+    const text = `hoopctl: ${paused ? `result paused after ${h.rowsSoFar} rows` : 'statement held'} for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
     this.out.send(noticeResponse({ severity: 'NOTICE', code: '01000', message: text, hint: `An approver runs: hoopctl approvals approve ${a.id}   (expires ${a.expiresAt})` }));
     this.out.event({ type: 'approval_requested', streamId: this.meta.streamId, message: text, data: { id: a.id, connection: conn.name, sql: h.sql, expiresAt: a.expiresAt } });
     this.log.info('statement held', { approvalId: a.id, rule: h.decision.rule });
@@ -1113,11 +1125,11 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.log?.seq }));
-      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; running the statement`, data: { id: a.id } });
+      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; ${paused ? 'sending the rest of the result' : 'running the statement'}`, data: { id: a.id } });
       return true;
     }
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
-    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; the statement was not run` };
+    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; ${paused ? `the rest of the result was not sent (stopped after ${h.rowsSoFar} rows)` : 'the statement was not run'}` };
   }
 
   /**
@@ -1173,12 +1185,93 @@ export class PgSession {
 
   /** Backend bytes: framed once, walked once by the pipeline (which masks), one tunnel frame per read. */
   private onUpstreamBytes(chunk: Buffer): void {
+    if (this.rowPause) {
+      this.rowPause.later.push(chunk); // read before the pause took effect: after the paused rest, in order
+      return;
+    }
     const fr = this.backend;
     const count = fr.push(chunk);
     if (count === 0) return;
+    this.relay(fr, count);
+  }
+
+  private relay(fr: BackendFramer, count: number): void {
     const bytes = this.pipeline.process(fr.buffer, fr.types, fr.offsets, count);
     if (bytes.length) this.out.send(bytes);
     this.flushUpstream(); // what a pipeline callback queued (a read-only restore)
+    const p = this.pipeline.paused;
+    if (p) {
+      this.pipeline.paused = undefined;
+      this.rowPause = { rest: p.rest, later: [] };
+      this.upstream?.pause();
+      void this.decideRows(p).catch((err) => this.fatal(err));
+    }
+  }
+
+  /** FETCH c: the cursor's row counter, so a cursor read in many small FETCHes still meets the threshold. */
+  private cursorCounter(f: StatementFacts, names: Overlay): RowCounter | undefined {
+    const p = f.fetchesCursor !== undefined ? names.portal(f.fetchesCursor) : undefined;
+    return p ? (p.counter ??= { delivered: 0 }) : undefined;
+  }
+
+  /** The rows over a connection's (or scope's) threshold before a result pauses for approval (P11). */
+  private get rowLimit(): number {
+    return this.deps.scope?.applied.maxRows ?? this.deps.connection.approval.exportRowLimit;
+  }
+
+  /**
+   * P11 row threshold: a result passed its row limit and reading stopped. An approver lets the rest flow;
+   * a denial, an expiry or the client leaving cancels the query at the server, and the client gets an error
+   * where the rest would have been. The audit keeps the rows delivered and why the result stopped.
+   */
+  private async decideRows(p: RowPause): Promise<void> {
+    const r = p.request;
+    const sql = r.log?.sql ?? '';
+    // What the audit keeps if the result ends here: the rows the client got, and why the rest did not come.
+    const before = r.log?.rows ?? 0;
+    if (r.log) {
+      r.log.rows = before + p.resultRows;
+      r.log.note = `paused after ${p.rows} rows for approval; the session ended before it was decided`;
+    }
+    const source = this.deps.scope?.applied.maxRows !== undefined ? `maxRows of scope ${this.deps.scope.applied.name}` : 'approval.exportRowLimit';
+    const reason = `the result passed ${r.rowLimit} rows (${source}); the rest waits for an approver`;
+    const verdict: true | Refusal = this.deps.connection.approval.approvers
+      ? await this.awaitApproval({ log: r.log }, { decision: { rule: 'P11.rows', reason }, sql, fingerprint: this.fingerprint(`${sql}\0rows after ${p.rows}`), rowsSoFar: p.rows })
+      : { action: 'block', rule: 'P11.rows', reason: `the result passed ${r.rowLimit} rows (${source}) and this connection has no approvers (approval.approvers); stopped after ${p.rows} rows` };
+    if (this.closed) return;
+    if (verdict === true) {
+      p.counter.approved = true; // the rest of this result, cursor or portal flows
+      if (r.log) {
+        r.log.rows = before; // CommandComplete counts the whole result
+        r.log.note = undefined;
+      }
+    } else {
+      r.stopped = refusalFields(verdict);
+      if (r.log) r.log.note = `stopped after ${p.rows} rows: ${verdict.reason}`;
+      this.log.info('result stopped at its row limit', { rows: p.rows, rule: verdict.rule });
+      // The server is blocked writing the rest: cancel, then read on (dropping rows) until the result ends.
+      await this.up?.cancel().catch((err) => this.log.warn('cancel of a refused result failed', { error: (err as Error).message }));
+      if (this.closed) return;
+    }
+    this.resumeRows();
+  }
+
+  /** Reads on after a row pause: the paused rest first (it may pause again), then later reads, then the socket. */
+  private resumeRows(): void {
+    const p = this.rowPause;
+    if (!p) return;
+    this.rowPause = undefined;
+    const fr = new BackendFramer();
+    const n = fr.push(p.rest); // whole messages only: the main framer keeps any partial tail, which follows them
+    if (n) this.relay(fr, n);
+    for (let k = 0; k < p.later.length; k++) {
+      if (this.rowPause) {
+        (this.rowPause as { later: Buffer[] }).later.push(...p.later.slice(k));
+        return;
+      }
+      this.onUpstreamBytes(p.later[k]);
+    }
+    if (!this.rowPause && !this.paused && !this.pacing) this.upstream?.resume();
   }
 
   /** A message outside any statement (a notification, an idle notice, a parameter report): audited and recorded, never with values. */

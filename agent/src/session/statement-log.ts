@@ -20,6 +20,8 @@ export interface InFlight {
   /** Refused by the agent: its refusal is the outcome, no statement_result follows. */
   refused?: boolean;
   finished?: boolean;
+  /** Why it stopped early (P11 row threshold: paused, refused, the client left); kept over a generic note. */
+  note?: string;
   /** Recording entries written for it so far. */
   recorded?: number;
 }
@@ -78,7 +80,7 @@ export class StatementLog {
         rows: f.rows,
         sqlstate: f.sqlstate ?? '00000',
         durationMs: Math.round((this.deps.clock() - f.startedAt) * 1000) / 1000,
-        note,
+        note: f.note ?? note,
       },
     });
   }
