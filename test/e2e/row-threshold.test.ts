@@ -41,7 +41,7 @@ async function decide(a: ExtraAgent, verdict: 'approve' | 'deny') {
 }
 
 async function events(a: ExtraAgent): Promise<{ type: string; seq: number; data: Record<string, any> }[]> {
-  const out = [];
+  const out: { type: string; seq: number; data: Record<string, any> }[] = [];
   for await (const line of a.agent.store.chainLines()) out.push(JSON.parse(line));
   return out;
 }

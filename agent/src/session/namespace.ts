@@ -47,6 +47,8 @@ export interface Portal {
 export interface RowCounter {
   delivered: number;
   approved?: boolean;
+  /** What the approver is shown when the rows are a cursor's (its query, as audited), not the FETCH's text. */
+  sql?: string;
 }
 
 export type Op =

@@ -1211,7 +1211,8 @@ export class PgSession {
   /** FETCH c: the cursor's row counter, so a cursor read in many small FETCHes still meets the threshold. */
   private cursorCounter(f: StatementFacts, names: Overlay): RowCounter | undefined {
     const p = f.fetchesCursor !== undefined ? names.portal(f.fetchesCursor) : undefined;
-    return p ? (p.counter ??= { delivered: 0 }) : undefined;
+    if (!p) return undefined;
+    return (p.counter ??= { delivered: 0, sql: this.auditSql(p.facts.text, p.plan.readsMasked || this.touchesMasked(p.facts.relations)) });
   }
 
   /** The rows over a connection's (or scope's) threshold before a result pauses for approval (P11). */
@@ -1226,7 +1227,7 @@ export class PgSession {
    */
   private async decideRows(p: RowPause): Promise<void> {
     const r = p.request;
-    const sql = r.log?.sql ?? '';
+    const sql = p.counter.sql ?? r.log?.sql ?? '';
     // What the audit keeps if the result ends here: the rows the client got, and why the rest did not come.
     const before = r.log?.rows ?? 0;
     if (r.log) {
