@@ -3,8 +3,9 @@
 // error where the rest would have been, the session goes on, the audit keeps the rows delivered and why.
 // (A 100,000-row result with the agent in its own process, its RSS measured: row-threshold-memory.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
 import pg from 'pg';
-import { directQuery, nextPendingApproval, startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
+import { directQuery, nextPendingApproval, run, startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
 
 const LIMIT = 50;
 const stack = useStack({ patients: 100 });
@@ -160,6 +161,29 @@ describe('row threshold (approval.exportRowLimit)', () => {
     }
     throw new Error('the paused query still runs at the server');
   });
+});
+
+describe('hoopctl exec reports the pause like any hold', () => {
+  const CLI = ['--import', 'tsx', path.resolve('cli/src/main.ts')];
+
+  it('--json: the approval_requested and approved events on stderr, all rows on stdout; denied: exit 6', async () => {
+    const env = { ...process.env, HOOPCTL_TOKEN: await stack.get().token(), HOOPCTL_AGENT: gate.agent.url };
+    const approved = run('node', [...CLI, 'exec', 'demo-db', '-c', 'SELECT id FROM visits ORDER BY id', '--json'], { env });
+    await decide(gate, 'approve');
+    const ok = await approved;
+    expect(ok.code, ok.stderr).toBe(0);
+    const events = ok.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string; message?: string });
+    expect(events.find((e) => e.type === 'approval_requested')?.message).toContain(`result paused after ${LIMIT} rows`);
+    expect(events.some((e) => e.type === 'approved')).toBe(true);
+    expect(JSON.parse(ok.stdout).results[0].rowCount).toBe((await directQuery(stack.get(), 'SELECT id FROM visits')).length);
+
+    const denied = run('node', [...CLI, 'exec', 'demo-db', '-c', 'SELECT id FROM visits'], { env });
+    await decide(gate, 'deny');
+    const no = await denied;
+    expect(no.code).toBe(6);
+    expect(no.stderr).toMatch(/result paused after 50 rows for approval ap_/);
+    expect(no.stderr).toMatch(/denied by approver-bot: decided by the test; the rest of the result was not sent/);
+  }, 120_000);
 });
 
 describe("a scope's maxRows, and a connection without approvers", () => {
