@@ -128,7 +128,7 @@ describe('row threshold (approval.exportRowLimit)', () => {
     }
   });
 
-  it('counts a protocol portal over all its Executes (node-postgres, extended protocol)', async () => {
+  it('pauses an extended-protocol result too (node-postgres Parse/Bind/Execute); denied, the session goes on', async () => {
     const c = await client(gate);
     try {
       const q = c.query({ text: 'SELECT id FROM visits WHERE id > $1 ORDER BY id', values: [0] });

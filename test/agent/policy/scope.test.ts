@@ -10,6 +10,8 @@ import { loadParser } from '../../../agent/src/policy/parse.js';
 import { checkScope, scopeFor, unmaskedReads, type AppliedScope } from '../../../agent/src/policy/scope.js';
 import type { Principal } from '../../../agent/src/identity/access.js';
 import { ETL_SCOPE, SCOPES_SQL } from './fixtures/scopes.js';
+import { ConfigError, resolveConfig } from '../../../agent/src/config.js';
+import { parseReadGrant } from '../../../shared/config/schema.js';
 
 /** The demo's two tables, as cli/src/demo/seed.ts creates them (without rows: only the catalog matters here). */
 const CORE_SQL = `
@@ -164,5 +166,32 @@ describe('P11 scope: which scope applies', () => {
     expect(s.name).toBe('treatment');
     expect(unmaskedReads(lineage.readsSql('SELECT ssn FROM patients'), s)).toEqual(['public.patients.ssn']);
     expect(unmaskedReads(lineage.readsSql('SELECT full_name FROM patients'), s)).toEqual([]);
+  });
+});
+
+describe('P11 scope configuration', () => {
+  const config = (scopes: unknown) => ({
+    identity: { issuers: [{ issuer: 'https://issuer.test', audience: 'hoop' }] },
+    connections: { db: { postgres: { host: 'h', database: 'd', user: 'u', passwordEnv: 'PW' }, access: [{ groups: ['x'] }], scopes } },
+  });
+
+  it('reads grants as written, double quotes for other spellings', () => {
+    expect(parseReadGrant('public.visits')).toEqual({ relation: 'public.visits' });
+    expect(parseReadGrant('public.visits(id, department)')).toEqual({ relation: 'public.visits', columns: ['id', 'department'] });
+    expect(parseReadGrant('public."Mixed Case"("Open Col", id)')).toEqual({ relation: 'public.Mixed Case', columns: ['Open Col', 'id'] });
+    expect(parseReadGrant('visits')).toBeUndefined();
+    expect(parseReadGrant('public.visits(')).toBeUndefined();
+  });
+
+  it.each([
+    { desc: 'a grant without a schema', scopes: [{ match: { groups: ['x'] }, read: ['visits'] }], want: 'connections.db.scopes.0.read.0: expected schema.table' },
+    { desc: 'a write with columns', scopes: [{ match: { groups: ['x'] }, write: ['public.visits(id)'] }], want: 'connections.db.scopes.0.write.0: expected schema.table' },
+    { desc: 'an empty matcher', scopes: [{ match: {}, read: ['public.visits'] }], want: 'connections.db.scopes.0.match: an access rule must name at least one field' },
+    { desc: 'an unknown key', scopes: [{ match: { groups: ['x'] }, reads: ['public.visits'] }], want: 'connections.db.scopes.0' },
+    { desc: 'unmask of a table', scopes: [{ match: { groups: ['x'] }, unmask: ['public.patients'] }], want: 'connections.db.scopes.0.unmask.0: expected schema.table.column' },
+  ])('refuses $desc, naming the field', async ({ scopes, want }) => {
+    const err = await resolveConfig(config(scopes), { PW: 'x' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems.join('\n')).toContain(want);
   });
 });
