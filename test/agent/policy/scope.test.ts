@@ -93,6 +93,21 @@ describe('P11 scope: reads outside the scope are refused, on lineage', () => {
     { desc: 'UPDATE reading a column not granted', sql: "UPDATE visits SET department = notes WHERE id = 1", want: 'public.visits.notes' },
     { desc: 'CREATE TABLE AS', sql: 'CREATE TABLE copy_of AS SELECT id FROM visits', want: 'Writing public.copy_of' },
     { desc: 'DDL the analysis does not model', sql: 'CREATE INDEX ON visits (notes)', want: 'cannot be checked' },
+    { desc: 'a star inside a function argument', sql: 'SELECT to_jsonb(v.*) FROM visits v', want: 'public.visits.notes' },
+    { desc: 'a whole row by table name', sql: 'SELECT visits FROM visits', want: 'public.visits.notes' },
+    { desc: 'count of a column not granted', sql: 'SELECT count(notes) FROM visits', want: 'public.visits.notes' },
+    { desc: 'a FILTER on a column not granted', sql: 'SELECT count(*) FILTER (WHERE notes IS NULL) FROM visits', want: 'public.visits.notes' },
+    { desc: 'an equality lookup on a column not granted', sql: "SELECT id FROM visits WHERE notes = 'x'", want: 'public.visits.notes' },
+    { desc: 'GROUP BY a column not granted', sql: 'SELECT count(*) FROM visits GROUP BY notes', want: 'public.visits.notes' },
+    { desc: 'a window over a column not granted', sql: 'SELECT id, row_number() OVER (ORDER BY notes) FROM visits', want: 'public.visits.notes' },
+    { desc: 'an ARRAY sub-query', sql: 'SELECT ARRAY(SELECT ssn FROM patients)', want: 'public.patients' },
+    { desc: 'a NATURAL JOIN', sql: 'SELECT id FROM visits NATURAL JOIN patients', want: 'public.patients' },
+    { desc: 'a system column of a relation not granted', sql: 'SELECT xmin FROM patients', want: 'public.patients' },
+    { desc: 'JSON_TABLE over a column not granted', sql: "SELECT j.* FROM visits v, JSON_TABLE(to_jsonb(v.notes), '$' COLUMNS (x text PATH '$')) j", want: 'public.visits.notes' },
+    { desc: 'a LIMIT computed from a relation not granted', sql: 'SELECT id FROM visits LIMIT (SELECT count(*) FROM patients)', want: 'public.patients' },
+    { desc: 'MERGE from a relation not granted', sql: 'MERGE INTO visits v USING patients p ON v.id = p.id WHEN MATCHED THEN UPDATE SET department = p.ssn', want: 'public.patients' },
+    { desc: 'COPY FROM into a relation not granted for writes', sql: 'COPY billing.invoices FROM STDIN', want: 'Writing billing.invoices' },
+    { desc: 'SELECT INTO a new relation', sql: 'SELECT id INTO TEMP t FROM visits', want: 'Writing pg_temp.t' },
   ])('$desc', ({ sql, want }) => {
     const v = verdict(sql);
     expect(v, sql).toBeDefined();
@@ -136,6 +151,10 @@ describe('P11 scope: reads inside the scope pass', () => {
     'COPY (SELECT id, department FROM visits) TO STDOUT',
     "UPDATE visits SET department = 'x' WHERE id = 1",
     'EXPLAIN SELECT id FROM visits',
+    "SELECT id FROM visits WHERE department = 'x' AND patient_id IN (1, 2)",
+    'SELECT department, count(*) FROM visits GROUP BY department HAVING count(*) > 1 ORDER BY 2 DESC',
+    'SELECT v.id, i.amount FROM visits v JOIN billing.invoices i ON i.id = v.id',
+    "INSERT INTO visits (id, patient_id, visited_at, department) VALUES (1, 1, now(), 'x') RETURNING id",
   ])('%s', (sql) => {
     expect(verdict(sql)).toBeUndefined();
   });
