@@ -109,7 +109,8 @@ function outsideScope(read: string, scope: AppliedScope, catalog: Pick<Catalog, 
   if (granted(relation, column, scope, catalog, 'read')) return undefined;
   const rel = catalog.relations.get(relation);
   // A view not named in the scope: its own columns are what its definition reads, checked beside this.
-  if (rel && (rel.kind === 'v' || rel.kind === 'm')) return undefined;
+  // A view named with some columns: only those.
+  if (rel && (rel.kind === 'v' || rel.kind === 'm') && !scope.read.has(relation)) return undefined;
   return column === undefined ? `Reading ${relation}${through}` : `Reading ${relation}.${column}${through}`;
 }
 

@@ -168,6 +168,14 @@ describe('P11 scope: which scope applies', () => {
     expect(checkScope(lineage.readsSql('SELECT 1'), none, lineage.catalog)).toBeUndefined();
   });
 
+  it('a view named with some columns grants only those (and vouches for what they read)', () => {
+    const s = scopeFor({ scopes: [{ name: 'names-only', match: { groups: ['data-eng'] }, read: ['public.patient_ssn(id)'], write: [], unmask: [] }] }, who(['data-eng']))!;
+    expect(checkScope(lineage.readsSql('SELECT id FROM patient_ssn'), s, lineage.catalog)).toBeUndefined();
+    expect(checkScope(lineage.readsSql('SELECT ssn FROM patient_ssn'), s, lineage.catalog)?.reason).toContain('public.patient_ssn.ssn');
+    expect(checkScope(lineage.readsSql('SELECT * FROM patient_ssn'), s, lineage.catalog)?.reason).toContain('public.patient_ssn.ssn');
+    expect(checkScope(lineage.readsSql('SELECT id FROM patients'), s, lineage.catalog)?.reason).toContain('public.patients');
+  });
+
   it('no scopes configured: P11 does not apply', () => {
     expect(scopeFor({}, who(['data-eng']))).toBeUndefined();
   });
