@@ -8,10 +8,12 @@
  *         ⊕ P7 predicate check (strict by default: on lineage via the PredicateOracle once the catalog
  *           is loaded, by column names before) ; holds listed in approvalFreeFingerprints → allow
  *
- * The analysis of a text is cached (LRU). Statements that refer to session state (EXECUTE, FETCH,
+ * The analysis of a text is cached (LRU): under its literal-free skeleton (parse.ts) when no rule read a
+ * constant's value (constants.ts) and every literal is a constant, else under its exact text. Statements that refer to session state (EXECUTE, FETCH,
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
  */
-import { fingerprintOf, loadParser, Lru, parseStatements, textAfterKeyword } from './parse.js';
+import { cutText, fingerprintOf, loadParser, Lru, offsetMap, parseStatements, skeletonOf, textAfterKeyword, type Skeleton } from './parse.js';
+import { constantType, stringConstant } from './constants.js';
 import { findPredicateLeak, maskedColumns, type MaskedColumns } from './predicates.js';
 import {
   allow, asVerdict, block, explainAnalyzes, functionVerdict, operatorVerdict, relationVerdict, statementVerdict, stricter,
@@ -110,6 +112,14 @@ export type Effect =
 /** What the cache keeps for a text. */
 export type Analysis = { ok: true; statements: StatementFacts[] } | { ok: false; decision: Decision };
 
+/** A literal-free analysis, kept under its skeleton: texts are cut again from each text that has it. */
+interface ShapeEntry {
+  statements: StatementFacts[];
+  /** the literal offsets of the text it was made from, and its statements' byte spans there */
+  literals: readonly number[];
+  spans: readonly (readonly [number, number])[];
+}
+
 const MAX_CACHED_TEXT = 64 * 1024; // a 2 MB comment-padded statement must not pin 2 MB × 5,000 entries
 const WRAPPERS = new Set(['ExplainStmt', 'PrepareStmt', 'DeclareCursorStmt']);
 const CURSOR_OPT_HOLD = 0x20;
@@ -124,7 +134,10 @@ function transactionControl(kind: string, chain: boolean): StatementFacts['contr
 }
 
 export class PolicyEngine {
+  /** analyses that read a literal (or could not be parsed), by exact text */
   readonly #cache: Lru<Analysis>;
+  /** analyses that read none, by skeleton */
+  readonly #shapes: Lru<ShapeEntry>;
   readonly #lists: FunctionLists;
   readonly #approvalFree: ReadonlySet<string>;
   readonly #masked?: MaskedColumns;
@@ -134,6 +147,7 @@ export class PolicyEngine {
 
   constructor(opts: PolicyOptions = {}) {
     this.#cache = new Lru(opts.cacheSize ?? 5000);
+    this.#shapes = new Lru(opts.cacheSize ?? 5000);
     this.#lists = { extraBlocked: opts.extraBlockedFunctions ?? [], allowed: opts.allowedFunctions ?? [] };
     this.#approvalFree = new Set(opts.approvalFreeFingerprints ?? []);
     if ((opts.strictPredicates ?? true) && opts.maskedColumns?.length) {
@@ -155,20 +169,37 @@ export class PolicyEngine {
     return new PolicySession(this, names);
   }
 
-  /** Parse and judge every statement of `sql`; cached by exact text. */
+  /** Parse and judge every statement of `sql`; cached by skeleton when literal-free, else by exact text. */
   analyze(sql: string): Analysis {
     const oracle = this.#oracle?.();
     if (oracle !== this.#judgedWith) {
       this.#cache.clear();
+      this.#shapes.clear();
       this.#judgedWith = oracle;
     }
     const hit = this.#cache.get(sql);
     if (hit) return hit;
-    const parsed = parseStatements(sql);
-    const analysis: Analysis = parsed.ok
-      ? { ok: true, statements: parsed.statements.map((s) => this.#judgeSafely(s.kind, s.body, s.text)) }
-      : { ok: false, decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${parsed.error}), so it is blocked.`), statements: [] } };
-    if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
+    const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;
+    const shape = skeleton && this.#shapes.get(skeleton.key);
+    if (shape && skeleton) return retext(shape, skeleton, sql);
+    return this.analyzeUncached(sql, skeleton);
+  }
+
+  /** Parse and judge with no cache lookup (the differential test compares it with `analyze`). */
+  analyzeUncached(sql: string, skeleton?: Skeleton): Analysis {
+    const parsed = parseStatements(sql, skeleton);
+    if (!parsed.ok) {
+      const analysis: Analysis = { ok: false, decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${parsed.error}), so it is blocked.`), statements: [] } };
+      if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
+      return analysis;
+    }
+    const reads = parsed.statements[0]?.reads;
+    const before = reads?.count ?? 0;
+    const statements = parsed.statements.map((s) => this.#judgeSafely(s.kind, s.body, s.text));
+    const analysis: Analysis = { ok: true, statements };
+    if (skeleton && parsed.statements.every((s) => s.bound) && (reads?.count ?? 0) === before) {
+      this.#shapes.set(skeleton.key, { statements, literals: skeleton.literals, spans: parsed.statements.map((s) => [s.start, s.end] as const) });
+    } else if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
     return analysis;
   }
 
@@ -187,8 +218,7 @@ export class PolicyEngine {
     const extra: { -readonly [K in keyof StatementFacts]?: StatementFacts[K] } = {};
 
     const innerNode = WRAPPERS.has(kind) ? Object.entries((body.query ?? {}) as Body)[0] : undefined;
-    const innerText = kind === 'PrepareStmt' ? textAfterKeyword(text, 'AS') : kind === 'DeclareCursorStmt' ? textAfterKeyword(text, 'FOR') : undefined;
-    const inner = innerNode ? this.#judge(innerNode[0], innerNode[1] as Body, innerText ?? text, fingerprintText) : undefined;
+    const inner = innerNode ? this.#judge(innerNode[0], innerNode[1] as Body, innerTextOf(kind, text), fingerprintText) : undefined;
     if (WRAPPERS.has(kind) && !inner) verdict = block('P3.unknown-statement', `${kind} without a statement is not understood.`);
     if (inner) extra.inner = inner;
     if (kind === 'ExplainStmt' && inner) {
@@ -222,11 +252,8 @@ export class PolicyEngine {
     const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);
     for (const s of tree.statements) verdict = stricter(verdict, statementVerdict(s.kind, s.body));
     const pinned = kind === 'SelectStmt' ? pinnedSettingName(body) : undefined;
-    for (const f of tree.functions) {
-      // `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'` (pg_dump) is set_config('x', 'v', false).
-      const ref = pinned && f.name === 'set_config' && f.firstArg === undefined && f.firstArgColumn === 'name' ? { ...f, firstArg: pinned } : f;
-      verdict = stricter(verdict, functionVerdict(ref, this.#lists));
-    }
+    // `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'` (pg_dump) is set_config('x', 'v', false).
+    for (const f of tree.functions) verdict = stricter(verdict, functionVerdict(f, this.#lists, pinned));
     for (const r of tree.relations) verdict = stricter(verdict, relationVerdict(r));
     for (const o of tree.qualifiedOperators) verdict = stricter(verdict, operatorVerdict(o));
     for (const m of tree.tablesampleMethods) verdict = stricter(verdict, tablesampleVerdict(m));
@@ -259,6 +286,20 @@ export class PolicyEngine {
 
 const unique = (xs: string[]): string[] => [...new Set(xs)];
 
+/** The text of a wrapper's inner statement: PREPARE's after AS, DECLARE's after FOR, EXPLAIN's its own. */
+function innerTextOf(kind: string, text: string): string {
+  const after = kind === 'PrepareStmt' ? textAfterKeyword(text, 'AS') : kind === 'DeclareCursorStmt' ? textAfterKeyword(text, 'FOR') : undefined;
+  return after ?? text;
+}
+
+/** A cached literal-free analysis for `sql`, which has the same skeleton: only the texts change. */
+function retext(entry: ShapeEntry, skeleton: Skeleton, sql: string): Analysis {
+  const map = offsetMap(entry.literals, skeleton.literals);
+  const withText = (f: StatementFacts, text: string): StatementFacts =>
+    f.inner ? { ...f, text, inner: withText(f.inner, innerTextOf(f.kind, text)) } : { ...f, text };
+  return { ok: true, statements: entry.statements.map((f, i) => withText(f, cutText(sql, map(entry.spans[i][0]), map(entry.spans[i][1])))) };
+}
+
 const SELECT_DEFAULTS = new Set(['limitOption', 'op']);
 
 /**
@@ -273,8 +314,7 @@ function pinnedSettingName(body: Body): string | undefined {
   if (body.limitOption !== 'LIMIT_OPTION_DEFAULT' || body.op !== 'SETOP_NONE') return undefined;
   const bareName = (v: unknown) => isObj(v) && isObj(v.ColumnRef) && Object.keys(v.ColumnRef).every((k) => k === 'fields' || k === 'location')
     && JSON.stringify(v.ColumnRef.fields) === '[{"String":{"sval":"name"}}]';
-  const text = (v: unknown) => (isObj(v) && isObj(v.A_Const) && isObj(v.A_Const.sval) && typeof v.A_Const.sval.sval === 'string' ? v.A_Const.sval.sval : undefined);
-  const bool = (v: unknown) => isObj(v) && isObj(v.A_Const) && isObj(v.A_Const.boolval);
+  const bool = (v: unknown) => constantType(v) === 'bool';
 
   const from = body.fromClause as unknown[];
   const rv = Array.isArray(from) && from.length === 1 && isObj(from[0]) ? from[0].RangeVar : undefined;
@@ -287,11 +327,11 @@ function pinnedSettingName(body: Body): string | undefined {
   const fname = JSON.stringify(call.funcname);
   if (fname !== '[{"String":{"sval":"set_config"}}]' && fname !== '[{"String":{"sval":"pg_catalog"}},{"String":{"sval":"set_config"}}]') return undefined;
   const args = call.args as unknown[];
-  if (!Array.isArray(args) || args.length !== 3 || !bareName(args[0]) || text(args[1]) === undefined || !bool(args[2])) return undefined;
+  if (!Array.isArray(args) || args.length !== 3 || !bareName(args[0]) || constantType(args[1]) !== 'string' || !bool(args[2])) return undefined;
 
   const where = isObj(body.whereClause) ? body.whereClause.A_Expr : undefined;
   if (!isObj(where) || where.kind !== 'AEXPR_OP' || JSON.stringify(where.name) !== '[{"String":{"sval":"="}}]') return undefined;
-  return bareName(where.lexpr) ? text(where.rexpr) : undefined;
+  return bareName(where.lexpr) ? stringConstant(where.rexpr) : undefined;
 }
 
 /** Load the parser (WASM) once and build an engine. */
