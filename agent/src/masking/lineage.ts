@@ -1339,10 +1339,11 @@ export class Lineage {
    */
   analyzeSql(sql: string): LineagePlan {
     const hit = this.plans.get(sql);
-    if (hit) return hit;
+    if (hit) return (this.stats.exact++, hit);
     const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;
     const shape = skeleton && this.shapes.get(skeleton.key);
-    if (shape) return shape;
+    if (shape) return (this.stats.shape++, shape);
+    this.stats.made++;
     const p = parseStatements(sql, skeleton);
     if (!p.ok || p.statements.length !== 1) {
       const plan: LineagePlan = { kind: 'unknown', reason: p.ok ? 'expected one statement' : p.error, readsMasked: true };
@@ -1360,6 +1361,8 @@ export class Lineage {
   /** Plans by statement text, and literal-free plans by skeleton (read-only once made: callers never mutate them). */
   private readonly plans = new Lru<LineagePlan>(5000);
   private readonly shapes = new Lru<LineagePlan>(5000);
+  /** how plans were found: by exact text, by skeleton, or made */
+  readonly stats = { exact: 0, shape: 0, made: 0 };
 
   private analyzeUnsafe(kind: string, body: Obj): LineagePlan {
     const a = new Analysis(this);

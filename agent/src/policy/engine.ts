@@ -138,6 +138,8 @@ export class PolicyEngine {
   readonly #cache: Lru<Analysis>;
   /** analyses that read none, by skeleton */
   readonly #shapes: Lru<ShapeEntry>;
+  /** how analyses were found: by exact text, by skeleton, or made (tests and the bench read it) */
+  readonly stats = { exact: 0, shape: 0, made: 0 };
   readonly #lists: FunctionLists;
   readonly #approvalFree: ReadonlySet<string>;
   readonly #masked?: MaskedColumns;
@@ -178,10 +180,11 @@ export class PolicyEngine {
       this.#judgedWith = oracle;
     }
     const hit = this.#cache.get(sql);
-    if (hit) return hit;
+    if (hit) return (this.stats.exact++, hit);
     const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;
     const shape = skeleton && this.#shapes.get(skeleton.key);
-    if (shape && skeleton) return retext(shape, skeleton, sql);
+    if (shape && skeleton) return (this.stats.shape++, retext(shape, skeleton, sql));
+    this.stats.made++;
     return this.analyzeUncached(sql, skeleton);
   }
 
