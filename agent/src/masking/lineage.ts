@@ -1338,6 +1338,15 @@ export class Lineage {
    * constant's value (policy/constants.ts): those are kept under the text's skeleton.
    */
   analyzeSql(sql: string): LineagePlan {
+    if (this.last?.sql === sql) return (this.stats.exact++, this.last.plan);
+    const plan = this.lookup(sql);
+    if (sql.length <= MAX_CACHED_TEXT) this.last = { sql, plan };
+    return plan;
+  }
+
+  private last?: { sql: string; plan: LineagePlan };
+
+  private lookup(sql: string): LineagePlan {
     const hit = this.plans.get(sql);
     if (hit) return (this.stats.exact++, hit);
     const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;

@@ -12,7 +12,9 @@
  * constant's value (constants.ts) and every literal is a constant, else under its exact text. Statements that refer to session state (EXECUTE, FETCH,
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
  */
-import { cutText, fingerprintOf, loadParser, Lru, offsetMap, parseStatements, skeletonOf, textAfterKeyword, type Skeleton } from './parse.js';
+import {
+  cutText, fingerprintOf, loadParser, Lru, offsetMap, parseStatements, rememberStatementSkeleton, skeletonOf, textAfterKeyword, type Skeleton,
+} from './parse.js';
 import { constantType, stringConstant } from './constants.js';
 import { findPredicateLeak, maskedColumns, type MaskedColumns } from './predicates.js';
 import {
@@ -138,6 +140,8 @@ export class PolicyEngine {
   readonly #cache: Lru<Analysis>;
   /** analyses that read none, by skeleton */
   readonly #shapes: Lru<ShapeEntry>;
+  /** the last text analysed: the session asks up to three times per message */
+  #last?: { sql: string; analysis: Analysis };
   /** how analyses were found: by exact text, by skeleton, or made (tests and the bench read it) */
   readonly stats = { exact: 0, shape: 0, made: 0 };
   readonly #lists: FunctionLists;
@@ -177,8 +181,16 @@ export class PolicyEngine {
     if (oracle !== this.#judgedWith) {
       this.#cache.clear();
       this.#shapes.clear();
+      this.#last = undefined;
       this.#judgedWith = oracle;
     }
+    if (this.#last?.sql === sql) return (this.stats.exact++, this.#last.analysis);
+    const analysis = this.#lookup(sql);
+    if (sql.length <= MAX_CACHED_TEXT) this.#last = { sql, analysis };
+    return analysis;
+  }
+
+  #lookup(sql: string): Analysis {
     const hit = this.#cache.get(sql);
     if (hit) return (this.stats.exact++, hit);
     const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;
@@ -200,6 +212,7 @@ export class PolicyEngine {
     const before = reads?.count ?? 0;
     const statements = parsed.statements.map((s) => this.#judgeSafely(s.kind, s.body, s.text));
     const analysis: Analysis = { ok: true, statements };
+    if (skeleton) for (const s of parsed.statements) rememberStatementSkeleton(sql, skeleton, s.start, s.end);
     if (skeleton && parsed.statements.every((s) => s.bound) && (reads?.count ?? 0) === before) {
       this.#shapes.set(skeleton.key, { statements, literals: skeleton.literals, spans: parsed.statements.map((s) => [s.start, s.end] as const) });
     } else if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
@@ -300,7 +313,14 @@ function retext(entry: ShapeEntry, skeleton: Skeleton, sql: string): Analysis {
   const map = offsetMap(entry.literals, skeleton.literals);
   const withText = (f: StatementFacts, text: string): StatementFacts =>
     f.inner ? { ...f, text, inner: withText(f.inner, innerTextOf(f.kind, text)) } : { ...f, text };
-  return { ok: true, statements: entry.statements.map((f, i) => withText(f, cutText(sql, map(entry.spans[i][0]), map(entry.spans[i][1])))) };
+  return {
+    ok: true,
+    statements: entry.statements.map((f, i) => {
+      const [start, end] = [map(entry.spans[i][0]), map(entry.spans[i][1])];
+      rememberStatementSkeleton(sql, skeleton, start, end);
+      return withText(f, cutText(sql, start, end));
+    }),
+  };
 }
 
 const SELECT_DEFAULTS = new Set(['limitOption', 'op']);

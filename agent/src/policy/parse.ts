@@ -67,36 +67,88 @@ export interface Skeleton {
   literals: number[];
   /** per literal, the offset of a `-` or `+` token right before it (-1: none) */
   signs: number[];
+  /** every token: byte offsets and its part of the key (`T<text>`, or `L<type>` for a literal) */
+  tokens: readonly ScannedToken[];
+}
+
+interface ScannedToken {
+  start: number;
+  end: number;
+  tag: string;
 }
 
 export function skeletonOf(sql: string): Skeleton | undefined {
+  return knownSkeletons?.get(sql) ?? scanSkeleton(sql);
+}
+
+/** The skeleton by the scanner, never from a remembered statement (the tests compare both). */
+export function scanSkeleton(sql: string): Skeleton | undefined {
   if (!skeletonsUsable || sql.includes('\0')) return undefined;
-  let tokens: { start: number; end: number; text: string; tokenType: number }[];
+  let scanned: { start: number; end: number; tokenType: number }[];
   try {
-    tokens = scanSync(sql).tokens;
+    scanned = scanSync(sql).tokens;
   } catch {
     return undefined;
   }
-  const ascii = Buffer.byteLength(sql, 'utf8') === sql.length;
-  const buf = ascii ? undefined : Buffer.from(sql, 'utf8');
-  const cut = (a: number, b: number): string => (buf ? buf.toString('utf8', a, b) : sql.slice(a, b));
+  const cut = cutter(sql);
+  const tokens = scanned.map((t) => {
+    const literal = LITERAL_TOKENS.get(t.tokenType);
+    return { start: t.start, end: t.end, tag: literal ? `L${literal}` : `T${cut(t.start, t.end)}` };
+  });
+  return skeletonFrom(cut, tokens, 0, Buffer.byteLength(sql, 'utf8'));
+}
+
+/** Cuts a text by byte offsets (string slices when it is ASCII). */
+function cutter(sql: string): (a: number, b: number) => string {
+  if (Buffer.byteLength(sql, 'utf8') === sql.length) return (a, b) => sql.slice(a, b);
+  const buf = Buffer.from(sql, 'utf8');
+  return (a, b) => buf.toString('utf8', a, b);
+}
+
+/** The skeleton of the bytes [from, to) of a text, given its tokens there (offsets rebased on `from`). */
+function skeletonFrom(cut: (a: number, b: number) => string, tokens: readonly ScannedToken[], from: number, to: number): Skeleton {
   const literals: number[] = [];
   const signs: number[] = [];
+  const own: ScannedToken[] = [];
   let key = '';
-  let at = 0;
-  let prev: { start: number; text: string } | undefined;
+  let at = from;
+  let prev: ScannedToken | undefined;
   for (const t of tokens) {
-    const literal = LITERAL_TOKENS.get(t.tokenType);
-    key += `${cut(at, t.start)}\0${literal ? `L${literal}` : `T${cut(t.start, t.end)}`}\0`;
-    if (literal) {
-      literals.push(t.start, t.end);
-      signs.push(prev && (prev.text === '-' || prev.text === '+') ? prev.start : -1);
+    key += `${cut(at, t.start)}\0${t.tag}\0`;
+    if (t.tag[0] === 'L') {
+      literals.push(t.start - from, t.end - from);
+      signs.push(prev && (prev.tag === 'T-' || prev.tag === 'T+') ? prev.start - from : -1);
     }
+    own.push(from === 0 ? t : { start: t.start - from, end: t.end - from, tag: t.tag });
     prev = t;
     at = t.end;
   }
-  key += cut(at, buf ? buf.length : sql.length);
-  return { key, literals, signs };
+  key += cut(at, to);
+  return { key, literals, signs, tokens: own };
+}
+
+/**
+ * Skeletons of statement texts cut from a text already scanned, so that the lineage, asked for a
+ * statement the policy just judged, does not scan it again (the tokens of a range that starts and ends
+ * on token boundaries are the tokens the scanner reads from that range alone).
+ */
+let knownSkeletons: Lru<Skeleton> | undefined;
+
+/** The statement text [start, end) of `sql` (trimmed as parseStatements trims), remembered with its skeleton. */
+export function rememberStatementSkeleton(sql: string, skeleton: Skeleton, start: number, end: number): void {
+  const raw = cutter(sql)(start, end);
+  const text = raw.trim();
+  if (text.length === 0 || text === sql) return;
+  const from = start + Buffer.byteLength(raw.slice(0, raw.length - raw.trimStart().length), 'utf8');
+  const to = from + Buffer.byteLength(text, 'utf8');
+  const inside: ScannedToken[] = [];
+  for (const t of skeleton.tokens) {
+    if (t.end <= from || t.start >= to) continue;
+    if (t.start < from || t.end > to) return; // trimming cut into a token: let the scanner judge it
+    inside.push(t);
+  }
+  knownSkeletons ??= new Lru(64);
+  knownSkeletons.set(text, skeletonFrom(cutter(sql), inside, from, to));
 }
 
 /**
