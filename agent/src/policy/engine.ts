@@ -13,8 +13,11 @@
  * MOVE) are resolved by a PolicySession (session.ts); `classify` resolves them against an empty state.
  */
 import {
-  cutText, fingerprintOf, loadParser, Lru, offsetMap, parseStatements, rememberStatementSkeleton, skeletonOf, textAfterKeyword, type Skeleton,
+  cutText, fingerprintOf, loadParser, Lru, offsetMap, parseStatements, rememberStatementSkeleton, skeletonOf, statementFromJson, textAfterKeyword,
+  unparsable, type ParsedStatement, type Skeleton,
 } from './parse.js';
+import type { ConstantReads } from './constants.js';
+import { parseOffThread } from './parse-off-thread.js';
 import { constantType, stringConstant } from './constants.js';
 import { findPredicateLeak, maskedColumns, type MaskedColumns } from './predicates.js';
 import {
@@ -123,6 +126,10 @@ interface ShapeEntry {
 }
 
 const MAX_CACHED_TEXT = 64 * 1024; // a 2 MB comment-padded statement must not pin 2 MB × 5,000 entries
+/** texts longer than this are parsed on a worker thread and judged in slices (prepare) */
+const LARGE_TEXT = 64 * 1024;
+/** how long judging a large text may hold the event loop before it lets other sessions in (ms) */
+const SLICE_MS = 5;
 const WRAPPERS = new Set(['ExplainStmt', 'PrepareStmt', 'DeclareCursorStmt']);
 const CURSOR_OPT_HOLD = 0x20;
 
@@ -142,6 +149,10 @@ export class PolicyEngine {
   readonly #shapes: Lru<ShapeEntry>;
   /** the last text analysed: the session asks up to three times per message */
   #last?: { sql: string; analysis: Analysis };
+  /** large texts prepared off the event loop, until the session asks for them */
+  readonly #large = new Lru<Analysis>(2);
+  /** large texts being prepared now */
+  preparing = 0;
   /** how analyses were found: by exact text, by skeleton, or made (tests and the bench read it) */
   readonly stats = { exact: 0, shape: 0, made: 0 };
   readonly #lists: FunctionLists;
@@ -181,13 +192,59 @@ export class PolicyEngine {
     if (oracle !== this.#judgedWith) {
       this.#cache.clear();
       this.#shapes.clear();
+      this.#large.clear();
       this.#last = undefined;
       this.#judgedWith = oracle;
     }
     if (this.#last?.sql === sql) return (this.stats.exact++, this.#last.analysis);
+    const large = sql.length > LARGE_TEXT ? this.#large.get(sql) : undefined;
+    if (large) return large;
     const analysis = this.#lookup(sql);
     if (sql.length <= MAX_CACHED_TEXT) this.#last = { sql, analysis };
     return analysis;
+  }
+
+  /** Whether analyze(sql) answers without holding the event loop long (else: await prepare(sql) first). */
+  ready(sql: string): boolean {
+    return sql.length <= LARGE_TEXT || this.#large.get(sql) !== undefined;
+  }
+
+  /**
+   * Analyse a large text without holding the event loop: parsed on a worker, its statements judged in
+   * slices of a few milliseconds. The analysis is kept for the analyze() calls that follow. If the
+   * worker fails, the text is parsed here (slow, never wrong).
+   */
+  async prepare(sql: string): Promise<void> {
+    if (this.ready(sql)) return;
+    this.preparing++;
+    try {
+      const oracle = this.#oracle?.();
+      let analysis = await this.#analyzeLarge(sql).catch(() => undefined);
+      // A catalog reloaded meanwhile: judge again with it (inline; rare).
+      if (!analysis || this.#oracle?.() !== oracle) analysis = this.analyzeUncached(sql);
+      this.#large.set(sql, analysis);
+    } finally {
+      this.preparing--;
+    }
+  }
+
+  async #analyzeLarge(sql: string): Promise<Analysis> {
+    const why = unparsable(sql);
+    const raw = why ? { ok: false as const, error: why } : await parseOffThread(sql);
+    if (!raw.ok) return parseError(raw.error);
+    const bytes = Buffer.from(sql, 'utf8');
+    const reads: ConstantReads = { count: 0 };
+    const statements: StatementFacts[] = [];
+    let slice = performance.now();
+    for (const r of raw.statements) {
+      const s: ParsedStatement = statementFromJson(bytes, r, reads);
+      statements.push(this.#judgeSafely(s.kind, s.body, s.text));
+      if (performance.now() - slice > SLICE_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        slice = performance.now();
+      }
+    }
+    return { ok: true, statements };
   }
 
   #lookup(sql: string): Analysis {
@@ -204,7 +261,7 @@ export class PolicyEngine {
   analyzeUncached(sql: string, skeleton?: Skeleton): Analysis {
     const parsed = parseStatements(sql, skeleton);
     if (!parsed.ok) {
-      const analysis: Analysis = { ok: false, decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${parsed.error}), so it is blocked.`), statements: [] } };
+      const analysis = parseError(parsed.error);
       if (sql.length <= MAX_CACHED_TEXT) this.#cache.set(sql, analysis);
       return analysis;
     }
@@ -301,6 +358,11 @@ export class PolicyEngine {
 }
 
 const unique = (xs: string[]): string[] => [...new Set(xs)];
+
+const parseError = (error: string): Analysis => ({
+  ok: false,
+  decision: { ...block('P3.parse-error', `The gateway could not parse this statement (${error}), so it is blocked.`), statements: [] },
+});
 
 /** The text of a wrapper's inner statement: PREPARE's after AS, DECLARE's after FOR, EXPLAIN's its own. */
 function innerTextOf(kind: string, text: string): string {

@@ -11,6 +11,7 @@
  */
 import { fingerprintSync, loadModule, parseSync, scanSync } from 'libpg-query';
 import { hideConstant, type ConstantReads } from './constants.js';
+import type { RawStatement } from './parse-off-thread.js';
 
 /** A node as libpg-query's JSON has it: `{ SelectStmt: {...} }` (type name → body). */
 export type AstNode = Record<string, unknown>;
@@ -196,11 +197,30 @@ export function parseStatements(sql: string, skeleton?: Skeleton): ParseOutcome 
 const MAX_RECENT_TEXT = 64 * 1024;
 let recentStatements: Lru<{ statement: ParsedStatement; skeleton: boolean }> | undefined;
 
-function parseUncached(sql: string, skeleton?: Skeleton): ParseOutcome {
+/** Why a text cannot be parsed faithfully, if it cannot. */
+export function unparsable(sql: string): string | undefined {
   // The C parser stops at NUL, PostgreSQL's message framing does too: anything after it would be
   // judged by nobody. The session refuses such messages; refuse here as well (fail closed).
-  if (sql.includes('\0')) return { ok: false, error: 'the statement contains a NUL character' };
-  if (LONE_SURROGATE.test(sql)) return { ok: false, error: 'the statement is not valid UTF-8' };
+  if (sql.includes('\0')) return 'the statement contains a NUL character';
+  if (LONE_SURROGATE.test(sql)) return 'the statement is not valid UTF-8';
+  return undefined;
+}
+
+/**
+ * One statement of a text parsed on the worker (parse-off-thread.ts). Never bound: large texts are
+ * not cached by skeleton.
+ */
+export function statementFromJson(bytes: Buffer, raw: RawStatement, reads: ConstantReads): ParsedStatement {
+  const node = JSON.parse(raw.json) as AstNode;
+  hideConstants(node, reads);
+  const [kind] = Object.keys(node);
+  const end = raw.len ? raw.start + raw.len : bytes.length;
+  return { kind, body: node[kind] as Record<string, unknown>, text: bytes.subarray(raw.start, end).toString('utf8').trim(), start: raw.start, end, bound: false, reads };
+}
+
+function parseUncached(sql: string, skeleton?: Skeleton): ParseOutcome {
+  const why = unparsable(sql);
+  if (why) return { ok: false, error: why };
   if (sql.length === 0) return { ok: true, statements: [] }; // libpg-query refuses '', PostgreSQL answers EmptyQueryResponse
   let tree: { stmts?: { stmt?: AstNode; stmt_location?: number; stmt_len?: number }[] };
   try {

@@ -478,6 +478,12 @@ export class PgSession {
           this.inbox[0] = { error: err };
           continue;
         }
+        if ((msg.type === 'Query' || msg.type === 'Parse') && !this.deps.policy.ready(msg.sql)) {
+          // A large text is parsed on a worker and judged in slices: the other sessions are served meanwhile.
+          this.log.debug('large statement: parsing off the event loop', { chars: msg.sql.length });
+          await this.deps.policy.prepare(msg.sql);
+          continue;
+        }
         if (this.dependsOnUnconfirmed(msg)) {
           // Its meaning depends on a change the server has not confirmed (or skipped): wait for the server.
           if (this.heldRun) this.refuseHeldRun();
@@ -1136,8 +1142,8 @@ export class PgSession {
   }
 
   /** Per statement at debug level, and never with its text: SQL literals may hold PHI. */
-  private logDecision(d: { action: string; rule: string }): void {
-    this.log.debug('statement', { decision: d.action, rule: d.rule });
+  private logDecision(d: { action: string; rule: string; statements?: readonly unknown[] }): void {
+    this.log.debug('statement', { decision: d.action, rule: d.rule, statements: d.statements?.length ?? 0 });
   }
 
   // ── Database → client ──────────────────────────────────────────────────────────────────────────
