@@ -157,11 +157,22 @@ export function rememberStatementSkeleton(sql: string, skeleton: Skeleton, start
  * skeleton: everything but literal tokens is the same bytes in the same order.
  */
 export function offsetMap(from: readonly number[], to: readonly number[]): (offset: number) => number {
-  return (offset) => {
-    let shift = 0;
-    for (let i = 0; i < from.length && from[i + 1] <= offset; i += 2) shift += to[i + 1] - to[i] - (from[i + 1] - from[i]);
-    return offset + shift;
-  };
+  // shifts[k]: how far an offset after the first k literals moves
+  const shifts = [0];
+  for (let i = 0; i < from.length; i += 2) shifts.push(shifts[shifts.length - 1] + to[i + 1] - to[i] - (from[i + 1] - from[i]));
+  return (offset) => offset + shifts[countBefore(from, offset, 1)];
+}
+
+/** How many literals of `lits` (start, end pairs) have their `field` (0 start, 1 end) at or before `offset`. */
+function countBefore(lits: readonly number[], offset: number, field: 0 | 1): number {
+  let lo = 0;
+  let hi = lits.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (lits[2 * mid + field] <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Text of `sql` between two byte offsets, trimmed (as parseStatements cuts statements). */
@@ -231,6 +242,7 @@ function parseUncached(sql: string, skeleton?: Skeleton): ParseOutcome {
   const bytes = Buffer.from(sql, 'utf8');
   const reads: ConstantReads = { count: 0 };
   const constants = hideConstants(tree, reads);
+  const unbound = skeleton ? unboundLiterals(skeleton, constants) : [];
   const statements: ParsedStatement[] = [];
   for (const raw of tree.stmts ?? []) {
     const node = raw.stmt;
@@ -238,7 +250,7 @@ function parseUncached(sql: string, skeleton?: Skeleton): ParseOutcome {
     const [kind] = Object.keys(node);
     const start = raw.stmt_location ?? 0; // byte offsets, not UTF-16 indexes
     const end = raw.stmt_len ? start + raw.stmt_len : bytes.length;
-    const bound = skeleton !== undefined && literalsBound(skeleton, constants, start, end);
+    const bound = skeleton !== undefined && countBefore(unbound, end - 1, 0) === countBefore(unbound, start - 1, 0);
     statements.push({ kind, body: node[kind] as Record<string, unknown>, text: bytes.subarray(start, end).toString('utf8').trim(), start, end, bound, reads });
   }
   return { ok: true, statements };
@@ -269,18 +281,18 @@ function hideConstants(tree: unknown, reads: ConstantReads): Set<number> {
 }
 
 /**
- * Whether every literal token in [start, end) is where an A_Const is: at the token, or at a sign just
+ * Starts of the literal tokens that are not where an A_Const is: at the token, or at a sign just
  * before it (`-5` folds into one constant placed at the `-`).
  */
-function literalsBound(skeleton: Skeleton, constants: ReadonlySet<number>, start: number, end: number): boolean {
+function unboundLiterals(skeleton: Skeleton, constants: ReadonlySet<number>): number[] {
+  const out: number[] = [];
   const lits = skeleton.literals;
   for (let i = 0; i < lits.length; i += 2) {
-    if (lits[i] < start || lits[i] >= end) continue;
     if (constants.has(lits[i])) continue;
     const sign = skeleton.signs[i / 2];
-    if (sign < 0 || !constants.has(sign)) return false;
+    if (sign < 0 || !constants.has(sign)) out.push(lits[i], lits[i + 1]);
   }
-  return true;
+  return out;
 }
 
 /** libpg-query's fingerprint (constants and comments ignored); undefined when it cannot be computed. */
