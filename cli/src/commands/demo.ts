@@ -9,6 +9,7 @@ import type { DemoStack, DemoStackOptions } from '../demo/stack.js';
 import { psqlLine } from '../services/local-listener.js';
 import { createLogger } from '../../../agent/src/log.js';
 import { untilSignal } from '../signals.js';
+import { portFlag } from '../flags.js';
 import { UserError } from '../errors.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
@@ -24,7 +25,7 @@ export function registerDemo(program: Command, run: (fn: (out: Output) => Promis
   program
     .command('demo')
     .description('run the whole product locally: PostgreSQL with fake PHI, an OIDC issuer, hoop-agent and a tunnel')
-    .option('-p, --port <port>', 'local port for psql (default 55432, or a free one if taken)', (v) => Number(v))
+    .option('-p, --port <port>', 'local port for psql (default 55432, or a free one if taken)', portFlag())
     .option('--quiet', 'do not show the agent log')
     .addHelpText(
       'after',
