@@ -5,7 +5,7 @@ import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
 import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
 import { startLocalListener, psqlLine } from '../services/local-listener.js';
-import { untilSignal } from '../signals.js';
+import { endedBy, untilSignal } from '../signals.js';
 import { portFlag } from '../flags.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
@@ -86,10 +86,11 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
       out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
       out.result(null, () => psql);
     }
-    await untilSignal();
+    const sig = await untilSignal();
     await listener.close();
     await client.stop();
-    out.event({ type: 'stopped' });
+    out.event({ type: 'stopped', signal: sig });
+    endedBy(sig); // Ctrl-C: 130, run directly or under npm alike (README, Exit codes)
   } finally {
     screen?.unmount();
   }

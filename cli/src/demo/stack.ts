@@ -24,7 +24,11 @@ export const DEMO_MASKING = {
   'public.patients.email': 'hash',
   'public.patients.phone': 'redact',
   'public.patients.date_of_birth': 'null',
+  // Free text that repeats names, MRNs and dates of birth, as real clinical notes do.
+  'public.visits.notes': 'redact',
 } as const;
+/** Text columns the demo leaves in clear on purpose (silences the agent's start-up lint for them). */
+export const DEMO_UNMASKED = ['public.patients.full_name', 'public.patients.diagnosis', 'public.visits.department'];
 
 /** The CI identity the demo connects as (client credentials, group data-eng). */
 export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
@@ -52,6 +56,8 @@ export interface DemoStack {
   agent: RunningAgent;
   client: TunnelClient;
   listener: LocalListener;
+  /** The agent's data directory (its audit trail): `hoopctl audit verify` takes it. Removed at stop. */
+  dataDir: string;
   /** libpq URL of the tunnel's local port. */
   tunnelUrl: string;
   /** Direct superuser URL of the demo database (for tests and the benchmark's baseline). */
@@ -93,6 +99,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
             masking: DEMO_MASKING,
+            unmasked: DEMO_UNMASKED,
             approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
           },
         },
@@ -117,6 +124,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
       agent,
       client,
       listener,
+      dataDir,
       tunnelUrl: `postgres://noop@${listener.host}:${listener.port}/${DEMO_CONNECTION}`,
       directUrl: pg.url(DEMO_DATABASE),
       agentDbPassword,
