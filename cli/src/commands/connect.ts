@@ -79,6 +79,8 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     }
     client.keepAlive();
     const listener = await startLocalListener(client, opts.port ?? 0);
+    // Listening for the stop before saying we listen: a script may signal as soon as it reads the line.
+    const stop = untilSignal();
     const psql = psqlLine(listener, name);
     out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql });
     if (model) model.update({ psql, detail: `listening on ${listener.host}:${listener.port}` });
@@ -86,7 +88,7 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
       out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
       out.result(null, () => psql);
     }
-    const sig = await untilSignal();
+    const sig = await stop;
     await listener.close();
     await client.stop();
     out.event({ type: 'stopped', signal: sig });

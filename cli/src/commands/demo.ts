@@ -66,6 +66,8 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
       const line = psqlLine(stack.listener, DEMO_CONNECTION);
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       const cmds = commandsFor(stack, approver.envFile);
+      // Listening for the stop before saying we are ready: a script may signal as soon as it reads the line.
+      const stop = untilSignal(() => out.info('demo: second signal; exiting without cleaning up'));
       out.event({ type: 'ready', port: stack.listener.port, psql: line, agent: stack.agent.url, issuer: stack.issuer.issuer, approverEnv: approver.envFile, auditDir: stack.dataDir, hoopctl: cmds.hoopctl, verify: cmds.verify });
       const howTo = [
         `Held statements wait for an approver. As ${DEMO_APPROVER} (group compliance), in a third terminal:`,
@@ -78,7 +80,7 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
         out.info('Try: SELECT full_name, diagnosis FROM patients LIMIT 5;   then Ctrl-C here to stop everything.');
         out.info(howTo.join('\n'));
       }
-      const sig = await untilSignal(() => out.info('demo: second signal; exiting without cleaning up'));
+      const sig = await stop;
       model ? model.update({ state: 'starting', detail: 'stopping…' }) : out.info('demo: stopping…');
       // Writers first (tunnel, agent and its store), then their directories, then the database.
       await stack.stop();
