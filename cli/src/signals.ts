@@ -6,15 +6,22 @@ import { Cancelled, ExitCode } from './errors.js';
 
 const STOPS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
-/** Resolves with the first stop signal; later ones end the process at once (cleanup cut short). */
+/**
+ * One Ctrl-C can arrive twice: the terminal signals the whole process group (npm, tsx, node) and tsx
+ * relays it to node as well. A repeat this soon after the first is that echo, not a second Ctrl-C.
+ */
+const ECHO_MS = 1_000;
+
+/** Resolves with the first stop signal; a later one (not its echo) ends the process at once (cleanup cut short). */
 export function untilSignal(onSecond: (sig: NodeJS.Signals) => void = () => {}): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    let first: NodeJS.Signals | undefined;
+    let first: { sig: NodeJS.Signals; at: number } | undefined;
     const on = (sig: NodeJS.Signals) => {
       if (first === undefined) {
-        first = sig;
+        first = { sig, at: performance.now() };
         return resolve(sig);
       }
+      if (sig === first.sig && performance.now() - first.at < ECHO_MS) return;
       onSecond(sig);
       process.exit(sig === 'SIGINT' ? ExitCode.Interrupted : 128 + 15);
     };

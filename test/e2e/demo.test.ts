@@ -128,10 +128,12 @@ describe('hoopctl demo, from start to Ctrl-C', () => {
     expect(events()).toContainEqual(expect.objectContaining({ type: 'approval_decided', approvalId, verdict: 'approve', by: 'dave@clinic.example' }));
   }, 120_000);
 
-  it('Ctrl-C: exits 130 after a stopped event, leaving nothing in its temp directory (rough edges 3, 9, 11)', async () => {
+  it('Ctrl-C (delivered twice, as under npm): exits 130 after a stopped event, leaving nothing in its temp directory (rough edges 3, 9, 11)', async () => {
     // What the demo created there (tsx's compile cache, tsx-<uid>, belongs to the runner, not the demo).
     const created = async () => (await readdir(tmp)).filter((f) => !f.startsWith('tsx-'));
     expect((await created()).map((f) => f.replace(/-[^-]+$/, '')).sort()).toEqual(['hoop-demo', 'hoop-demo-agent', 'hoop-pg']);
+    // As a terminal's Ctrl-C under `npm run demo` arrives: to the process itself and relayed by npm.
+    demo.signal('SIGINT');
     demo.signal('SIGINT');
     const exit = await demo.exited;
     expect(exit, demo.stderr).toEqual({ code: 130, signal: null });
