@@ -47,7 +47,7 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
   const port = await demoPort(opts.port, out);
   // Loaded on demand: the embedded PostgreSQL and issuer are heavy, and the PostgreSQL package's exit
   // hooks would end the process on Ctrl-C before the stop below removed the temporary directories.
-  const { startDemoStack, DEMO_CONNECTION } = await loadWithoutForeignSignalHandlers(() => import('../demo/stack.js'));
+  const { startDemoStack, DEMO_CONNECTION, DEMO_POLICY_MASKING } = await loadWithoutForeignSignalHandlers(() => import('../demo/stack.js'));
   const { signInApprover, DEMO_APPROVER } = await import('../demo/approver.js');
   const model = out.interactive ? new TunnelViewModel({ title: 'hoopctl demo', state: 'starting', notes: [] }) : undefined;
   const screen = model && showTunnelScreen(model);
@@ -59,7 +59,7 @@ async function demo(opts: DemoOptions, out: Output): Promise<void> {
   try {
     const progress = (step: string) => (model ? model.update({ detail: step }) : out.info(`demo: ${step}…`));
     const t0 = performance.now();
-    const stack = await startDemoStack({ port, progress, agent: opts.quiet ? {} : { wrapStore: watchAudit(show) } });
+    const stack = await startDemoStack({ port, progress, masking: DEMO_POLICY_MASKING, agent: opts.quiet ? {} : { wrapStore: watchAudit(show) } });
     let approver: Awaited<ReturnType<typeof signInApprover>> | undefined;
     try {
       approver = await signInApprover(stack);

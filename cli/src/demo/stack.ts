@@ -24,9 +24,13 @@ export const DEMO_MASKING = {
   'public.patients.email': 'hash',
   'public.patients.phone': 'redact',
   'public.patients.date_of_birth': 'null',
-  // Free text that repeats names, MRNs and dates of birth, as real clinical notes do.
-  'public.visits.notes': 'redact',
 } as const;
+/**
+ * What `hoopctl demo` masks: the above, and the visits' free-text notes, which repeat names, MRNs and
+ * dates of birth as real clinical notes do. (The tests' stacks keep the notes in clear: they use them as
+ * markers a write changes.)
+ */
+export const DEMO_POLICY_MASKING = { ...DEMO_MASKING, 'public.visits.notes': 'redact' } as const;
 /** Text columns the demo leaves in clear on purpose (silences the agent's start-up lint for them). */
 export const DEMO_UNMASKED = ['public.patients.full_name', 'public.patients.diagnosis', 'public.visits.department'];
 
@@ -40,6 +44,8 @@ export interface DemoStackOptions {
   pgVersion?: 15 | 18;
   /** Number of sample patients. */
   patients?: number;
+  /** Masked columns (default DEMO_MASKING). */
+  masking?: Record<string, string | { partial: number }>;
   /** How long a held statement waits for an approver (default 15m). */
   approvalTimeout?: string;
   agentLog?: Logger;
@@ -98,7 +104,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
           [DEMO_CONNECTION]: {
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
-            masking: DEMO_MASKING,
+            masking: opts.masking ?? DEMO_MASKING,
             unmasked: DEMO_UNMASKED,
             approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
           },
