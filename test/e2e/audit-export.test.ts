@@ -153,7 +153,7 @@ describe('hoopctl audit export', () => {
     expect(JSON.parse(mine.stdout)).toEqual({ error: { code: 'NOT_A_REVIEWER', message: 'only reviewers may export the audit trail', hint: 'Ask to be added to a reviewer group.' } });
     const bad = await cli(['audit', 'export', '--since', 'last tuesday', '-o', file], await reviewerToken());
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--since: not a time: last tuesday');
+    expect(bad.stderr).toContain('--since: not an ISO date or time (2026-11-01, 2026-11-01T08:00:00Z), a duration back from now (30m, 24h, 7d, 2w) or now: "last tuesday"');
     expect(await readdir(dir)).toEqual([]);
   }, 60_000);
 });
