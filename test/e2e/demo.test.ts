@@ -67,6 +67,12 @@ describe('hoopctl demo, from start to Ctrl-C', () => {
     expect(demo.stderr.match(/starting hoop-agent/g)).toHaveLength(1);
   });
 
+  it('with a --port that is taken, exits 2 before starting anything', async () => {
+    const r = await hoopctl(['demo', '--port', String(takenPort)], { ...process.env, CI: 'true', TMPDIR: tmp });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: port ${takenPort} on 127.0.0.1 is already in use\n  Pick another with --port, or leave --port out to use a free one.\n`);
+  }, 60_000);
+
   it('masks visits.notes, and prints each decision as a JSON Lines event (rough edges 2, 3)', async () => {
     const c = new pg.Client({ host: '127.0.0.1', port: ready.port, user: 'noop', database: 'demo-db' });
     await c.connect();
