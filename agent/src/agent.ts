@@ -3,7 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { hostname } from 'node:os';
-import type { ResolvedConfig } from './config.js';
+import type { ResolvedConfig, ResolvedConnection } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
 import { auditExportApi, sessionsApi } from './http/sessions-api.js';
@@ -12,6 +12,7 @@ import { TokenVerifier } from './identity/verify.js';
 import { CancelRegistry } from './session/cancel.js';
 import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
 import { ConnectionMasking } from './masking/connection.js';
+import { unmaskedTextColumns } from './masking/catalog.js';
 import type { StateStore } from './audit/store.js';
 import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
@@ -241,6 +242,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info('agent listening', { url, connections: [...config.connections.keys()] });
+  for (const [name, m] of maskers) if (m.enabled) void lintMasking(name, m, config.connections.get(name)!, log);
   const retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
   // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
   const checkpoints = setInterval(() => {
@@ -304,6 +306,26 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 }
 
 const READY_TIMEOUT_MS = 3_000;
+
+/**
+ * At start, once the catalog loads: one warning per text column left in clear beside masked columns
+ * (masking/catalog.ts). A database that cannot be reached now is not this lint's to report (readyz does).
+ */
+async function lintMasking(name: string, masking: ConnectionMasking, conn: ResolvedConnection, log: Logger): Promise<void> {
+  let lineage;
+  try {
+    lineage = await masking.current();
+  } catch {
+    return;
+  }
+  for (const column of unmaskedTextColumns(lineage.catalog, Object.keys(conn.masking), conn.unmasked)) {
+    log.warn('text column not masked beside masked columns', {
+      connection: name,
+      column,
+      hint: `free text often repeats the identifiers masked beside it: mask it, or list it under connections.${name}.unmasked to silence this`,
+    });
+  }
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

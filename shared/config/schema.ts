@@ -104,6 +104,11 @@ const Connection = z.strictObject({
   postgres: PostgresTarget,
   access: z.array(AccessRule).min(1, 'at least one access rule; nobody could use this connection'),
   masking: z.record(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column'), MaskStrategy).default({}),
+  /**
+   * Text columns of tables with masked columns that are left in clear on purpose: silences the agent's
+   * start-up warning about each (masking/catalog.ts `unmaskedTextColumns`).
+   */
+  unmasked: z.array(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column')).default([]),
   approval: Approval.prefault({}),
   policy: PolicyOverrides.prefault({}),
 });

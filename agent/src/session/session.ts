@@ -272,7 +272,7 @@ export class PgSession {
   /** Agent drain, polled until false: withdraws a held statement (saying why), ends the session with FATAL 57P01 once idle outside a transaction, or at once when `force`d. */
   drain(message: string, force = false): boolean {
     if (this.pendingHold && !this.pendingHold.signal.aborted) this.out.send(noticeResponse({ severity: 'WARNING', code: SqlState.AdminShutdown, message: `hoopctl: ${message}; the approval request was withdrawn and the statement was not run` }));
-    this.pendingHold?.abort();
+    this.pendingHold?.abort(message); // the reason goes to the client and the approval_withdrawn event
     if (force) this.close(message);
     else if (this.pipeline.length === 0 && this.pipeline.status === TxStatus.Idle && !this.pumping && this.inbox.length === 0) this.fatal(new StartupRefusal(SqlState.AdminShutdown, `hoopctl: ${message}`, 'Reconnect and retry: hoopctl connect reconnects by itself.'));
     return !this.closed;
@@ -395,7 +395,7 @@ export class PgSession {
     if (!this.paused) sock.resume();
 
     // Ctrl-C while a statement waits for approval withdraws the request; otherwise it cancels upstream.
-    const key = this.deps.cancels.issue(this.deps.identity, async () => (this.pendingHold ? this.pendingHold.abort() : up.cancel()));
+    const key = this.deps.cancels.issue(this.deps.identity, async () => (this.pendingHold ? this.pendingHold.abort('the client cancelled it') : up.cancel()));
     this.cancelPid = key.pid;
 
     const parts: Buffer[] = [AUTH_OK];
@@ -1088,9 +1088,12 @@ export class PgSession {
       const last = d.approval.votes.at(-1);
       if (last) by = ` by ${last.sub}${last.reason ? `: ${last.reason}` : ''}`;
     } catch {
-      // The client cancelled (Ctrl-C) or left: withdraw the request, nothing runs.
+      // The client cancelled (Ctrl-C) or left, or the agent drains: withdraw the request, nothing runs.
+      const why = typeof abort.signal.reason === 'string' ? abort.signal.reason : 'the request was abandoned';
       await approvals.withdraw(a.id).catch(() => {});
+      await this.deps.audit.append(makeApprovalEvent('approval_withdrawn', { ...who, approvalId: a.id, statementSeq: o.log?.seq, reason: why }));
       status = 'withdrawn';
+      by = `: ${why}`;
     } finally {
       this.pendingHold = undefined;
     }
@@ -1200,7 +1203,7 @@ export class PgSession {
     if (this.closed) return;
     this.step = 'Closed';
     clearTimeout(this.startupTimer);
-    this.pendingHold?.abort(); // a held statement of a client that left is withdrawn, never run
+    this.pendingHold?.abort('the client left'); // a held statement of a client that left is withdrawn, never run
     if (this.cancelPid !== undefined) this.deps.cancels.release(this.cancelPid);
     const sock = this.upstream;
     // A statement still running is cancelled at the server, not left to finish for nobody.

@@ -16,6 +16,7 @@ import { getJson, parseBody, postJson } from '../services/agent-api.js';
 import { ApprovalDecision, ApprovalList, ApprovalOne, type ApprovalView, type Verdict } from '../../../shared/api/approvals.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { enumFlag } from '../flags.js';
 
 export type { ApprovalView, Verdict };
 
@@ -29,6 +30,8 @@ export interface ApprovalsOptions {
 }
 
 
+const STATUSES = ['pending', 'approved', 'denied', 'expired', 'withdrawn', 'consumed', 'all'] as const;
+
 type Run = (fn: (out: Output) => Promise<void>) => Promise<void>;
 
 export function registerApprovals(program: Command, run: Run): void {
@@ -38,7 +41,7 @@ export function registerApprovals(program: Command, run: Run): void {
     .option('--agent <url>', 'agent URL (env HOOPCTL_AGENT; default: the one `hoopctl login` remembered)')
     .option('--token <token>', 'access token (env HOOPCTL_TOKEN; default: the stored login)')
     .option('--connection <name>', 'only requests on this connection')
-    .option('--status <s>', 'pending (default) | approved | denied | expired | withdrawn | consumed | all')
+    .option('--status <s>', `${STATUSES.join(' | ')} (default pending)`, enumFlag('--status', STATUSES))
     .option('--all', 'also requests you cannot decide (your own, already voted, decided)')
     .addHelpText(
       'after',

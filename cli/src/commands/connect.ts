@@ -5,7 +5,8 @@ import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
 import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
 import { startLocalListener, psqlLine } from '../services/local-listener.js';
-import { untilSignal } from '../signals.js';
+import { endedBy, untilSignal } from '../signals.js';
+import { portFlag } from '../flags.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
@@ -23,7 +24,7 @@ export function registerConnect(program: Command, run: (fn: (out: Output) => Pro
     .command('connect')
     .argument('<name>', 'connection name, as configured on the agent (e.g. prod-db)')
     .description('open a local port that psql, pg_dump or any Postgres driver can use without a password')
-    .option('-p, --port <port>', 'local port to listen on (default: a free one)', parsePort)
+    .option('-p, --port <port>', 'local port to listen on (default: a free one)', portFlag())
     .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the login `hoopctl login` stored, renewed as needed)')
     .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
@@ -40,12 +41,6 @@ The port listens on 127.0.0.1 only. Connect with user "noop"; no password is nee
 the database credential and checks every statement against its policy.`,
     )
     .action((name: string, opts: ConnectOptions) => run((out) => connect(name, opts, out)));
-}
-
-function parsePort(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UserError('BAD_PORT', `not a port: ${v}`, { exitCode: ExitCode.Usage });
-  return n;
 }
 
 export async function connect(name: string, opts: ConnectOptions, out: Output): Promise<void> {
@@ -84,6 +79,8 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     }
     client.keepAlive();
     const listener = await startLocalListener(client, opts.port ?? 0);
+    // Listening for the stop before saying we listen: a script may signal as soon as it reads the line.
+    const stop = untilSignal();
     const psql = psqlLine(listener, name);
     out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql });
     if (model) model.update({ psql, detail: `listening on ${listener.host}:${listener.port}` });
@@ -91,10 +88,11 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
       out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
       out.result(null, () => psql);
     }
-    await untilSignal();
+    const sig = await stop;
     await listener.close();
     await client.stop();
-    out.event({ type: 'stopped' });
+    out.event({ type: 'stopped', signal: sig });
+    endedBy(sig); // Ctrl-C: 130, run directly or under npm alike (README, Exit codes)
   } finally {
     screen?.unmount();
   }

@@ -25,6 +25,14 @@ export const DEMO_MASKING = {
   'public.patients.phone': 'redact',
   'public.patients.date_of_birth': 'null',
 } as const;
+/**
+ * What `hoopctl demo` masks: the above, and the visits' free-text notes, which repeat names, MRNs and
+ * dates of birth as real clinical notes do. (The tests' stacks keep the notes in clear: they use them as
+ * markers a write changes.)
+ */
+export const DEMO_POLICY_MASKING = { ...DEMO_MASKING, 'public.visits.notes': 'redact' } as const;
+/** Text columns the demo leaves in clear on purpose (silences the agent's start-up lint for them). */
+export const DEMO_UNMASKED = ['public.patients.full_name', 'public.patients.diagnosis', 'public.visits.department'];
 
 /** The CI identity the demo connects as (client credentials, group data-eng). */
 export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
@@ -36,6 +44,8 @@ export interface DemoStackOptions {
   pgVersion?: 15 | 18;
   /** Number of sample patients. */
   patients?: number;
+  /** Masked columns (default DEMO_MASKING). */
+  masking?: Record<string, string | { partial: number }>;
   /** How long a held statement waits for an approver (default 15m). */
   approvalTimeout?: string;
   agentLog?: Logger;
@@ -52,6 +62,8 @@ export interface DemoStack {
   agent: RunningAgent;
   client: TunnelClient;
   listener: LocalListener;
+  /** The agent's data directory (its audit trail): `hoopctl audit verify` takes it. Removed at stop. */
+  dataDir: string;
   /** libpq URL of the tunnel's local port. */
   tunnelUrl: string;
   /** Direct superuser URL of the demo database (for tests and the benchmark's baseline). */
@@ -92,7 +104,8 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
           [DEMO_CONNECTION]: {
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
-            masking: DEMO_MASKING,
+            masking: opts.masking ?? DEMO_MASKING,
+            unmasked: DEMO_UNMASKED,
             approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
           },
         },
@@ -117,6 +130,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
       agent,
       client,
       listener,
+      dataDir,
       tunnelUrl: `postgres://noop@${listener.host}:${listener.port}/${DEMO_CONNECTION}`,
       directUrl: pg.url(DEMO_DATABASE),
       agentDbPassword,
