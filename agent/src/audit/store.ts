@@ -7,13 +7,15 @@
 // fold, the list cursor, recording caps, export formats (approval rules live in approvals.ts).
 //
 //   session                     StateStore (GroupCommit)                       disk / PostgreSQL
-//   append(statement) ─────►  queue ── batch idle? ── seal: seq, ts, prev, hash ──► write + fsync / COMMIT
-//        (waits)                 appends arriving meanwhile queue for the next batch
-//   ◄──── resolves ──────────  after ITS batch is durable; only then is the statement forwarded
+//   append(statement) ─────►  queue ── end of the event-loop turn ── seal: seq, ts, prev, hash ──► one write / COMMIT
+//        (waits)                 every session's appends of this turn share the batch; appends arriving
+//                                while a batch is in flight queue for the next one
+//   ◄──── resolves ──────────  after ITS batch is written; only then is the statement forwarded
 //   ◄──── rejects  ──────────  write failed: chain head not advanced, health().writable = false,
 //                              a probe retries with backoff until the store is writable again
 import type { AuditEvent, EventInput, Identity } from './events.js';
-import { canonicalJson, hashedContent, sha256, storedLine } from './events.js';
+import { canonicalJson, sha256, storedLine } from './events.js';
+import { eventContent } from './event-json.js';
 import type { VerifyResult } from './verify.js';
 import type { Approvals } from './approvals.js';
 import { csvRow } from '../../../shared/audit/csv.js';
@@ -128,6 +130,9 @@ const MAX_PARKED = 50_000;
  * formed, not when `append` is called, so a failed batch never leaves later appends chained onto events
  * that were not written: the head advances only after `write` succeeded.
  *
+ * A batch starts at the end of the event-loop turn (setImmediate: after every socket read of this
+ * poll phase has been handled), so all statements judged in one turn, across sessions, share one write.
+ *
  * With `lazyMs`, an AFTER_THE_FACT event does not start a batch: it waits up to `lazyMs` for the next
  * append (usually the session's next statement) and goes in the same write, one write per statement
  * instead of two. Order is unchanged (one queue); `flush` writes what waits before a read.
@@ -140,6 +145,10 @@ export class GroupCommit {
   private running: Promise<void> = Promise.resolve();
   private closed = false;
   private lazyTimer?: NodeJS.Timeout;
+  private turnEnd?: NodeJS.Immediate;
+  /** The last append time and its ISO form: many events share a millisecond. */
+  private lastAt = Number.NaN;
+  private lastIso = '';
 
   constructor(
     private readonly agentId: string,
@@ -165,7 +174,7 @@ export class GroupCommit {
           this.lazyTimer = undefined;
           this.kick();
         }, this.lazyMs);
-      } else this.kick();
+      } else this.turnEnd ??= setImmediate(() => this.kick());
     });
   }
 
@@ -199,6 +208,8 @@ export class GroupCommit {
   }
 
   private kick(): void {
+    clearImmediate(this.turnEnd);
+    this.turnEnd = undefined;
     if (this.busy || (!this.queue.length && !this.parked.length)) return;
     clearTimeout(this.lazyTimer);
     this.lazyTimer = undefined;
@@ -236,7 +247,11 @@ export class GroupCommit {
     let { seq, hash: prev, ts: lastTs } = this.head;
     return batch.map(({ input, at }) => {
       // Timestamps never go backwards within a chain (wall clocks do): listing by time relies on it.
-      let ts = new Date(at).toISOString();
+      if (at !== this.lastAt) {
+        this.lastAt = at;
+        this.lastIso = new Date(at).toISOString();
+      }
+      let ts = this.lastIso;
       if (ts < lastTs) ts = lastTs;
       lastTs = ts;
       const base = {
@@ -250,7 +265,7 @@ export class GroupCommit {
         connection: input.connection,
         data: input.data ?? {},
       };
-      const content = hashedContent(base);
+      const content = eventContent(base);
       const hash = sha256(content);
       prev = hash;
       return { event: { ...base, hash }, line: storedLine(content, hash) };
