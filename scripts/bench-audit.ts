@@ -2,7 +2,8 @@
 //   npx tsx --expose-gc scripts/bench-audit.ts [events=1000000] [sessions=16]
 // Appends `events` synthetic statement events (each followed by its statement_result, as a session
 // writes them) from `sessions` concurrent sessions, then reopens the store on the trail it wrote.
-// Prints events/s, audit bytes per statement, RSS before/after (after GC) and the restart time.
+// Prints statements/s, CPU and audit bytes per statement, RSS and JS heap (after a GC) before and after
+// the appends and after the restart, and the restart time.
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,15 +14,16 @@ const total = Number(process.argv[2] ?? 1_000_000);
 const sessions = Number(process.argv[3] ?? 16);
 const who: Identity = { sub: 'repo:acme/etl:ref:refs/heads/main', issuer: 'https://token.actions.githubusercontent.com', claims: { repository: 'acme/etl', workflow: 'nightly' } };
 const gc = (globalThis as { gc?: () => void }).gc;
-const rssMB = () => {
+const mem = () => {
   gc?.();
-  return +(process.memoryUsage().rss / 2 ** 20).toFixed(1);
+  const m = process.memoryUsage();
+  return { rss: +(m.rss / 2 ** 20).toFixed(1), heap: +(m.heapUsed / 2 ** 20).toFixed(1) };
 };
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hoop-bench-audit-'));
 try {
   let store = await JsonlStore.open({ dataDir, agentId: 'bench', clock: Date.now });
-  const rssBefore = rssMB();
+  const before = mem();
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   const perSession = Math.ceil(total / sessions);
@@ -39,15 +41,15 @@ try {
   );
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
+  const after = mem();
   await store.close();
-  const rssAfter = rssMB();
   const auditDir = path.join(dataDir, 'audit');
   const bytes = readdirSync(auditDir).filter((n) => n.endsWith('.jsonl')).reduce((a, n) => a + statSync(path.join(auditDir, n)).size, 0);
   const statements = perSession * sessions;
   const r0 = performance.now();
   store = await JsonlStore.open({ dataDir, agentId: 'bench', clock: Date.now });
   const restartMs = performance.now() - r0;
-  const rssReopened = rssMB();
+  const reopened = mem();
   await store.close();
   console.log(
     JSON.stringify({
@@ -57,10 +59,13 @@ try {
       cpuUsPerStatement: +((cpu.user + cpu.system) / statements).toFixed(1),
       auditBytesPerStatement: Math.round(bytes / statements),
       trailMB: +(bytes / 2 ** 20).toFixed(1),
-      rssBeforeMB: rssBefore,
-      rssAfterMB: rssAfter,
+      rssBeforeMB: before.rss,
+      rssAfterMB: after.rss,
+      heapBeforeMB: before.heap,
+      heapAfterMB: after.heap,
       restartMs: Math.round(restartMs),
-      rssAfterRestartMB: rssReopened,
+      rssAfterRestartMB: reopened.rss,
+      heapAfterRestartMB: reopened.heap,
     }),
   );
 } finally {

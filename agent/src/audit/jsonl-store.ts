@@ -3,6 +3,8 @@
 //   dataDir/audit/
 //     <agentId>.lock                        pid of the process that owns this agent's chain
 //     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
+//     <agentId>.<firstSeq:12>.idx           a sealed segment's index: its size, last event, and the
+//                                           summaries of the sessions it holds (written at rotation)
 //     <agentId>.checkpoints                 signed checkpoints, one JSON line each (not *.jsonl: tools
 //                                           that glob the segments must not take it for one)
 //     approvals.jsonl                       approval records, a full record per change (last one wins)
@@ -14,16 +16,22 @@
 //
 // Durability: a batch is one positional write at the durable end of the segment, then fdatasync (group
 // commit, see store.ts); a statement's result event, which nothing waits for, rides along with the next
-// batch (`resultDelayMs`), so a session costs one write per statement. At start the segments are read
-// once to rebuild the index (session summaries and the byte position of every event); anything after
-// the last newline of the last segment is a torn write from a crash (no append that resolved can be in
-// it) and is truncated, so complete events keep chaining. A failed write marks the file dirty: the handle is dropped, and the next batch or the health
-// probe reopens the file and truncates it back to the durable size before writing again.
+// batch (`resultDelayMs`), so a session costs one write per statement. A failed write marks the file
+// dirty: the handle is dropped, and the next batch or the health probe reopens the file and truncates it
+// back to the durable size before writing again.
+//
+// Memory and start-up do not grow with the trail: what stays in memory is one summary per session (for
+// listing) with the segments it has events in, never a position per event. At start a sealed segment
+// whose .idx matches it (same size, its recorded last line is the file's last line) is not read; the
+// others (no .idx yet: a trail written by an older agent, or a segment changed since) are scanned and
+// get one. The last segment is always scanned: anything after its last newline is a torn write from a
+// crash (no append that resolved can be in it) and is truncated, so complete events keep chaining.
+// A session's events are read on demand from the segments it has events in.
 //
 // Recordings live in their own files, so retention deletes them without touching a chain segment.
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditEvent, EventInput } from './events.js';
 import { GENESIS, canonicalJson } from './events.js';
@@ -57,7 +65,7 @@ export interface JsonlStoreOptions {
   dataDir: string;
   agentId: string;
   clock: Clock;
-  /** Rotate the segment when a batch would take it past this size. */
+  /** Rotate the segment when a batch would take it past this size (default 16 MiB: the start-up scan). */
   segmentBytes?: number;
   recording?: RecordingLimits;
   /**
@@ -85,11 +93,26 @@ interface Segment {
 
 interface Entry {
   s: SessionSummary;
-  /** Event locations, pairs of (segment index · 2^36 + byte offset, byte length). */
-  locs: number[];
+  /** Indexes of the segments holding its events, ascending. */
+  segs: number[];
 }
 
-const SEG_SHIFT = 2 ** 36;
+/** A segment's last event and where its line starts. */
+interface LastLine {
+  seq: number;
+  hash: string;
+  ts: string;
+  offset: number;
+}
+
+/** A sealed segment's .idx file: enough to start without reading the segment. */
+interface SegmentIndex {
+  v: 1;
+  size: number;
+  last: LastLine;
+  /** Sessions with events in the segment, summarised as of its end, in first-event order. */
+  sessions: SessionSummary[];
+}
 const MAX_OPEN_RECORDINGS = 128;
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -113,6 +136,10 @@ export class JsonlStore implements StateStore {
   private readonly byId = new Map<string, number>();
   private readonly bySub = new Map<string, number[]>();
   private readonly byConn = new Map<string, number[]>();
+  /** The last event written (or found at start), for the .idx of the segment being sealed. */
+  private lastLine?: LastLine;
+  /** Entries with events in the current segment. */
+  private touched = new Set<number>();
   private readonly approvalsById = new Map<string, Approval>();
   private approvalsFh?: FileHandle;
   private approvalsLock: Promise<unknown> = Promise.resolve();
@@ -123,7 +150,7 @@ export class JsonlStore implements StateStore {
     this.agentId = opts.agentId;
     this.dir = path.join(opts.dataDir, 'audit');
     this.clock = opts.clock;
-    this.segmentBytes = opts.segmentBytes ?? 64 << 20;
+    this.segmentBytes = opts.segmentBytes ?? 16 << 20;
     this.durability = opts.durability ?? 'os';
     this.syncIntervalMs = opts.syncIntervalMs ?? 100;
     this.resultDelayMs = opts.resultDelayMs ?? 10;
@@ -163,40 +190,112 @@ export class JsonlStore implements StateStore {
     await this.lock();
     const prefix = this.agentId + '.';
     const names = (await readdir(this.dir)).filter((n) => n.startsWith(prefix) && /^\d{12}\.jsonl$/.test(n.slice(prefix.length))).sort();
-    let head: ChainHead = { seq: 0, hash: GENESIS, ts: '' };
-    for (const name of names) {
-      const file = path.join(this.dir, name);
-      const buf = await readFile(file);
-      const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file, size: buf.length };
+    for (const [k, name] of names.entries()) {
+      const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file: path.join(this.dir, name), size: 0 };
       this.segments.push(seg);
-      const complete = buf.lastIndexOf(0x0a) + 1;
-      if (complete < buf.length && name === names.at(-1)) {
-        // A torn write from a crash: never acknowledged (its batch was not fsync'd), safe to cut.
-        const fh = await open(file, 'r+');
-        await fh.truncate(complete);
-        await fh.datasync();
-        await fh.close();
-        seg.size = complete;
+      this.touched = new Set();
+      const sealed = k < names.length - 1;
+      const ix = sealed ? await this.readSegmentIndex(seg) : undefined;
+      if (ix) {
+        for (const summary of ix.sessions) this.put(summary, k);
+        this.lastLine = ix.last;
+        continue;
       }
-      const idx = this.segments.length - 1;
-      for (let off = 0; off < seg.size; ) {
-        const end = buf.indexOf(0x0a, off);
-        if (end < 0) break;
-        let e: AuditEvent | undefined;
-        try {
-          e = JSON.parse(buf.toString('utf8', off, end)) as AuditEvent;
-        } catch {
-          // A damaged record: left in place for `verify` to report; the index skips it.
-        }
-        if (e && Number.isSafeInteger(e.seq)) {
-          this.index(e, idx, off, end + 1 - off);
-          head = { seq: e.seq, hash: e.hash, ts: e.ts };
-        }
-        off = end + 1;
-      }
+      await this.scanSegment(seg, k, !sealed);
+      if (sealed) await this.writeSegmentIndex(seg); // the next start skips it
     }
+    const last = this.lastLine;
+    const head: ChainHead = last ? { seq: last.seq, hash: last.hash, ts: last.ts } : { seq: 0, hash: GENESIS, ts: '' };
     await this.loadApprovals();
     this.commit = new GroupCommit(this.agentId, head, this.clock, (b) => this.writeBatch(b), this.healthLoop, this.resultDelayMs);
+  }
+
+  /** Reads a segment whole, indexing its sessions; on the last one a torn tail is cut first. */
+  private async scanSegment(seg: Segment, idx: number, last: boolean): Promise<void> {
+    const buf = await readFile(seg.file);
+    seg.size = buf.length;
+    const complete = buf.lastIndexOf(0x0a) + 1;
+    if (complete < buf.length && last) {
+      // A torn write from a crash: never acknowledged (its batch was not fsync'd), safe to cut.
+      const fh = await open(seg.file, 'r+');
+      await fh.truncate(complete);
+      await fh.datasync();
+      await fh.close();
+      seg.size = complete;
+    }
+    for (let off = 0; off < seg.size; ) {
+      const end = buf.indexOf(0x0a, off);
+      if (end < 0) break;
+      let e: AuditEvent | undefined;
+      try {
+        e = JSON.parse(buf.toString('utf8', off, end)) as AuditEvent;
+      } catch {
+        // A damaged record: left in place for `verify` to report; the index skips it.
+      }
+      if (e && Number.isSafeInteger(e.seq)) {
+        this.index(e, idx);
+        this.lastLine = { seq: e.seq, hash: e.hash, ts: e.ts, offset: off };
+      }
+      off = end + 1;
+    }
+  }
+
+  private indexFile(seg: Segment): string {
+    return seg.file.slice(0, -'.jsonl'.length) + '.idx';
+  }
+
+  /** A sealed segment's .idx, if it still describes the segment (size and last line unchanged). */
+  private async readSegmentIndex(seg: Segment): Promise<SegmentIndex | undefined> {
+    let ix: SegmentIndex;
+    try {
+      ix = JSON.parse(await readFile(this.indexFile(seg), 'utf8')) as SegmentIndex;
+    } catch {
+      return undefined; // none yet, or torn: the segment is scanned instead
+    }
+    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sessions)) return undefined;
+    const fh = await open(seg.file, 'r');
+    try {
+      if ((await fh.stat()).size !== ix.size) return undefined;
+      const len = ix.size - ix.last.offset;
+      if (!(len > 1 && len < 1 << 24)) return undefined;
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, ix.last.offset);
+      if (buf[len - 1] !== 0x0a) return undefined;
+      const e = JSON.parse(buf.toString('utf8', 0, len - 1)) as AuditEvent;
+      if (e.seq !== ix.last.seq || e.hash !== ix.last.hash) return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      await fh.close();
+    }
+    seg.size = ix.size;
+    return ix;
+  }
+
+  /**
+   * Writes the .idx of the segment being sealed (its events are the current `touched` and `lastLine`).
+   * Best effort: without it the next start reads the segment, as before indexes existed. At rotation it
+   * is not awaited (its fsync must not hold up the batch); `close` waits for it.
+   */
+  private writeSegmentIndex(seg: Segment): Promise<void> {
+    const last = this.lastLine;
+    if (!last || last.seq < seg.firstSeq) return Promise.resolve(); // no readable event in it
+    // Summaries are replaced, never modified, when an event is folded in: this is a snapshot.
+    const ix: SegmentIndex = { v: 1, size: seg.size, last, sessions: [...this.touched].sort((a, b) => a - b).map((i) => this.entries[i].s) };
+    const done = this.saveSegmentIndex(this.indexFile(seg), ix);
+    this.indexWrites = this.indexWrites.then(() => done);
+    return done;
+  }
+
+  private indexWrites: Promise<void> = Promise.resolve();
+
+  private async saveSegmentIndex(file: string, ix: SegmentIndex): Promise<void> {
+    try {
+      await writeFile(file + '.tmp', JSON.stringify(ix), { flush: true });
+      await rename(file + '.tmp', file);
+    } catch {
+      await rm(file + '.tmp', { force: true }).catch(() => {});
+    }
   }
 
   /** One process per agent chain: a live pid in the lock file refuses the second one. */
@@ -250,12 +349,9 @@ export class JsonlStore implements StateStore {
     }
     seg.size += buf.length;
     const idx = this.segments.length - 1;
-    let off = base;
-    for (let i = 0; i < batch.length; i++) {
-      const len = Buffer.byteLength(lines[i]);
-      this.index(batch[i].event, idx, off, len);
-      off += len;
-    }
+    for (const { event } of batch) this.index(event, idx);
+    const last = batch[batch.length - 1];
+    this.lastLine = { seq: last.event.seq, hash: last.event.hash, ts: last.event.ts, offset: seg.size - Buffer.byteLength(lines[lines.length - 1]) };
   }
 
   private syncTimer?: NodeJS.Timeout;
@@ -271,6 +367,8 @@ export class JsonlStore implements StateStore {
   }
 
   private async rotate(firstSeq: number): Promise<Segment> {
+    const sealed = this.segments.at(-1);
+    if (sealed) void this.writeSegmentIndex(sealed);
     if (this.fh) await this.fh.close().catch(() => {});
     this.fh = undefined;
     const file = path.join(this.dir, `${this.agentId}.${String(firstSeq).padStart(12, '0')}.jsonl`);
@@ -280,6 +378,7 @@ export class JsonlStore implements StateStore {
     await fsyncDir(this.dir); // the new name must survive a crash too
     const seg = { firstSeq, file, size: 0 };
     this.segments.push(seg);
+    this.touched = new Set();
     return seg;
   }
 
@@ -308,17 +407,26 @@ export class JsonlStore implements StateStore {
     this.dirty = false;
   }
 
-  private index(e: AuditEvent, seg: number, off: number, len: number): void {
+  private index(e: AuditEvent, seg: number): void {
     if (!e.sessionId) return;
-    let i = this.byId.get(e.sessionId);
+    const i = this.byId.get(e.sessionId);
+    this.put(foldSummary(i === undefined ? undefined : this.entries[i].s, e), seg);
+  }
+
+  /** Sets a session's summary, noting that segment `seg` holds events of it. */
+  private put(s: SessionSummary, seg: number): void {
+    let i = this.byId.get(s.sessionId);
     const before = i === undefined ? undefined : this.entries[i].s;
-    const s = foldSummary(before, e);
     if (i === undefined) {
       i = this.entries.length;
-      this.entries.push({ s, locs: [] });
-      this.byId.set(e.sessionId, i);
-    } else this.entries[i].s = s;
-    this.entries[i].locs.push(seg * SEG_SHIFT + off, len);
+      this.entries.push({ s, segs: [seg] });
+      this.byId.set(s.sessionId, i);
+    } else {
+      const entry = this.entries[i];
+      entry.s = s;
+      if (entry.segs[entry.segs.length - 1] !== seg) entry.segs.push(seg);
+    }
+    this.touched.add(i);
     // Secondary indexes get the session once, when its identity/connection first appears (usually event 1).
     if (s.sub !== undefined && before?.sub === undefined) addSorted(this.bySub, s.sub, i);
     if (s.connection !== undefined && before?.connection === undefined) addSorted(this.byConn, s.connection, i);
@@ -351,22 +459,42 @@ export class JsonlStore implements StateStore {
     await this.commit.flush();
     const i = this.byId.get(sessionId);
     if (i === undefined) return [];
-    const locs = this.entries[i].locs;
-    const handles = new Map<number, FileHandle>();
-    try {
-      const out: AuditEvent[] = [];
-      for (let k = 0; k < locs.length; k += 2) {
-        const seg = Math.floor(locs[k] / SEG_SHIFT);
-        let fh = handles.get(seg);
-        if (!fh) handles.set(seg, (fh = await open(this.segments[seg].file, 'r')));
-        const buf = Buffer.allocUnsafe(locs[k + 1]);
-        await fh.read(buf, 0, buf.length, locs[k] % SEG_SHIFT);
-        out.push(JSON.parse(buf.toString('utf8')) as AuditEvent);
+    // Found by their bytes in the segments that hold the session (the key is inside data too, maybe).
+    const needle = Buffer.from(`"sessionId":${JSON.stringify(sessionId)}`);
+    const out: AuditEvent[] = [];
+    for (const k of this.entries[i].segs) {
+      const buf = await this.readSegment(this.segments[k]);
+      for (let at = buf.indexOf(needle); at >= 0; ) {
+        const start = buf.lastIndexOf(0x0a, at) + 1;
+        let end = buf.indexOf(0x0a, at);
+        if (end < 0) end = buf.length;
+        try {
+          const e = JSON.parse(buf.toString('utf8', start, end)) as AuditEvent;
+          if (e.sessionId === sessionId) out.push(e);
+        } catch {
+          /* a damaged record: verify reports it */
+        }
+        at = buf.indexOf(needle, end);
       }
-      return out;
-    } finally {
-      for (const fh of handles.values()) await fh.close();
     }
+    return out;
+  }
+
+  /** A segment's bytes up to its durable size. */
+  private async readSegment(seg: Segment): Promise<Buffer> {
+    const size = seg.size;
+    const fh = await open(seg.file, 'r');
+    const buf = Buffer.allocUnsafe(size);
+    try {
+      for (let off = 0; off < size; ) {
+        const { bytesRead } = await fh.read(buf, off, size - off, off);
+        if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
+        off += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    return buf;
   }
 
   /** Stored lines of the chain in order, up to each segment's durable size, from the segment holding `from`. */
@@ -375,17 +503,7 @@ export class JsonlStore implements StateStore {
     while (first + 1 < this.segments.length && this.segments[first + 1].firstSeq <= from) first++;
     for (const seg of this.segments.slice(first)) {
       const size = seg.size;
-      const fh = await open(seg.file, 'r');
-      const buf = Buffer.allocUnsafe(size);
-      try {
-        for (let off = 0; off < size; ) {
-          const { bytesRead } = await fh.read(buf, off, size - off, off);
-          if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
-          off += bytesRead;
-        }
-      } finally {
-        await fh.close();
-      }
+      const buf = await this.readSegment(seg);
       for (let off = 0; off < size; ) {
         let end = buf.indexOf(0x0a, off);
         if (end < 0) end = size;
@@ -587,6 +705,7 @@ export class JsonlStore implements StateStore {
 
   async close(): Promise<void> {
     await this.commit.drain();
+    await this.indexWrites;
     this.healthLoop.stop();
     await this.approvalsLock;
     await this.fh?.close().catch(() => {});

@@ -1,7 +1,7 @@
 // Embedded store specifics: crash safety (SIGKILL mid-write, torn tail), segment rotation, the
-// single-writer lock, and a read-only directory (fail closed, recovery).
+// single-writer lock, a read-only directory (fail closed, recovery), and start-up from segment indexes.
 import { spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -129,6 +129,81 @@ describe('JsonlStore', () => {
     const events = await s.sessionEvents('s-park');
     expect(events.map((e) => (e.type === 'statement' ? e.data.sql : e.type))).toEqual(['SELECT 1', 'statement_result', 'SELECT 3']);
     expect(await s.verify()).toMatchObject({ ok: true });
+  });
+
+  describe('start-up from segment indexes', () => {
+    /** Four sessions over many 2 KiB segments, two of them spanning most of the trail. */
+    async function trail() {
+      const f = fixture(2048);
+      const s = await f.open();
+      for (let i = 0; i < 80; i++) {
+        const sessionId = i < 40 ? `s${i % 2}` : `s${2 + (i % 2)}`;
+        await s.append(makeStatementEvent({ sessionId, who: i % 2 ? who : { sub: 'bob', issuer: 'https://idp.test' }, connection: i % 4 ? 'c' : 'd', sql: `select ${i}`, decision: i % 5 ? 'allow' : 'block' }));
+        if (i % 7 === 0) await s.append(makeRefusedEvent({ reason: `no access ${i}` }));
+        f.t.advance(1000);
+      }
+      const dir = auditDirOf(s);
+      const before = { page: await s.querySessions({ limit: 100 }), s1: await s.sessionEvents('s1'), s3: await s.sessionEvents('s3') };
+      await s.close();
+      stores.pop();
+      const segs = readdirSync(dir).filter((n) => n.startsWith('agent-a.') && n.endsWith('.jsonl')).sort();
+      return { ...f, dir, before, segs };
+    }
+    const idxOf = (seg: string) => seg.replace(/\.jsonl$/, '.idx');
+
+    it('indexes every sealed segment and restarts to the same sessions and events', async () => {
+      const { open, dir, before, segs } = await trail();
+      expect(segs.length).toBeGreaterThan(5);
+      // Every segment but the one still being written has its index.
+      expect(readdirSync(dir).filter((n) => n.endsWith('.idx')).sort()).toEqual(segs.slice(0, -1).map(idxOf));
+      const s = await open();
+      expect(await s.querySessions({ limit: 100 })).toEqual(before.page);
+      expect(await s.sessionEvents('s1')).toEqual(before.s1);
+      expect((await s.sessionEvents('s3')).map((e) => e.data.sql)).toEqual(Array.from({ length: 20 }, (_, k) => `select ${41 + 2 * k}`));
+      expect(await s.querySessions({ limit: 10, sub: 'bob' })).toMatchObject({ sessions: [{ sessionId: 's2' }, { sessionId: 's0' }] });
+      // The chain goes on from the head the indexes and the last segment gave.
+      const next = await s.append(makeRefusedEvent({ reason: 'after restart' }));
+      expect(await s.verify()).toEqual({ ok: true, events: next.seq });
+      expect(await s.verify()).toMatchObject({ ok: true });
+    });
+
+    it('opens a trail written without indexes (an older agent) and indexes it', async () => {
+      const { open, dir, before, segs } = await trail();
+      for (const n of readdirSync(dir).filter((x) => x.endsWith('.idx'))) rmSync(path.join(dir, n));
+      const s = await open();
+      expect(await s.querySessions({ limit: 100 })).toEqual(before.page);
+      expect(await s.sessionEvents('s1')).toEqual(before.s1);
+      expect(readdirSync(dir).filter((n) => n.endsWith('.idx')).sort()).toEqual(segs.slice(0, -1).map(idxOf));
+    });
+
+    it('reads a sealed segment again when it no longer matches its index, and verify reports the change', async () => {
+      const { open, dir, segs } = await trail();
+      // The last event of a sealed segment cut off: the index still lists it, the file does not.
+      const victim = path.join(dir, segs[2]);
+      const text = readFileSync(victim, 'utf8');
+      const cut = text.slice(0, text.lastIndexOf('\n', text.length - 2) + 1);
+      const gone = JSON.parse(text.slice(cut.length)) as AuditEvent;
+      writeFileSync(victim, cut);
+      const s = await open();
+      const all = [...(await s.sessionEvents('s0')), ...(await s.sessionEvents('s1'))];
+      expect(all.some((e) => e.seq === gone.seq)).toBe(false);
+      expect(await s.verify()).toMatchObject({ ok: false, brokenAt: gone.seq });
+    });
+
+    it('shows an in-place edit of a sealed segment as stored (events are read from the segment, not the index), and verify reports it', async () => {
+      const { open, dir, segs } = await trail();
+      // A sealed segment ending with a statement; its SQL edited: same size, different content.
+      const lastOf = (text: string) => text.slice(text.lastIndexOf('\n', text.length - 2) + 1);
+      const victim = segs.slice(0, -1).map((n) => path.join(dir, n)).find((f) => lastOf(readFileSync(f, 'utf8')).includes('"type":"statement"'))!;
+      const text = readFileSync(victim, 'utf8');
+      const at = text.lastIndexOf('select ');
+      writeFileSync(victim, text.slice(0, at) + 'SELECT ' + text.slice(at + 7));
+      const edited = JSON.parse(lastOf(text)) as AuditEvent;
+      const s = await open();
+      const events = await s.sessionEvents(edited.sessionId!);
+      expect(events.find((e) => e.seq === edited.seq)?.data.sql).toMatch(/^SELECT /);
+      expect(await s.verify()).toMatchObject({ ok: false, brokenAt: edited.seq });
+    });
   });
 
   it('reads a segment file as plain JSON Lines (greppable, one event per line)', async () => {
