@@ -588,22 +588,23 @@ export class JsonlStore implements StateStore {
     return path.join(this.dir, 'recordings', `${sessionId}.jsonl`);
   }
 
-  async appendRecording(sessionId: string, entry: RecordingEntry): Promise<void> {
+  async appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean> {
     const file = this.recordingFile(sessionId);
     const now = new Date(this.clock()).toISOString();
-    const line = await this.caps.cap(sessionId, entry, now, () => stat(file).then((s) => s.size, () => 0));
-    if (line === undefined) return;
-    // Into the page cache through a file kept open: sessions record an entry per statement, and an
-    // open/write/close per entry cost the agent ~200 µs of CPU each. Recordings are not the evidence
-    // (the audit events are, with their own durability), so no fsync either.
+    const { lines, room } = await this.caps.capAll(sessionId, entries, now, () => stat(file).then((s) => s.size, () => 0));
+    if (!lines.length) return room;
+    // Into the page cache through a file kept open, a session's buffered entries in one write
+    // (recording.ts). Recordings are not the evidence (the audit events are, with their own
+    // durability), so no fsync either.
     const fd = this.recordingFd(sessionId, file);
-    const buf = Buffer.from(line + '\n');
+    const buf = Buffer.from(lines.map((l) => l.line + '\n').join(''));
     try {
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
     } catch (err) {
       this.closeRecording(sessionId);
       throw err;
     }
+    return room;
   }
 
   /** Open recording files (O_APPEND), least recently used first; bounded, the oldest closed first. */

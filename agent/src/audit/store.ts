@@ -58,7 +58,11 @@ export interface StateStore {
   /** Newest first (start time, then chain position); `nextCursor` when more match. */
   querySessions(filter: SessionFilter): Promise<SessionPage>;
   sessionEvents(sessionId: string): Promise<AuditEvent[]>;
-  appendRecording(sessionId: string, entry: RecordingEntry): Promise<void>;
+  /**
+   * Appends recording entries in one write (capped, see RecordingCaps); resolves whether the session's
+   * recording budget has room left (false once the "cap reached" marker is written).
+   */
+  appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean>;
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
   verify(opts?: { from?: number }): Promise<VerifyResult>;
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string>;
@@ -403,11 +407,17 @@ export function filterBounds(f: SessionFilter): { since?: string; until?: string
  */
 const MAX_TRACKED_SESSIONS = 10_000;
 
+/** A recording entry as stored (canonical JSON, no newline) and its time. */
+export interface CappedLine {
+  line: string;
+  ts: string;
+}
+
 export class RecordingCaps {
   private used = new Map<string, number>();
   constructor(private readonly limits: RecordingLimits) {}
 
-  async cap(sessionId: string, entry: RecordingEntry, now: string, load: () => Promise<number>): Promise<string | undefined> {
+  async cap(sessionId: string, entry: RecordingEntry, now: string, load: () => Promise<number>): Promise<CappedLine | undefined> {
     let used = this.used.get(sessionId);
     if (used === undefined) {
       used = await load();
@@ -426,7 +436,17 @@ export class RecordingCaps {
       line = canonicalJson({ ts: e.ts, seq: e.seq, note: 'recording cap reached; later statements not recorded', truncated: { session: true } });
       this.used.set(sessionId, Number.POSITIVE_INFINITY);
     } else this.used.set(sessionId, used + line.length + 1);
-    return line;
+    return { line, ts: e.ts! };
+  }
+
+  /** The lines to store for a batch of entries (see `cap`), and whether the session has budget left. */
+  async capAll(sessionId: string, entries: RecordingEntry[], now: string, load: () => Promise<number>): Promise<{ lines: CappedLine[]; room: boolean }> {
+    const lines: CappedLine[] = [];
+    for (const entry of entries) {
+      const l = await this.cap(sessionId, entry, now, load);
+      if (l) lines.push(l);
+    }
+    return { lines, room: (this.used.get(sessionId) ?? 0) < this.limits.maxBytesPerSession };
   }
 
   forget(sessionId: string): void {
