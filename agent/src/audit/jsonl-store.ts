@@ -40,6 +40,7 @@ import {
   assertSessionId,
   DEFAULT_RECORDING_LIMITS,
   filterBounds,
+  foldInto,
   foldSummary,
   encodeCursor,
   formatExport,
@@ -280,18 +281,18 @@ export class JsonlStore implements StateStore {
   private writeSegmentIndex(seg: Segment): Promise<void> {
     const last = this.lastLine;
     if (!last || last.seq < seg.firstSeq) return Promise.resolve(); // no readable event in it
-    // Summaries are replaced, never modified, when an event is folded in: this is a snapshot.
+    // Serialised now: summaries change in place as later events are folded in.
     const ix: SegmentIndex = { v: 1, size: seg.size, last, sessions: [...this.touched].sort((a, b) => a - b).map((i) => this.entries[i].s) };
-    const done = this.saveSegmentIndex(this.indexFile(seg), ix);
+    const done = this.saveSegmentIndex(this.indexFile(seg), JSON.stringify(ix));
     this.indexWrites = this.indexWrites.then(() => done);
     return done;
   }
 
   private indexWrites: Promise<void> = Promise.resolve();
 
-  private async saveSegmentIndex(file: string, ix: SegmentIndex): Promise<void> {
+  private async saveSegmentIndex(file: string, text: string): Promise<void> {
     try {
-      await writeFile(file + '.tmp', JSON.stringify(ix), { flush: true });
+      await writeFile(file + '.tmp', text, { flush: true });
       await rename(file + '.tmp', file);
     } catch {
       await rm(file + '.tmp', { force: true }).catch(() => {});
@@ -410,26 +411,34 @@ export class JsonlStore implements StateStore {
   private index(e: AuditEvent, seg: number): void {
     if (!e.sessionId) return;
     const i = this.byId.get(e.sessionId);
-    this.put(foldSummary(i === undefined ? undefined : this.entries[i].s, e), seg);
+    if (i === undefined) return this.put(foldSummary(undefined, e), seg);
+    // In place: a summary object per event would be most of what indexing costs.
+    const s = this.entries[i].s;
+    const { sub, connection } = s;
+    foldInto(s, e);
+    this.noted(i, seg, sub, connection);
   }
 
-  /** Sets a session's summary, noting that segment `seg` holds events of it. */
+  /** Sets a session's summary (from an .idx, or its first event). */
   private put(s: SessionSummary, seg: number): void {
     let i = this.byId.get(s.sessionId);
     const before = i === undefined ? undefined : this.entries[i].s;
     if (i === undefined) {
       i = this.entries.length;
-      this.entries.push({ s, segs: [seg] });
+      this.entries.push({ s, segs: [] });
       this.byId.set(s.sessionId, i);
-    } else {
-      const entry = this.entries[i];
-      entry.s = s;
-      if (entry.segs[entry.segs.length - 1] !== seg) entry.segs.push(seg);
-    }
+    } else this.entries[i].s = s;
+    this.noted(i, seg, before?.sub, before?.connection);
+  }
+
+  /** Segment `seg` holds events of entry i, whose sub and connection were these before. */
+  private noted(i: number, seg: number, subBefore: string | undefined, connBefore: string | undefined): void {
+    const { s, segs } = this.entries[i];
+    if (segs[segs.length - 1] !== seg) segs.push(seg);
     this.touched.add(i);
     // Secondary indexes get the session once, when its identity/connection first appears (usually event 1).
-    if (s.sub !== undefined && before?.sub === undefined) addSorted(this.bySub, s.sub, i);
-    if (s.connection !== undefined && before?.connection === undefined) addSorted(this.byConn, s.connection, i);
+    if (s.sub !== undefined && subBefore === undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined && connBefore === undefined) addSorted(this.byConn, s.connection, i);
   }
 
   async querySessions(f: SessionFilter): Promise<SessionPage> {
@@ -448,7 +457,7 @@ export class JsonlStore implements StateStore {
       if (f.sub !== undefined && s.sub !== f.sub) continue;
       if (f.connection !== undefined && s.connection !== f.connection) continue;
       if (f.decision !== undefined && !s.decisions.includes(f.decision)) continue;
-      out.push(s);
+      out.push({ ...s }); // a copy: the stored one changes as the session goes on
     }
     if (out.length <= limit) return { sessions: out };
     out.length = limit;

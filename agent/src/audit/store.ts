@@ -340,6 +340,12 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
   const out: SessionSummary = s
     ? { ...s, decisions: s.decisions }
     : { sessionId: e.sessionId!, agentId: e.agentId, startedAt: e.ts, lastTs: e.ts, firstSeq: e.seq, lastSeq: e.seq, events: 0, statements: 0, refused: 0, decisions: [] };
+  foldInto(out, e);
+  return out;
+}
+
+/** Folds one event into a summary in place (its `decisions` array is replaced when it grows, never modified). */
+export function foldInto(out: SessionSummary, e: AuditEvent): void {
   out.events++;
   out.lastTs = e.ts;
   out.lastSeq = e.seq;
@@ -367,7 +373,6 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
       out.refused++;
       break;
   }
-  return out;
 }
 
 /** The list order key: newest start first, then the later chain position. Opaque to clients. */
