@@ -113,7 +113,12 @@ interface SegmentIndex {
   last: LastLine;
   /** Sessions with events in the segment, summarised as of its end, in first-event order. */
   sessions: SessionSummary[];
+  /** Sparse offsets: pairs (seq, byte offset of its line), ascending, about one per SPARSE_EVERY events. */
+  sparse: number[];
 }
+
+/** Events between two sparse offsets: a session's events are read from its seq range, not the whole segment. */
+const SPARSE_EVERY = 256;
 const MAX_OPEN_RECORDINGS = 128;
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -139,8 +144,9 @@ export class JsonlStore implements StateStore {
   private readonly byConn = new Map<string, number[]>();
   /** The last event written (or found at start), for the .idx of the segment being sealed. */
   private lastLine?: LastLine;
-  /** Entries with events in the current segment. */
+  /** Entries with events in the current segment, and its sparse offsets (see SegmentIndex). */
   private touched = new Set<number>();
+  private sparse: number[] = [];
   private readonly approvalsById = new Map<string, Approval>();
   private approvalsFh?: FileHandle;
   private approvalsLock: Promise<unknown> = Promise.resolve();
@@ -195,6 +201,7 @@ export class JsonlStore implements StateStore {
       const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file: path.join(this.dir, name), size: 0 };
       this.segments.push(seg);
       this.touched = new Set();
+      this.sparse = [];
       const sealed = k < names.length - 1;
       const ix = sealed ? await this.readSegmentIndex(seg) : undefined;
       if (ix) {
@@ -236,9 +243,16 @@ export class JsonlStore implements StateStore {
       if (e && Number.isSafeInteger(e.seq)) {
         this.index(e, idx);
         this.lastLine = { seq: e.seq, hash: e.hash, ts: e.ts, offset: off };
+        this.sparsePoint(e.seq, off);
       }
       off = end + 1;
     }
+  }
+
+  /** Notes where the line of event `seq` starts, if the last point is far enough behind. */
+  private sparsePoint(seq: number, offset: number): void {
+    const n = this.sparse.length;
+    if (n === 0 || seq - this.sparse[n - 2] >= SPARSE_EVERY) this.sparse.push(seq, offset);
   }
 
   private indexFile(seg: Segment): string {
@@ -253,7 +267,7 @@ export class JsonlStore implements StateStore {
     } catch {
       return undefined; // none yet, or torn: the segment is scanned instead
     }
-    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sessions)) return undefined;
+    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sessions) || !Array.isArray(ix.sparse)) return undefined;
     const fh = await open(seg.file, 'r');
     try {
       if ((await fh.stat()).size !== ix.size) return undefined;
@@ -282,7 +296,7 @@ export class JsonlStore implements StateStore {
     const last = this.lastLine;
     if (!last || last.seq < seg.firstSeq) return Promise.resolve(); // no readable event in it
     // Serialised now: summaries change in place as later events are folded in.
-    const ix: SegmentIndex = { v: 1, size: seg.size, last, sessions: [...this.touched].sort((a, b) => a - b).map((i) => this.entries[i].s) };
+    const ix: SegmentIndex = { v: 1, size: seg.size, last, sessions: [...this.touched].sort((a, b) => a - b).map((i) => this.entries[i].s), sparse: this.sparse };
     const done = this.saveSegmentIndex(this.indexFile(seg), JSON.stringify(ix));
     this.indexWrites = this.indexWrites.then(() => done);
     return done;
@@ -351,6 +365,7 @@ export class JsonlStore implements StateStore {
     seg.size += buf.length;
     const idx = this.segments.length - 1;
     for (const { event } of batch) this.index(event, idx);
+    this.sparsePoint(batch[0].event.seq, base); // a batch starts at a line
     const last = batch[batch.length - 1];
     this.lastLine = { seq: last.event.seq, hash: last.event.hash, ts: last.event.ts, offset: seg.size - Buffer.byteLength(lines[lines.length - 1]) };
   }
@@ -380,6 +395,7 @@ export class JsonlStore implements StateStore {
     const seg = { firstSeq, file, size: 0 };
     this.segments.push(seg);
     this.touched = new Set();
+    this.sparse = [];
     return seg;
   }
 
@@ -468,11 +484,15 @@ export class JsonlStore implements StateStore {
     await this.commit.flush();
     const i = this.byId.get(sessionId);
     if (i === undefined) return [];
-    // Found by their bytes in the segments that hold the session (the key is inside data too, maybe).
+    // Found by their bytes in the segments that hold the session, within its seq range where a sparse
+    // index narrows it (the key may be inside data too: each candidate is parsed and checked).
+    const { s, segs } = this.entries[i];
     const needle = Buffer.from(`"sessionId":${JSON.stringify(sessionId)}`);
     const out: AuditEvent[] = [];
-    for (const k of this.entries[i].segs) {
-      const buf = await this.readSegment(this.segments[k]);
+    for (const k of segs) {
+      const seg = this.segments[k];
+      const sparse = k === this.segments.length - 1 ? this.sparse : ((await this.readSegmentIndex(seg))?.sparse ?? []);
+      const buf = await this.readSegment(seg, sparseRange(sparse, s.firstSeq, s.lastSeq, seg.size));
       for (let at = buf.indexOf(needle); at >= 0; ) {
         const start = buf.lastIndexOf(0x0a, at) + 1;
         let end = buf.indexOf(0x0a, at);
@@ -489,14 +509,14 @@ export class JsonlStore implements StateStore {
     return out;
   }
 
-  /** A segment's bytes up to its durable size. */
-  private async readSegment(seg: Segment): Promise<Buffer> {
-    const size = seg.size;
+  /** A segment's bytes up to its durable size, or the range [from, to) of them. */
+  private async readSegment(seg: Segment, [from, to] = [0, seg.size]): Promise<Buffer> {
+    const size = to - from;
     const fh = await open(seg.file, 'r');
     const buf = Buffer.allocUnsafe(size);
     try {
       for (let off = 0; off < size; ) {
-        const { bytesRead } = await fh.read(buf, off, size - off, off);
+        const { bytesRead } = await fh.read(buf, off, size - off, from + off);
         if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
         off += bytesRead;
       }
@@ -737,6 +757,20 @@ function seqOfLine(l: string): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** The byte range holding events first..last of a segment of `size` bytes, by its sparse offsets. */
+function sparseRange(sparse: number[], first: number, last: number, size: number): [number, number] {
+  let from = 0;
+  let to = size;
+  for (let k = 0; k < sparse.length; k += 2) {
+    if (sparse[k] <= first) from = sparse[k + 1];
+    if (sparse[k] > last) {
+      to = sparse[k + 1];
+      break;
+    }
+  }
+  return [from, to];
 }
 
 /** The time of a recording's last entry; a line torn by a crash is skipped rather than failing retention. */

@@ -167,6 +167,33 @@ describe('JsonlStore', () => {
       expect(await s.verify()).toMatchObject({ ok: true });
     });
 
+    it("finds a session's events within its seq range, in the segment being written and in sealed ones", async () => {
+      const f = fixture(300_000); // about 700 events a segment: several sparse offsets in each
+      let s = await f.open();
+      const sessionOf = (i: number) => (i === 5 || i === 2990 ? 'span' : i < 20 ? 'early' : i >= 1500 && i < 1510 ? 'mid' : `bulk-${i % 50}`);
+      for (let base = 0; base < 3000; base += 100) {
+        await Promise.all(Array.from({ length: 100 }, (_, k) => s.append(makeStatementEvent({ sessionId: sessionOf(base + k), who, connection: 'c', sql: `select ${base + k}`, decision: 'allow' }))));
+      }
+      const expected = async (id: string) => {
+        const all: AuditEvent[] = [];
+        for await (const l of s.exportEvents({}, 'jsonl')) all.push(JSON.parse(l) as AuditEvent);
+        return all.filter((e) => e.sessionId === id);
+      };
+      const check = async () => {
+        for (const id of ['span', 'early', 'mid', 'bulk-7']) {
+          const want = await expected(id);
+          expect(want.length).toBeGreaterThan(1);
+          expect(await s.sessionEvents(id)).toEqual(want);
+        }
+      };
+      expect(readdirSync(auditDirOf(s)).filter((n) => n.endsWith('.idx')).length).toBeGreaterThan(2);
+      await check();
+      await s.close();
+      stores.pop();
+      s = await f.open();
+      await check();
+    });
+
     it('opens a trail written without indexes (an older agent) and indexes it', async () => {
       const { open, dir, before, segs } = await trail();
       for (const n of readdirSync(dir).filter((x) => x.endsWith('.idx'))) rmSync(path.join(dir, n));
