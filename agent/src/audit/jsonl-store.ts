@@ -3,8 +3,9 @@
 //   dataDir/audit/
 //     <agentId>.lock                        pid of the process that owns this agent's chain
 //     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
-//     <agentId>.<firstSeq:12>.idx           a sealed segment's index: its size, last event, and the
-//                                           summaries of the sessions it holds (written at rotation)
+//     <agentId>.<firstSeq:12>.idx           a sealed segment's index: its size, last event, sparse
+//                                           seq→offset points (written at rotation)
+//     <agentId>.sessions                    every session's summary as of the last sealed segment
 //     <agentId>.checkpoints                 signed checkpoints, one JSON line each (not *.jsonl: tools
 //                                           that glob the segments must not take it for one)
 //     approvals.jsonl                       approval records, a full record per change (last one wins)
@@ -20,13 +21,15 @@
 // dirty: the handle is dropped, and the next batch or the health probe reopens the file and truncates it
 // back to the durable size before writing again.
 //
-// Memory and start-up do not grow with the trail: what stays in memory is one summary per session (for
-// listing) with the segments it has events in, never a position per event. At start a sealed segment
-// whose .idx matches it (same size, its recorded last line is the file's last line) is not read; the
-// others (no .idx yet: a trail written by an older agent, or a segment changed since) are scanned and
-// get one. The last segment is always scanned: anything after its last newline is a torn write from a
-// crash (no append that resolved can be in it) and is truncated, so complete events keep chaining.
-// A session's events are read on demand from the segments it has events in.
+// Memory and start-up do not grow with the trail's length: what stays in memory is one summary per
+// session (for listing), never a position per event. At start, sealed segments whose .idx matches them
+// (same size, the recorded last line is the file's last line) are not read, and the summaries come from
+// the .sessions snapshot; segments after the snapshot (normally only the last one) are scanned. Without
+// a usable snapshot (a trail written by an older agent, a crash right after a rotation, files changed
+// since) every segment is scanned once and the indexes are written. The last segment is always scanned:
+// anything after its last newline is a torn write from a crash (no append that resolved can be in it)
+// and is truncated, so complete events keep chaining. A session's events are read on demand from the
+// segments its seq range spans, narrowed by the sparse points.
 //
 // Recordings live in their own files, so retention deletes them without touching a chain segment.
 import { closeSync, openSync, writeSync } from 'node:fs';
@@ -92,12 +95,6 @@ interface Segment {
   size: number;
 }
 
-interface Entry {
-  s: SessionSummary;
-  /** Indexes of the segments holding its events, ascending. */
-  segs: number[];
-}
-
 /** A segment's last event and where its line starts. */
 interface LastLine {
   seq: number;
@@ -111,10 +108,19 @@ interface SegmentIndex {
   v: 1;
   size: number;
   last: LastLine;
-  /** Sessions with events in the segment, summarised as of its end, in first-event order. */
-  sessions: SessionSummary[];
   /** Sparse offsets: pairs (seq, byte offset of its line), ascending, about one per SPARSE_EVERY events. */
   sparse: number[];
+}
+
+/** The .sessions file: every session's summary as of the end of one sealed segment. */
+interface SessionsSnapshot {
+  v: 1;
+  /** That segment's first seq, size and last seq. */
+  segment: number;
+  size: number;
+  lastSeq: number;
+  /** In first-event order. */
+  sessions: SessionSummary[];
 }
 
 /** Events between two sparse offsets: a session's events are read from its seq range, not the whole segment. */
@@ -138,14 +144,13 @@ export class JsonlStore implements StateStore {
   private readonly healthLoop: HealthLoop;
   private readonly caps: RecordingCaps;
   // Session index, in first-event order (= start time order: chain timestamps never go backwards).
-  private readonly entries: Entry[] = [];
+  private readonly entries: SessionSummary[] = [];
   private readonly byId = new Map<string, number>();
   private readonly bySub = new Map<string, number[]>();
   private readonly byConn = new Map<string, number[]>();
   /** The last event written (or found at start), for the .idx of the segment being sealed. */
   private lastLine?: LastLine;
-  /** Entries with events in the current segment, and its sparse offsets (see SegmentIndex). */
-  private touched = new Set<number>();
+  /** Sparse offsets of the segment being written (see SegmentIndex). */
   private sparse: number[] = [];
   private readonly approvalsById = new Map<string, Approval>();
   private approvalsFh?: FileHandle;
@@ -197,20 +202,22 @@ export class JsonlStore implements StateStore {
     await this.lock();
     const prefix = this.agentId + '.';
     const names = (await readdir(this.dir)).filter((n) => n.startsWith(prefix) && /^\d{12}\.jsonl$/.test(n.slice(prefix.length))).sort();
-    for (const [k, name] of names.entries()) {
-      const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file: path.join(this.dir, name), size: 0 };
-      this.segments.push(seg);
-      this.touched = new Set();
+    for (const name of names) this.segments.push({ firstSeq: Number(name.slice(prefix.length, -6)), file: path.join(this.dir, name), size: 0 });
+    const sealed = this.segments.slice(0, -1);
+    const ixs: (SegmentIndex | undefined)[] = [];
+    for (const seg of sealed) ixs.push(await this.readSegmentIndex(seg));
+    // Summaries from the snapshot when it matches an indexed sealed segment; else every segment is read.
+    const from = await this.loadSnapshot(ixs);
+    for (const [k, seg] of sealed.entries()) if (k < from && !ixs[k]) seg.size = (await stat(seg.file)).size;
+    if (from > 0) this.lastLine = ixs[from - 1]!.last;
+    for (let k = from; k < this.segments.length; k++) {
+      const seg = this.segments[k];
       this.sparse = [];
-      const sealed = k < names.length - 1;
-      const ix = sealed ? await this.readSegmentIndex(seg) : undefined;
-      if (ix) {
-        for (const summary of ix.sessions) this.put(summary, k);
-        this.lastLine = ix.last;
-        continue;
-      }
-      await this.scanSegment(seg, k, !sealed);
-      if (sealed) await this.writeSegmentIndex(seg); // the next start skips it
+      const last = k === this.segments.length - 1;
+      await this.scanSegment(seg, last);
+      if (last) break;
+      if (!ixs[k]) await this.writeSegmentIndex(seg); // the next start does not read it
+      if (k === sealed.length - 1) await this.writeSnapshot(seg); // nor any segment before it
     }
     const last = this.lastLine;
     const head: ChainHead = last ? { seq: last.seq, hash: last.hash, ts: last.ts } : { seq: 0, hash: GENESIS, ts: '' };
@@ -219,7 +226,7 @@ export class JsonlStore implements StateStore {
   }
 
   /** Reads a segment whole, indexing its sessions; on the last one a torn tail is cut first. */
-  private async scanSegment(seg: Segment, idx: number, last: boolean): Promise<void> {
+  private async scanSegment(seg: Segment, last: boolean): Promise<void> {
     const buf = await readFile(seg.file);
     seg.size = buf.length;
     const complete = buf.lastIndexOf(0x0a) + 1;
@@ -241,7 +248,7 @@ export class JsonlStore implements StateStore {
         // A damaged record: left in place for `verify` to report; the index skips it.
       }
       if (e && Number.isSafeInteger(e.seq)) {
-        this.index(e, idx);
+        this.index(e);
         this.lastLine = { seq: e.seq, hash: e.hash, ts: e.ts, offset: off };
         this.sparsePoint(e.seq, off);
       }
@@ -267,7 +274,7 @@ export class JsonlStore implements StateStore {
     } catch {
       return undefined; // none yet, or torn: the segment is scanned instead
     }
-    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sessions) || !Array.isArray(ix.sparse)) return undefined;
+    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sparse)) return undefined;
     const fh = await open(seg.file, 'r');
     try {
       if ((await fh.stat()).size !== ix.size) return undefined;
@@ -288,29 +295,67 @@ export class JsonlStore implements StateStore {
   }
 
   /**
-   * Writes the .idx of the segment being sealed (its events are the current `touched` and `lastLine`).
-   * Best effort: without it the next start reads the segment, as before indexes existed. At rotation it
-   * is not awaited (its fsync must not hold up the batch); `close` waits for it.
+   * Writes the .idx of the segment being sealed (its last event and sparse points are the current ones).
+   * Best effort, like the snapshot: without them the next start reads segments, as before indexes
+   * existed. At rotation neither is awaited (their fsync must not hold up the batch); `close` waits.
    */
   private writeSegmentIndex(seg: Segment): Promise<void> {
     const last = this.lastLine;
     if (!last || last.seq < seg.firstSeq) return Promise.resolve(); // no readable event in it
-    // Serialised now: summaries change in place as later events are folded in.
-    const ix: SegmentIndex = { v: 1, size: seg.size, last, sessions: [...this.touched].sort((a, b) => a - b).map((i) => this.entries[i].s), sparse: this.sparse };
-    const done = this.saveSegmentIndex(this.indexFile(seg), JSON.stringify(ix));
-    this.indexWrites = this.indexWrites.then(() => done);
-    return done;
+    const ix: SegmentIndex = { v: 1, size: seg.size, last, sparse: this.sparse };
+    return this.saveIndexFile(this.indexFile(seg), JSON.stringify(ix));
+  }
+
+  /** Writes every session's summary as of the end of `seg`, the segment just sealed. */
+  private writeSnapshot(seg: Segment): Promise<void> {
+    const last = this.lastLine;
+    if (!last || last.seq < seg.firstSeq) return Promise.resolve();
+    // Serialised now: summaries change in place as later events are folded in. Only the newest
+    // snapshot matters: one still waiting to be written is replaced, not queued behind.
+    const snap: SessionsSnapshot = { v: 1, segment: seg.firstSeq, size: seg.size, lastSeq: last.seq, sessions: this.entries };
+    const queued = this.nextSnapshot !== undefined;
+    this.nextSnapshot = JSON.stringify(snap);
+    if (queued) return this.indexWrites;
+    return this.saveIndexFile(path.join(this.dir, `${this.agentId}.sessions`), () => {
+      const text = this.nextSnapshot!;
+      this.nextSnapshot = undefined;
+      return text;
+    });
+  }
+
+  private nextSnapshot?: string;
+
+  /** Loads the snapshot's summaries if it matches an indexed sealed segment: the index of the segment after it, else 0. */
+  private async loadSnapshot(ixs: (SegmentIndex | undefined)[]): Promise<number> {
+    let snap: SessionsSnapshot;
+    try {
+      snap = JSON.parse(await readFile(path.join(this.dir, `${this.agentId}.sessions`), 'utf8')) as SessionsSnapshot;
+    } catch {
+      return 0;
+    }
+    const k = this.segments.findIndex((seg) => seg.firstSeq === snap.segment);
+    const ix = ixs[k];
+    if (snap.v !== 1 || !Array.isArray(snap.sessions) || !ix || ix.size !== snap.size || ix.last.seq !== snap.lastSeq) return 0;
+    for (const s of snap.sessions) this.put(s);
+    return k + 1;
   }
 
   private indexWrites: Promise<void> = Promise.resolve();
 
-  private async saveSegmentIndex(file: string, text: string): Promise<void> {
-    try {
-      await writeFile(file + '.tmp', text, { flush: true });
-      await rename(file + '.tmp', file);
-    } catch {
-      await rm(file + '.tmp', { force: true }).catch(() => {});
-    }
+  /**
+   * Replaces an index file atomically (write, flush, rename), one at a time (two rotations in a row
+   * must not share a .tmp); failures are ignored (see writeSegmentIndex).
+   */
+  private saveIndexFile(file: string, text: string | (() => string)): Promise<void> {
+    this.indexWrites = this.indexWrites.then(async () => {
+      try {
+        await writeFile(file + '.tmp', typeof text === 'string' ? text : text(), { flush: true });
+        await rename(file + '.tmp', file);
+      } catch {
+        await rm(file + '.tmp', { force: true }).catch(() => {});
+      }
+    });
+    return this.indexWrites;
   }
 
   /** One process per agent chain: a live pid in the lock file refuses the second one. */
@@ -363,8 +408,7 @@ export class JsonlStore implements StateStore {
       throw err;
     }
     seg.size += buf.length;
-    const idx = this.segments.length - 1;
-    for (const { event } of batch) this.index(event, idx);
+    for (const { event } of batch) this.index(event);
     this.sparsePoint(batch[0].event.seq, base); // a batch starts at a line
     const last = batch[batch.length - 1];
     this.lastLine = { seq: last.event.seq, hash: last.event.hash, ts: last.event.ts, offset: seg.size - Buffer.byteLength(lines[lines.length - 1]) };
@@ -384,7 +428,10 @@ export class JsonlStore implements StateStore {
 
   private async rotate(firstSeq: number): Promise<Segment> {
     const sealed = this.segments.at(-1);
-    if (sealed) void this.writeSegmentIndex(sealed);
+    if (sealed) {
+      void this.writeSegmentIndex(sealed);
+      void this.writeSnapshot(sealed);
+    }
     if (this.fh) await this.fh.close().catch(() => {});
     this.fh = undefined;
     const file = path.join(this.dir, `${this.agentId}.${String(firstSeq).padStart(12, '0')}.jsonl`);
@@ -394,7 +441,6 @@ export class JsonlStore implements StateStore {
     await fsyncDir(this.dir); // the new name must survive a crash too
     const seg = { firstSeq, file, size: 0 };
     this.segments.push(seg);
-    this.touched = new Set();
     this.sparse = [];
     return seg;
   }
@@ -424,37 +470,25 @@ export class JsonlStore implements StateStore {
     this.dirty = false;
   }
 
-  private index(e: AuditEvent, seg: number): void {
+  private index(e: AuditEvent): void {
     if (!e.sessionId) return;
     const i = this.byId.get(e.sessionId);
-    if (i === undefined) return this.put(foldSummary(undefined, e), seg);
+    if (i === undefined) return this.put(foldSummary(undefined, e));
     // In place: a summary object per event would be most of what indexing costs.
-    const s = this.entries[i].s;
+    const s = this.entries[i];
     const { sub, connection } = s;
     foldInto(s, e);
-    this.noted(i, seg, sub, connection);
-  }
-
-  /** Sets a session's summary (from an .idx, or its first event). */
-  private put(s: SessionSummary, seg: number): void {
-    let i = this.byId.get(s.sessionId);
-    const before = i === undefined ? undefined : this.entries[i].s;
-    if (i === undefined) {
-      i = this.entries.length;
-      this.entries.push({ s, segs: [] });
-      this.byId.set(s.sessionId, i);
-    } else this.entries[i].s = s;
-    this.noted(i, seg, before?.sub, before?.connection);
-  }
-
-  /** Segment `seg` holds events of entry i, whose sub and connection were these before. */
-  private noted(i: number, seg: number, subBefore: string | undefined, connBefore: string | undefined): void {
-    const { s, segs } = this.entries[i];
-    if (segs[segs.length - 1] !== seg) segs.push(seg);
-    this.touched.add(i);
     // Secondary indexes get the session once, when its identity/connection first appears (usually event 1).
-    if (s.sub !== undefined && subBefore === undefined) addSorted(this.bySub, s.sub, i);
-    if (s.connection !== undefined && connBefore === undefined) addSorted(this.byConn, s.connection, i);
+    if (s.sub !== undefined && sub === undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined && connection === undefined) addSorted(this.byConn, s.connection, i);
+  }
+
+  /** A session seen for the first time (its first event, or the snapshot). */
+  private put(s: SessionSummary): void {
+    const i = this.entries.push(s) - 1;
+    this.byId.set(s.sessionId, i);
+    if (s.sub !== undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined) addSorted(this.byConn, s.connection, i);
   }
 
   async querySessions(f: SessionFilter): Promise<SessionPage> {
@@ -462,7 +496,7 @@ export class JsonlStore implements StateStore {
     const { since, until, limit, cursor } = filterBounds(f);
     const cand = f.sub !== undefined ? (this.bySub.get(f.sub) ?? []) : f.connection !== undefined ? (this.byConn.get(f.connection) ?? []) : undefined;
     const n = cand ? cand.length : this.entries.length;
-    const at = (k: number) => this.entries[cand ? cand[k] : k].s;
+    const at = (k: number) => this.entries[cand ? cand[k] : k];
     let hi = n;
     if (cursor && cursor.agentId === this.agentId) hi = lowerBound(n, (k) => at(k).firstSeq >= cursor.firstSeq);
     if (until !== undefined) hi = Math.min(hi, lowerBound(n, (k) => at(k).startedAt >= until));
@@ -484,12 +518,12 @@ export class JsonlStore implements StateStore {
     await this.commit.flush();
     const i = this.byId.get(sessionId);
     if (i === undefined) return [];
-    // Found by their bytes in the segments that hold the session, within its seq range where a sparse
-    // index narrows it (the key may be inside data too: each candidate is parsed and checked).
-    const { s, segs } = this.entries[i];
+    // Found by their bytes in the segments its seq range spans, narrowed by the sparse points (the key
+    // may be inside data too: each candidate is parsed and checked).
+    const s = this.entries[i];
     const needle = Buffer.from(`"sessionId":${JSON.stringify(sessionId)}`);
     const out: AuditEvent[] = [];
-    for (const k of segs) {
+    for (let k = this.segmentOf(s.firstSeq); k < this.segments.length && this.segments[k].firstSeq <= s.lastSeq; k++) {
       const seg = this.segments[k];
       const sparse = k === this.segments.length - 1 ? this.sparse : ((await this.readSegmentIndex(seg))?.sparse ?? []);
       const buf = await this.readSegment(seg, sparseRange(sparse, s.firstSeq, s.lastSeq, seg.size));
@@ -507,6 +541,11 @@ export class JsonlStore implements StateStore {
       }
     }
     return out;
+  }
+
+  /** The index of the segment holding `seq`. */
+  private segmentOf(seq: number): number {
+    return Math.max(0, lowerBound(this.segments.length, (k) => this.segments[k].firstSeq > seq) - 1);
   }
 
   /** A segment's bytes up to its durable size, or the range [from, to) of them. */

@@ -196,11 +196,41 @@ describe('JsonlStore', () => {
 
     it('opens a trail written without indexes (an older agent) and indexes it', async () => {
       const { open, dir, before, segs } = await trail();
-      for (const n of readdirSync(dir).filter((x) => x.endsWith('.idx'))) rmSync(path.join(dir, n));
+      for (const n of readdirSync(dir).filter((x) => x.endsWith('.idx') || x.endsWith('.sessions'))) rmSync(path.join(dir, n));
       const s = await open();
       expect(await s.querySessions({ limit: 100 })).toEqual(before.page);
       expect(await s.sessionEvents('s1')).toEqual(before.s1);
       expect(readdirSync(dir).filter((n) => n.endsWith('.idx')).sort()).toEqual(segs.slice(0, -1).map(idxOf));
+      expect(readdirSync(dir)).toContain('agent-a.sessions');
+    });
+
+    it('rebuilds the summaries when the sessions snapshot is stale or damaged', async () => {
+      const f = fixture(2048);
+      let s = await f.open();
+      const dir = auditDirOf(s);
+      const add = async (from: number, to: number) => {
+        for (let i = from; i < to; i++) await s.append(makeStatementEvent({ sessionId: `s${i % 3}`, who, connection: 'c', sql: `select ${i}`, decision: i % 4 ? 'allow' : 'block' }));
+      };
+      await add(0, 30);
+      await s.close();
+      stores.pop();
+      const stale = readFileSync(path.join(dir, 'agent-a.sessions'));
+      s = await f.open();
+      await add(30, 60);
+      const want = await s.querySessions({ limit: 10 });
+      expect(want.sessions.map((x) => x.statements)).toEqual([20, 20, 20]);
+      await s.close();
+      stores.pop();
+      // A snapshot from before the last rotations (as a crash right after one leaves it).
+      writeFileSync(path.join(dir, 'agent-a.sessions'), stale);
+      s = await f.open();
+      expect(await s.querySessions({ limit: 10 })).toEqual(want);
+      await s.close();
+      stores.pop();
+      writeFileSync(path.join(dir, 'agent-a.sessions'), stale.subarray(0, 40));
+      s = await f.open();
+      expect(await s.querySessions({ limit: 10 })).toEqual(want);
+      expect(await s.verify()).toEqual({ ok: true, events: 60 });
     });
 
     it('reads a sealed segment again when it no longer matches its index, and verify reports the change', async () => {
