@@ -68,16 +68,26 @@ const ATTRIBUTION_CLAIMS = [
   'job_id',
 ] as const;
 
+/**
+ * A principal's identity, one frozen object per Principal: a session's events all carry the same one,
+ * so the store serialises it once per session (event-json.ts). Principals are never modified.
+ */
+const identities = new WeakMap<Principal, Identity>();
+
 export function identityOf(p: Principal): Identity {
+  let id = identities.get(p);
+  if (id) return id;
   const claims: Record<string, unknown> = {};
   for (const k of ATTRIBUTION_CLAIMS) if (p.claims[k] !== undefined) claims[k] = p.claims[k];
-  return {
+  id = Object.freeze({
     sub: p.sub,
     issuer: p.issuer,
     email: p.email,
-    groups: p.groups.length ? [...p.groups] : undefined,
-    claims: Object.keys(claims).length ? claims : undefined,
-  };
+    groups: p.groups.length ? Object.freeze([...p.groups]) as string[] : undefined,
+    claims: Object.keys(claims).length ? Object.freeze(claims) : undefined,
+  });
+  identities.set(p, id);
+  return id;
 }
 
 // A refusal reason is free text built by other modules; a bearer token pasted into it by mistake must

@@ -360,15 +360,21 @@ export class PgStore implements StateStore {
 
   // ─── recordings ──────────────────────────────────────────────────────────────────────────────────
 
-  async appendRecording(sessionId: string, entry: RecordingEntry): Promise<void> {
+  async appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean> {
     assertSessionId(sessionId);
     const now = new Date(this.clock()).toISOString();
-    const line = await this.caps.cap(sessionId, entry, now, async () => {
+    const { lines, room } = await this.caps.capAll(sessionId, entries, now, async () => {
       const { rows } = await this.pool.query<{ n: number }>('SELECT coalesce(sum(octet_length(entry) + 1), 0)::int AS n FROM audit_recordings WHERE session_id = $1', [sessionId]);
       return rows[0].n;
     });
-    if (line === undefined) return;
-    await this.pool.query('INSERT INTO audit_recordings (session_id, ts, entry) VALUES ($1, $2, $3)', [sessionId, (JSON.parse(line) as RecordingEntry).ts, line]);
+    if (!lines.length) return room;
+    // One statement for the batch; ids (the read order) follow the array order.
+    await this.pool.query('INSERT INTO audit_recordings (session_id, ts, entry) SELECT $1, u.ts, u.entry FROM unnest($2::timestamptz[], $3::text[]) WITH ORDINALITY AS u(ts, entry, n) ORDER BY n', [
+      sessionId,
+      lines.map((l) => l.ts),
+      lines.map((l) => l.line),
+    ]);
+    return room;
   }
 
   async readRecording(sessionId: string): Promise<RecordingEntry[]> {

@@ -1224,6 +1224,7 @@ export class PgSession {
     }
     this.pipeline.abandon('session ended before the statement completed');
     this.out.close();
+    void this.recording?.close(); // its buffered entries
     if (!this.recorded) return; // a cancel request or a refused startup: no session to close
     const end = makeSessionEndEvent({
       sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.stmtLog.count,
