@@ -336,6 +336,7 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
       out.clientAddr = d.clientAddr as string | undefined;
       out.applicationName = d.applicationName as string | undefined;
       out.cliVersion = d.cliVersion as string | undefined;
+      out.purpose = d.purpose as string | undefined;
       break;
     case 'session_end':
       out.endedAt = e.ts;

@@ -8,12 +8,14 @@ import { startLocalListener, psqlLine } from '../services/local-listener.js';
 import { untilSignal } from '../signals.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { statedReason } from '../services/reason.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
 export interface ConnectOptions {
   port?: number;
   agent?: string;
   token?: string;
+  reason?: string;
   ca?: string;
   insecure?: boolean;
 }
@@ -27,6 +29,7 @@ export function registerConnect(program: Command, run: (fn: (out: Output) => Pro
     .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the login `hoopctl login` stored, renewed as needed)')
     .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
+    .option('--reason <text>', 'why this session needs the data, e.g. "ticket OPS-123" (env HOOPCTL_REASON); recorded in the audit and shown to approvers')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only: PHI would travel in clear)')
     .addHelpText(
       'after',
@@ -66,6 +69,7 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     agentUrl: agent,
     connection: name,
     getToken,
+    reason: statedReason(opts.reason, process.env),
     allowInsecure: opts.insecure,
     ca: opts.ca ? readFileSync(opts.ca) : undefined,
     onState: (s) => reportState(s, out, model),
