@@ -38,6 +38,7 @@ Examples:
   $ hoopctl connect prod-db
   $ hoopctl connect prod-db --port 6543 &     # in CI: then run psql/pg_dump against port 6543
   $ hoopctl connect prod-db --json            # JSON Lines events on stdout (listening, approvals…)
+  $ hoopctl connect prod-db --reason "OPS-123: fix visit dates"   # the purpose, recorded with every session
 
 The port listens on 127.0.0.1 only. Connect with user "noop"; no password is needed: the agent holds
 the database credential and checks every statement against its policy.`,
