@@ -144,6 +144,31 @@ describe('assurance for people', () => {
     expect(listed.sessions.find((x) => x.sessionId === start.sessionId)?.purpose).toBe('ticket OPS-1: check visit counts');
   });
 
+  it('the purpose and the sign-in are shown by `hoopctl sessions`, `sessions show` and `approvals show` (the real CLI)', async () => {
+    const { start } = await sessionThrough(await tunnel(aliceMfa, 'ticket OPS-2: shown to reviewers'));
+    const env = { ...process.env, HOOPCTL_AGENT: A.agent.url, HOOPCTL_TOKEN: aliceMfa };
+    const list = await run('node', [...CLI, 'sessions', '--limit', '100'], { env, timeoutMs: 60_000 });
+    expect(list.code).toBe(0);
+    expect(list.stdout.split('\n')[0]).toMatch(/SESSION +PURPOSE$/);
+    expect(list.stdout).toMatch(new RegExp(`${start.sessionId} +ticket OPS-2: shown to reviewers`));
+    const show = await run('node', [...CLI, 'sessions', 'show', start.sessionId!], { env, timeoutMs: 60_000 });
+    expect(show.code).toBe(0);
+    expect(show.stdout).toMatch(/session_start alice@clinic\.example {2}signed in with pwd\+otp\+mfa {2}purpose: ticket OPS-2: shown to reviewers {2}\{/);
+
+    const held = await A.agent.store.approvals.create({
+      sessionId: start.sessionId!,
+      connection: 'demo-db',
+      requester: { sub: 'u-alice', issuer: s.get().issuer.issuer },
+      sql: 'DELETE FROM visits WHERE id = $1',
+      fingerprint: `fp-${randomBytes(6).toString('hex')}`,
+      timeoutMs: 600_000,
+      purpose: 'ticket OPS-2: shown to reviewers',
+    });
+    const approval = await run('node', [...CLI, 'approvals', 'show', held.id], { env: { ...env, HOOPCTL_TOKEN: daveMfa }, timeoutMs: 60_000 });
+    expect(approval.code).toBe(0);
+    expect(approval.stdout).toMatch(/^purpose +ticket OPS-2: shown to reviewers$/m);
+  }, 120_000);
+
   it('an issuer that requires an acr minimum refuses weaker tokens everywhere (403 INSUFFICIENT_ASSURANCE), on the issuer\'s order', async () => {
     const { issuer } = s.get();
     const verifier = new TokenVerifier({

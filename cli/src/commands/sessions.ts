@@ -148,8 +148,11 @@ function eventLine(e: AuditEvent): string {
       return `${t}  #${e.seq} ${String(d.decision).padEnd(5)} ${d.rule}  ${oneLine(String(d.sql ?? ''))}${Array.isArray(d.params) ? `  params=${JSON.stringify(d.params)}` : ''}`;
     case 'statement_result':
       return `${t}  #${e.seq}   → ${d.sqlstate} rows=${d.rows} ${d.durationMs}ms (statement #${d.statementSeq ?? '?'})${d.note ? ` ${d.note}` : ''}`;
-    case 'session_start':
-      return `${t}  #${e.seq} session_start ${e.identity?.email ?? e.identity?.sub ?? '?'}${d.purpose ? `  purpose: ${oneLine(String(d.purpose))}` : '  (no purpose stated)'}  ${JSON.stringify({ ...d, purpose: undefined })}`;
+    case 'session_start': {
+      const amr = e.identity?.claims?.amr;
+      const how = Array.isArray(amr) && amr.length ? `  signed in with ${amr.join('+')}` : '';
+      return `${t}  #${e.seq} session_start ${e.identity?.email ?? e.identity?.sub ?? '?'}${how}${d.purpose ? `  purpose: ${oneLine(String(d.purpose))}` : '  (no purpose stated)'}  ${JSON.stringify({ ...d, purpose: undefined })}`;
+    }
     default:
       return `${t}  #${e.seq} ${e.type} ${JSON.stringify(d)}`;
   }
