@@ -52,12 +52,24 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
   log.info('tunnel open', { clientAddr: ctx.clientAddr });
   let identity = ctx.identity;
   ctx.onIdentity?.(identity);
-  let renewing: Promise<void> = Promise.resolve();
+  // One renewal at a time; RENEWs arriving meanwhile keep only the latest token (bounded, whatever the peer sends).
+  let renewing = false;
+  let nextToken: string | undefined;
   const mux: TunnelMux = new TunnelMux(ws, {
     maxStreams: ctx.maxStreams,
     onRenew({ token }) {
-      // One at a time, in order: a second RENEW waits for the first's verdict.
-      renewing = renewing.then(() => renew(token));
+      nextToken = token;
+      if (renewing) return;
+      renewing = true;
+      const take = (): string | undefined => {
+        const t = nextToken;
+        nextToken = undefined;
+        return t;
+      };
+      void (async () => {
+        for (let t = take(); t !== undefined; t = take()) await renew(t);
+        renewing = false;
+      })();
     },
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
