@@ -12,6 +12,13 @@ import { baseClaims, signRs256, useIssuer } from '../harness/oidc.js';
 import { TunnelClient, type TunnelState } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 import type { TunnelEvent } from '../../shared/tunnel/frame.js';
+import path from 'node:path';
+import { Child } from '../harness/child.js';
+import { tempEnv } from '../cli/helpers.js';
+import { saveLogin, toStoredLogin } from '../../cli/src/services/credentials.js';
+import { TokenStore } from '../../cli/src/services/token-store.js';
+
+const TSX = path.resolve('node_modules/.bin/tsx');
 
 const TTL_SEC = 20;
 const s = useStack({ patients: 20 });
@@ -154,4 +161,34 @@ describe('renewal in place', () => {
     await db.end().catch(() => {});
     await closeTunnel(t);
   }, 60_000);
+
+  it('the real `hoopctl connect`, logged in with the device flow, refreshes its token and renews the open tunnel', async () => {
+    const home = await tempEnv();
+    const tokens = await short.current.mintDeviceFlowToken('alice@clinic.example');
+    const first = decodeJwt(tokens.accessToken);
+    await saveLogin(toStoredLogin(tokens, { issuer: short.current.issuer, method: 'device', clientId: 'hoopctl' }, Date.now()), { store: new TokenStore({ env: home.env }), env: home.env });
+    const cli = new Child(TSX, ['cli/src/main.ts', 'connect', 'demo-db', '--agent', A.agent.url, '--json', '--reason', 'renewal test'], home.env);
+    try {
+      await cli.waitFor(() => cli.stdout.includes('"type":"listening"'), 'listening', 45_000);
+      const events = () => cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; port?: number; data?: { expiresAt?: string } });
+      const port = events().find((e) => e.type === 'listening')!.port!;
+      const conn = new pg.Client({ host: '127.0.0.1', port, user: 'noop', database: 'demo-db' });
+      await conn.connect();
+      expect((await conn.query('SELECT count(*)::int AS n FROM patients')).rows).toEqual([{ n: 20 }]);
+      // Past the first token's expiry, on the same connection: the tunnel was renewed, not reopened.
+      await cli.waitFor(() => events().some((e) => e.type === 'token_renewed'), 'token_renewed', 30_000);
+      await sleep(Math.max(0, first.exp! * 1000 + 2_000 - Date.now()));
+      expect((await conn.query('SELECT count(*)::int AS n FROM patients')).rows).toEqual([{ n: 20 }]);
+      await conn.end();
+      const renewed = events().filter((e) => e.type === 'token_renewed');
+      expect(Date.parse(renewed[0].data!.expiresAt!)).toBeGreaterThan(first.exp! * 1000);
+      expect(events().filter((e) => e.type === 'tunnel' && (e as { state?: string }).state === 'connected')).toHaveLength(1);
+      // The refreshed login was saved: the next command starts from it.
+      const stored = await new TokenStore({ env: home.env }).load(short.current.issuer);
+      expect(stored?.login.accessToken).not.toBe(tokens.accessToken);
+    } finally {
+      await cli.stop();
+      await home.cleanup();
+    }
+  }, 90_000);
 });
