@@ -21,11 +21,12 @@ const CLI = ['--import', 'tsx', path.resolve('cli/src/main.ts')];
 let A: ExtraAgent;
 let B: ExtraAgent;
 let state: pg.Client;
+let stateDb: string;
 let home: Awaited<ReturnType<typeof tempEnv>>;
 
 beforeAll(async () => {
   const stack = s.get();
-  const stateDb = `hoop_revoke_${randomBytes(4).toString('hex')}`;
+  stateDb = `hoop_revoke_${randomBytes(4).toString('hex')}`;
   await stack.pg.exec(`CREATE DATABASE ${stateDb}`);
   const url = stack.pg.url(stateDb);
   [A, B] = await Promise.all([
@@ -145,5 +146,22 @@ describe('hoopctl logout revokes the token at the agent', () => {
     expect(out.stdout).toMatch(/Removed the login for /);
     // Bob's token was not revoked: still accepted.
     expect((await whoami(A, tokens.accessToken)).status).toBe(200);
+  });
+
+  it('fails closed: while the store cannot be read, valid tokens are refused (503), and accepted again once it can', async () => {
+    const { issuer, pg: server } = s.get();
+    const token = (await issuer.mintDeviceFlowToken('bob@clinic.example')).accessToken;
+    expect((await whoami(A, token)).status).toBe(200);
+    await state.end();
+    await server.exec(`ALTER DATABASE ${stateDb} WITH ALLOW_CONNECTIONS false`);
+    await server.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${stateDb}'`);
+    try {
+      expect(await whoami(A, token)).toMatchObject({ status: 503, body: { error: { code: 'REVOCATION_UNKNOWN', message: expect.stringMatching(/cannot check right now whether your token was revoked/) } } });
+    } finally {
+      await server.exec(`ALTER DATABASE ${stateDb} WITH ALLOW_CONNECTIONS true`);
+      state = new pg.Client({ connectionString: server.url(stateDb) });
+      await state.connect();
+    }
+    await expect.poll(async () => (await whoami(A, token)).status, { timeout: 15_000 }).toBe(200);
   });
 });
