@@ -139,7 +139,7 @@ describe('renewal in place', () => {
     expect((await db.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
     await ended;
     await expect.poll(() => t.events.find((e) => e.type === 'token_renewal_failed')?.message, { timeout: 15_000 }).toMatch(
-      /token could not be renewed: the new token is for approver-bot .*not ci-nightly .*The tunnel is closed\./,
+      /token could not be renewed: the new token is for approver-bot \(issuer .*\), not ci-nightly \(issuer .*\)\. The tunnel is closed\./,
     );
     await expect(db.query('SELECT 1')).rejects.toThrow();
     await db.end().catch(() => {});

@@ -145,7 +145,8 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
       log.info('tunnel token renewed', { expiresAt: next.expiresAt });
       mux.event(0, { type: 'token_renewed', data: { expiresAt: next.expiresAt === undefined ? undefined : new Date(next.expiresAt).toISOString() } });
     } catch (err) {
-      endTunnel('token_renewal_failed', 'token renewal failed', `hoopctl: the tunnel's token could not be renewed: ${(err as Error).message.replace(/\s+/g, ' ').slice(0, 600)} The tunnel is closed.`);
+      const why = (err as Error).message.replace(/\s+/g, ' ').trim().slice(0, 600);
+      endTunnel('token_renewal_failed', 'token renewal failed', `hoopctl: the tunnel's token could not be renewed: ${/[.!?]$/.test(why) ? why : `${why}.`} The tunnel is closed.`);
     }
   }
   arm(identity.expiresAt);
