@@ -15,7 +15,7 @@
 // Two implementations, as for the store: a JSON Lines file in dataDir (one agent) and a PostgreSQL table
 // (state.url). A record is dropped once its token has expired: an expired token is refused anyway.
 import { EventEmitter } from 'node:events';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Clock } from './store.js';
@@ -70,6 +70,8 @@ export class FileRevocations implements Revocations {
   ) {}
 
   static async open(dataDir: string, clock: Clock): Promise<FileRevocations> {
+    // The store may be injected (tests, the benchmark), so the directory may not exist yet.
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const file = path.join(dataDir, 'revocations.jsonl');
     const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? '' : Promise.reject(err)));
     const fh = await open(file, 'a', 0o600);
