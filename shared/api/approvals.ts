@@ -20,6 +20,8 @@ export const ApprovalView = z.object({
   sessionId: z.string(),
   agentId: z.string(),
   requester: z.object({ sub: z.string(), issuer: z.string(), email: z.string().optional() }),
+  /** The requesting session's stated purpose (`--reason`, or built from CI claims). */
+  purpose: z.string().optional(),
   sql: z.string(),
   /** Parameters as stored: masked values already redacted by the session. */
   params: z.array(z.unknown()).optional(),
@@ -30,7 +32,18 @@ export const ApprovalView = z.object({
   consumedAt: z.string().optional(),
   minApprovals: z.number().int(),
   approvals: z.number().int(),
-  votes: z.array(z.object({ sub: z.string(), issuer: z.string(), verdict: Verdict, reason: z.string().optional(), at: z.string() })),
+  votes: z.array(
+    z.object({
+      sub: z.string(),
+      issuer: z.string(),
+      verdict: Verdict,
+      reason: z.string().optional(),
+      at: z.string(),
+      /** How the approver signed in (the token's amr/acr), when it said. */
+      amr: z.array(z.string()).optional(),
+      acr: z.string().optional(),
+    }),
+  ),
   /** Whether the caller could decide it right now, and if not, why. */
   canDecide: z.boolean(),
   why: z.string().optional(),

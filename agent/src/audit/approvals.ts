@@ -31,6 +31,8 @@ export interface ApprovalRequest {
   statementSeq?: number;
   /** The policy rule that held the statement (shown to approvers and in notifications). */
   rule?: string;
+  /** The session's stated purpose (`--reason`, or built from CI claims). */
+  purpose?: string;
 }
 
 export interface ApprovalVote {
@@ -39,6 +41,9 @@ export interface ApprovalVote {
   verdict: Verdict;
   reason?: string;
   at: string;
+  /** The sign-in methods and level the approver's token showed (issue 16: MFA where people act). */
+  amr?: string[];
+  acr?: string;
 }
 
 export interface Approval extends ApprovalRequest {
@@ -132,7 +137,9 @@ export function applyVote(a0: Approval, who: Identity, verdict: Verdict, reason:
   if (a.votes.some((v) => sameIdentity(v, who))) throw new ApprovalError('ALREADY_VOTED', `${who.sub} has already decided this request`);
   if (verdict === 'deny' && !reason?.trim()) throw new ApprovalError('REASON_REQUIRED', 'a denial needs a reason');
   const at = new Date(now).toISOString();
-  const votes = [...a.votes, { sub: who.sub, issuer: who.issuer, verdict, reason, at }];
+  const amr = Array.isArray(who.claims?.amr) ? (who.claims.amr as string[]) : undefined;
+  const acr = typeof who.claims?.acr === 'string' ? who.claims.acr : undefined;
+  const votes = [...a.votes, { sub: who.sub, issuer: who.issuer, verdict, reason, at, ...(amr ? { amr } : {}), ...(acr ? { acr } : {}) }];
   const approvals = votes.filter((v) => v.verdict === 'approve').length;
   const status: ApprovalStatus = verdict === 'deny' ? 'denied' : approvals >= a.minApprovals ? 'approved' : 'pending';
   return { ...a, votes, status, decidedAt: status === 'pending' ? undefined : at };

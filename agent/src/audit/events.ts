@@ -22,7 +22,9 @@ export type EventType =
   /** At start: the config's hash with the access, masking and approval rules in force (evidence section C, G). */
   | 'policy_loaded'
   /** A reviewer's attestation of a review, bound to an evidence bundle's manifest hash. */
-  | 'attestation';
+  | 'attestation'
+  /** `hoopctl logout` revoked its token at the agent (identity/revocation.ts). */
+  | 'token_revoked';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {
@@ -66,6 +68,9 @@ const ATTRIBUTION_CLAIMS = [
   'project_path',
   'pipeline_id',
   'job_id',
+  // How the person signed in (issue 16): approval and session events show the assurance presented.
+  'amr',
+  'acr',
 ] as const;
 
 /**
@@ -109,7 +114,7 @@ function isPrincipal(w: Principal | Identity): w is Principal {
 }
 
 export function makeSessionStartEvent(
-  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string },
+  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string; purpose?: string },
 ): EventInput {
   // The token's id (jti) ties the session to one issued credential without storing the credential.
   const jti = isPrincipal(f.who) && typeof f.who.claims.jti === 'string' ? f.who.claims.jti : undefined;
@@ -118,7 +123,17 @@ export function makeSessionStartEvent(
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti },
+    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti, purpose: f.purpose },
+  };
+}
+
+/** A token revoked by its holder: who, which token (jti/sid, never the token), until when it is refused. */
+export function makeTokenRevokedEvent(who: Principal, r: { until: string; scope: 'session' | 'token' }): EventInput {
+  const c = who.claims;
+  return {
+    type: 'token_revoked',
+    identity: identityOf(who),
+    data: { jti: typeof c.jti === 'string' ? c.jti : undefined, sid: typeof c.sid === 'string' ? c.sid : undefined, scope: r.scope, until: r.until },
   };
 }
 

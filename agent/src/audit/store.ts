@@ -361,6 +361,7 @@ export function foldInto(out: SessionSummary, e: AuditEvent): void {
       out.clientAddr = d.clientAddr as string | undefined;
       out.applicationName = d.applicationName as string | undefined;
       out.cliVersion = d.cliVersion as string | undefined;
+      out.purpose = d.purpose as string | undefined;
       break;
     case 'session_end':
       out.endedAt = e.ts;

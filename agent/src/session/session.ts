@@ -111,6 +111,8 @@ export interface SessionMeta {
   streamId: number;
   clientAddr?: string;
   cliVersion?: string;
+  /** Why the tunnel was opened (`--reason`, or built from CI claims). */
+  purpose?: string;
 }
 
 /** What arrived from the client and waits to be judged: a message, or the error that ended the stream. */
@@ -328,6 +330,7 @@ export class PgSession {
         clientAddr: this.meta.clientAddr,
         cliVersion: this.meta.cliVersion,
         applicationName: this.applicationName,
+        purpose: this.meta.purpose,
       }),
     );
     started.then(
@@ -1071,6 +1074,7 @@ export class PgSession {
       minApprovals: conn.approval.minApprovals,
       statementSeq: o.log?.seq,
       rule: h.decision.rule,
+      purpose: this.meta.purpose,
     });
     await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.log?.seq, fingerprint }));
     const text = `hoopctl: statement held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;

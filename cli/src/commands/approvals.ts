@@ -193,6 +193,7 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     `approval   ${a.id}  (${a.status})`,
     `connection ${a.connection}`,
     `requester  ${requesterOf(a)}${a.requester.email ? ` (${a.requester.sub})` : ''}  session ${a.sessionId}`,
+    `purpose    ${a.purpose ?? '(none stated)'}`,
     `age        ${formatAge(now - Date.parse(a.createdAt))}${a.status === 'pending' ? `, expires in ${formatAge(expires)}` : ''}`,
     `approvals  ${a.approvals} of ${a.minApprovals}`,
     'statement',
@@ -200,7 +201,10 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     ...(a.warnings ?? []).map((w) => `WARNING    ${w}`),
   ];
   if (a.params?.length) lines.push(`parameters ${formatParams(a.params)}`);
-  for (const v of a.votes) lines.push(`vote       ${v.verdict} by ${v.sub} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);
+  for (const v of a.votes) {
+    const how = v.amr?.length ? ` [signed in with ${v.amr.join('+')}${v.acr ? `, ${v.acr}` : ''}]` : '';
+    lines.push(`vote       ${v.verdict} by ${v.sub}${how} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);
+  }
   if (!a.canDecide && a.why) lines.push(`you        cannot decide it: ${a.why}`);
   return lines;
 }

@@ -9,12 +9,14 @@ import { endedBy, untilSignal } from '../signals.js';
 import { portFlag } from '../flags.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { statedReason } from '../services/reason.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
 export interface ConnectOptions {
   port?: number;
   agent?: string;
   token?: string;
+  reason?: string;
   ca?: string;
   insecure?: boolean;
 }
@@ -28,6 +30,7 @@ export function registerConnect(program: Command, run: (fn: (out: Output) => Pro
     .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the login `hoopctl login` stored, renewed as needed)')
     .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
+    .option('--reason <text>', 'why this session needs the data, e.g. "ticket OPS-123" (env HOOPCTL_REASON); recorded in the audit and shown to approvers')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only: PHI would travel in clear)')
     .addHelpText(
       'after',
@@ -36,6 +39,7 @@ Examples:
   $ hoopctl connect prod-db
   $ hoopctl connect prod-db --port 6543 &     # in CI: then run psql/pg_dump against port 6543
   $ hoopctl connect prod-db --json            # JSON Lines events on stdout (listening, approvals…)
+  $ hoopctl connect prod-db --reason "OPS-123: fix visit dates"   # the purpose, recorded with every session
 
 The port listens on 127.0.0.1 only. Connect with user "noop"; no password is needed: the agent holds
 the database credential and checks every statement against its policy.`,
@@ -61,6 +65,7 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     agentUrl: agent,
     connection: name,
     getToken,
+    reason: statedReason(opts.reason, process.env),
     allowInsecure: opts.insecure,
     ca: opts.ca ? readFileSync(opts.ca) : undefined,
     onState: (s) => reportState(s, out, model),

@@ -9,12 +9,14 @@ import { TunnelClient } from '../services/tunnel-client.js';
 import { startLocalListener } from '../services/local-listener.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { statedReason } from '../services/reason.js';
 
 interface ExecOptions {
   command?: string;
   file?: string;
   agent?: string;
   token?: string;
+  reason?: string;
   insecure?: boolean;
 }
 
@@ -27,6 +29,7 @@ export function registerExec(program: Command, run: (fn: (out: Output) => Promis
     .option('-f, --file <path>', 'read the SQL from a file')
     .option('--agent <url>', 'agent URL (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token (env HOOPCTL_TOKEN)')
+    .option('--reason <text>', 'why this session needs the data, e.g. "ticket OPS-123" (env HOOPCTL_REASON); recorded in the audit and shown to approvers')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only)')
     .addHelpText(
       'after',
@@ -54,6 +57,7 @@ async function exec(name: string, opts: ExecOptions, out: Output): Promise<void>
     agentUrl: agent,
     connection: name,
     getToken,
+    reason: statedReason(opts.reason, process.env),
     allowInsecure: opts.insecure,
     onEvent: (e) => {
       events.push(e);

@@ -137,8 +137,8 @@ function cell(v: unknown): string {
 
 export function sessionsTable(rows: SessionSummary[], next?: string): string {
   if (rows.length === 0) return 'no sessions match';
-  const head = ['STARTED', 'IDENTITY', 'CONNECTION', 'STMTS', 'DECISIONS', 'SESSION'];
-  const body = rows.map((r) => [r.startedAt.replace('T', ' ').slice(0, 19), r.email ?? r.sub ?? '?', r.connection ?? '?', String(r.statements), r.decisions.join(',') || '-', r.sessionId]);
+  const head = ['STARTED', 'IDENTITY', 'CONNECTION', 'STMTS', 'DECISIONS', 'SESSION', 'PURPOSE'];
+  const body = rows.map((r) => [r.startedAt.replace('T', ' ').slice(0, 19), r.email ?? r.sub ?? '?', r.connection ?? '?', String(r.statements), r.decisions.join(',') || '-', r.sessionId, r.purpose ? oneLine(r.purpose, 60) : '-']);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   return [fmt(head), ...body.map(fmt), ...(next ? [`more: --cursor ${next}`] : [])].join('\n');
@@ -165,6 +165,11 @@ function eventLine(e: AuditEvent): string {
     case 'approval_withdrawn':
     case 'approval_expired':
       return `${t}  #${e.seq} ${e.type.slice('approval_'.length)}: approval ${d.approvalId}${d.reason ? ` (${oneLine(String(d.reason))})` : ''}; the statement was not run`;
+    case 'session_start': {
+      const amr = e.identity?.claims?.amr;
+      const how = Array.isArray(amr) && amr.length ? `  signed in with ${amr.join('+')}` : '';
+      return `${t}  #${e.seq} session_start ${who(e)}${how}${d.purpose ? `  purpose: ${oneLine(String(d.purpose))}` : '  (no purpose stated)'}  ${JSON.stringify({ ...d, purpose: undefined })}`;
+    }
     default:
       return `${t}  #${e.seq} ${e.type} ${JSON.stringify(d)}`;
   }
@@ -174,7 +179,7 @@ function who(e: AuditEvent): string {
   return e.identity?.email ?? e.identity?.sub ?? 'unknown identity';
 }
 
-function oneLine(s: string): string {
+function oneLine(s: string, max = 120): string {
   const x = s.replace(/\s+/g, ' ').trim();
-  return x.length > 120 ? x.slice(0, 117) + '...' : x;
+  return x.length > max ? x.slice(0, max - 3) + '...' : x;
 }
