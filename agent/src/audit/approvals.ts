@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Identity } from './events.js';
 import type { Clock } from './store.js';
+import type { TransactionDetail } from '../../../shared/api/approvals.js';
 
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn' | 'consumed';
 export type Verdict = 'approve' | 'deny';
@@ -31,6 +32,8 @@ export interface ApprovalRequest {
   statementSeq?: number;
   /** The policy rule that held the statement (shown to approvers and in notifications). */
   rule?: string;
+  /** approval.mode transaction: the COMMIT of this transaction, its statements and rows changed. */
+  transaction?: TransactionDetail;
 }
 
 export interface ApprovalVote {

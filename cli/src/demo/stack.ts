@@ -38,6 +38,9 @@ export interface DemoStackOptions {
   patients?: number;
   /** How long a held statement waits for an approver (default 15m). */
   approvalTimeout?: string;
+  /** approval.mode of the demo connection (default statement), and its transactionTimeout. */
+  approvalMode?: 'statement' | 'transaction';
+  transactionTimeout?: string;
   agentLog?: Logger;
   /** Overrides for the agent (gate, audit…), for tests. */
   agent?: Partial<Omit<AgentOptions, 'config'>>;
@@ -93,7 +96,12 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
             masking: DEMO_MASKING,
-            approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
+            approval: {
+              approvers: { groups: ['compliance'] },
+              ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}),
+              ...(opts.approvalMode ? { mode: opts.approvalMode } : {}),
+              ...(opts.transactionTimeout ? { transactionTimeout: opts.transactionTimeout } : {}),
+            },
           },
         },
       },
