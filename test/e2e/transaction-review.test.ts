@@ -17,6 +17,19 @@ const notes = (id: number) => direct<{ notes: string | null }>('SELECT notes FRO
 const fingerprint = () => direct<{ h: string }>("SELECT md5(string_agg(v::text, ',' ORDER BY id)) AS h FROM visits v").then((r) => r[0].h);
 const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: unknown) => ({ ok: false as const, e: e as pg.DatabaseError }));
 
+/** Takes (and releases) the row's lock directly, failing at once (55P03) if someone holds it. */
+async function lockNowait(id: number): Promise<void> {
+  const w = new pg.Client({ connectionString: s.get().directUrl });
+  await w.connect();
+  try {
+    await w.query('BEGIN');
+    await w.query('SELECT 1 FROM visits WHERE id = $1 FOR UPDATE NOWAIT', [id]);
+  } finally {
+    await w.query('ROLLBACK').catch(() => {});
+    await w.end();
+  }
+}
+
 async function client(): Promise<{ c: pg.Client; notices: string[] }> {
   const c = await tunnelClient(s.get());
   const notices: string[] = [];
@@ -92,20 +105,16 @@ describe('approval.mode transaction (node-postgres)', () => {
     await c.query('UPDATE visits SET notes = $1 WHERE id = $2', ['killed', 30]);
     void settle(c.query('COMMIT'));
     const a = await nextPendingApproval(s.get());
+    await expect(lockNowait(30)).rejects.toMatchObject({ code: '55P03' });
     (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
     for (let i = 0; i < 200 && (await s.get().agent.store.approvals.get(a.id))?.status === 'pending'; i++) await new Promise((r) => setTimeout(r, 50));
     expect((await s.get().agent.store.approvals.get(a.id))?.status).toBe('withdrawn');
-    // The row is not locked any more (a direct writer gets it at once) and never changed.
-    const w = new pg.Client({ connectionString: s.get().directUrl });
-    await w.connect();
-    try {
-      await w.query("SET lock_timeout = '10s'");
-      await w.query('BEGIN');
-      await w.query('SELECT 1 FROM visits WHERE id = 30 FOR UPDATE');
-      await w.query('ROLLBACK');
-    } finally {
-      await w.end();
+    // The row is not locked any more and never changed (the server rolls back as the agent closes its connection).
+    for (let i = 0; i < 100; i++) {
+      if (await lockNowait(30).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 50));
     }
+    await lockNowait(30);
     expect(await notes(30)).toBe(before);
   });
 
@@ -115,8 +124,14 @@ describe('approval.mode transaction (node-postgres)', () => {
       const before = await notes(31);
       await c.query('BEGIN');
       await c.query('UPDATE visits SET notes = $1 WHERE id = $2', ['timed-out', 31]);
-      const r = await settle(c.query('COMMIT')); // nobody decides: the 6 s bound ends it
+      const commit = settle(c.query('COMMIT')); // nobody decides: the 6 s bound ends it
+      await nextPendingApproval(s.get());
+      // While the COMMIT waits the block holds its row lock…
+      await expect(lockNowait(31)).rejects.toMatchObject({ code: '55P03' });
+      const r = await commit;
       expect(!r.ok && r.e).toMatchObject({ code: '42501', message: expect.stringContaining('rolled back') });
+      // … and at the bound it is rolled back: the lock is free and nothing changed.
+      await lockNowait(31);
       expect(await notes(31)).toBe(before);
       const [a] = (await s.get().agent.store.approvals.list()).filter((x) => x.transaction && x.status === 'expired');
       expect(a).toBeDefined();
