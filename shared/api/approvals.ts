@@ -9,6 +9,15 @@ export const ApprovalStatus = z.enum(['pending', 'approved', 'denied', 'expired'
 export const Verdict = z.enum(['approve', 'deny']);
 export type Verdict = z.infer<typeof Verdict>;
 
+/** A reviewed transaction (approval.mode transaction): what its COMMIT would make visible. */
+export const TransactionDetail = z.object({
+  /** When the block began: its locks are held since then. */
+  startedAt: z.string(),
+  statements: z.array(z.object({ sql: z.string(), params: z.array(z.unknown()).optional(), writes: z.boolean(), rows: z.number().int(), sqlstate: z.string().optional() })),
+  rowsChanged: z.number().int(),
+});
+export type TransactionDetail = z.infer<typeof TransactionDetail>;
+
 /** One request: everything an approver needs to decide, nothing to replay it. */
 export const ApprovalView = z.object({
   id: z.string(),
@@ -26,6 +35,7 @@ export const ApprovalView = z.object({
   /** Parameters as stored: masked values already redacted by the session. */
   params: z.array(z.unknown()).optional(),
   statementSeq: z.number().int().optional(),
+  transaction: TransactionDetail.optional(),
   createdAt: z.string(),
   expiresAt: z.string(),
   decidedAt: z.string().optional(),

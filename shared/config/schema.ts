@@ -103,6 +103,14 @@ const Approval = z.strictObject({
   minApprovals: z.number().int().min(1).max(10).default(1),
   timeout: Duration.default('15m'),
   exportRowLimit: z.number().int().positive().default(10_000),
+  /**
+   * `statement`: every write waits for approval on its own, and a write inside BEGIN … COMMIT is
+   * refused. `transaction`: writes inside a block run in that (read-write) transaction and its COMMIT
+   * waits for an approver who sees every statement and the rows it changed; deny rolls back.
+   */
+  mode: z.enum(['statement', 'transaction']).default('statement'),
+  /** Transaction mode: how long a reviewed transaction may hold its locks while its COMMIT waits. */
+  transactionTimeout: Duration.default('5m'),
   webhook: z
     .strictObject({
       /** Where requests and decisions are POSTed. A secret for Slack: never logged, only its origin. */

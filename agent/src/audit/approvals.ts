@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Identity } from './events.js';
 import type { Clock } from './store.js';
+import type { TransactionDetail } from '../../../shared/api/approvals.js';
 
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn' | 'consumed';
 export type Verdict = 'approve' | 'deny';
@@ -33,6 +34,8 @@ export interface ApprovalRequest {
   rule?: string;
   /** The session's stated purpose (`--reason`, or built from CI claims). */
   purpose?: string;
+  /** approval.mode transaction: the COMMIT of this transaction, its statements and rows changed. */
+  transaction?: TransactionDetail;
 }
 
 export interface ApprovalVote {

@@ -104,6 +104,7 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       ...displayOf(a.sql),
       params: a.params,
       statementSeq: a.statementSeq,
+      transaction: a.transaction,
       createdAt: a.createdAt,
       expiresAt: a.expiresAt,
       decidedAt: a.decidedAt,

@@ -91,6 +91,13 @@ export interface StatementFacts {
   /** Transaction control (P8): `begin` opens a block, `end` ends it (COMMIT, ROLLBACK, PREPARE TRANSACTION),
    * `chain` ends it and opens the next (… AND CHAIN), `inside` acts within one (SAVEPOINT, RELEASE, ROLLBACK TO). */
   readonly controlsTransaction?: 'begin' | 'end' | 'chain' | 'inside';
+  /** COMMIT / END (and PREPARE TRANSACTION): the block's work becomes visible, so a reviewed block waits here. */
+  readonly commits?: boolean;
+  /** BEGIN / START TRANSACTION naming its access mode (policy lets only READ ONLY through). */
+  readonly setsAccessMode?: boolean;
+  /** Calls something whose effects may escape a transaction's rollback: a sequence change, an unknown
+   * function or procedure. A reviewed transaction cannot take it back, so it is refused there. */
+  readonly escapesRollback?: boolean;
   /** EXPLAIN ANALYZE: the inner statement runs */
   readonly analyzes?: boolean;
   /** the statement inside PREPARE / DECLARE / EXPLAIN, judged on its own; for EXECUTE/FETCH, what runs */
@@ -320,13 +327,20 @@ export class PolicyEngine {
     } else if (kind === 'TransactionStmt') {
       extra.endsTransaction = /^TRANS_STMT_(COMMIT|ROLLBACK|PREPARE)$/.test(String(body.kind));
       extra.controlsTransaction = transactionControl(String(body.kind), body.chain === true);
+      extra.commits = /^TRANS_STMT_(COMMIT|PREPARE)$/.test(String(body.kind));
+      if (extra.controlsTransaction === 'begin') extra.setsAccessMode = optionNames(body.options).includes('transaction_read_only');
     }
 
     const tree = walkTree(body, WRAPPERS.has(kind) ? ['query'] : []);
     for (const s of tree.statements) verdict = stricter(verdict, statementVerdict(s.kind, s.body));
     const pinned = kind === 'SelectStmt' ? pinnedSettingName(body) : undefined;
     // `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'` (pg_dump) is set_config('x', 'v', false).
-    for (const f of tree.functions) verdict = stricter(verdict, functionVerdict(f, this.#lists, pinned));
+    for (const f of tree.functions) {
+      const v = functionVerdict(f, this.#lists, pinned);
+      if (v.action === 'hold' && ESCAPES_ROLLBACK.has(v.rule)) extra.escapesRollback = true;
+      verdict = stricter(verdict, v);
+    }
+    if (kind === 'CallStmt' || tree.statements.some((s) => s.kind === 'CallStmt')) extra.escapesRollback = true;
     for (const r of tree.relations) verdict = stricter(verdict, relationVerdict(r));
     for (const o of tree.qualifiedOperators) verdict = stricter(verdict, operatorVerdict(o));
     for (const m of tree.tablesampleMethods) verdict = stricter(verdict, tablesampleVerdict(m));
@@ -353,8 +367,18 @@ export class PolicyEngine {
       relations: unique([...tree.relations.filter((r) => !r.cte).map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name)), ...(inner?.relations ?? [])]),
       functions: unique([...tree.functions.map((f) => (f.schema ? `${f.schema}.${f.name}` : f.name)), ...(inner?.functions ?? [])]),
       ...extra,
+      escapesRollback: extra.escapesRollback === true || inner?.escapesRollback === true,
     };
   }
+}
+
+/** Held calls whose effects outlive a rollback (sequences), or cannot be known (functions, procedures). */
+const ESCAPES_ROLLBACK = new Set(['P4.function.sequence', 'P4.function.unknown']);
+
+/** The option names of a transaction-mode list (`BEGIN ISOLATION LEVEL …, READ ONLY`): names only, never values. */
+function optionNames(options: unknown): string[] {
+  if (!Array.isArray(options)) return [];
+  return options.map((o) => String(((o as Body).DefElem as Body | undefined)?.defname ?? ''));
 }
 
 const unique = (xs: string[]): string[] => [...new Set(xs)];

@@ -196,7 +196,8 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     `purpose    ${a.purpose ?? '(none stated)'}`,
     `age        ${formatAge(now - Date.parse(a.createdAt))}${a.status === 'pending' ? `, expires in ${formatAge(expires)}` : ''}`,
     `approvals  ${a.approvals} of ${a.minApprovals}`,
-    'statement',
+    ...(a.transaction ? [`transaction ${a.transaction.statements.length} statement(s), ${a.transaction.rowsChanged} row(s) changed, holding locks for ${formatAge(now - Date.parse(a.transaction.startedAt))}; approve commits it, deny rolls it back`] : []),
+    a.transaction ? 'statements' : 'statement',
     ...(a.display ?? a.sql).split('\n').map((l) => `  ${l}`),
     ...(a.warnings ?? []).map((w) => `WARNING    ${w}`),
   ];
@@ -210,7 +211,7 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
 }
 
 export function decisionLine(a: ApprovalView, verdict: Verdict): string {
-  if (verdict === 'deny') return `denied ${a.id}: the statement will not run`;
-  if (a.status === 'approved') return `approved ${a.id}: the held statement runs once, as shown`;
+  if (verdict === 'deny') return `denied ${a.id}: ${a.transaction ? 'the transaction will be rolled back' : 'the statement will not run'}`;
+  if (a.status === 'approved') return `approved ${a.id}: ${a.transaction ? 'the held transaction commits, as shown' : 'the held statement runs once, as shown'}`;
   return `vote recorded on ${a.id}: ${a.approvals} of ${a.minApprovals} approvals; waiting for another approver`;
 }

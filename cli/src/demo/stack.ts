@@ -48,6 +48,9 @@ export interface DemoStackOptions {
   masking?: Record<string, string | { partial: number }>;
   /** How long a held statement waits for an approver (default 15m). */
   approvalTimeout?: string;
+  /** approval.mode of the demo connection (default statement), and its transactionTimeout. */
+  approvalMode?: 'statement' | 'transaction';
+  transactionTimeout?: string;
   agentLog?: Logger;
   /** Overrides for the agent (gate, audit…), for tests. */
   agent?: Partial<Omit<AgentOptions, 'config'>>;
@@ -106,7 +109,12 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
             masking: opts.masking ?? DEMO_MASKING,
             unmasked: DEMO_UNMASKED,
-            approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
+            approval: {
+              approvers: { groups: ['compliance'] },
+              ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}),
+              ...(opts.approvalMode ? { mode: opts.approvalMode } : {}),
+              ...(opts.transactionTimeout ? { transactionTimeout: opts.transactionTimeout } : {}),
+            },
           },
         },
       },
