@@ -4,6 +4,7 @@
 //   --only P[,P…]       a category prefix (CB), a case id (CB-001) or an id prefix
 //   --json FILE         every case's verdict and evidence
 //   --mode deny|auto-approve   approval run mode (default deny)
+//   --approval-mode statement|transaction   the connection's approval.mode (default statement)
 //   --gate P[,P…]       exit 1 if a must/should case of these prefixes fails (default: none)
 //   --timeout MS        per-case time limit (default 20000; a few long cases get more)
 //   --profile hostile-db|least-privilege
@@ -41,12 +42,18 @@ async function main(): Promise<number> {
     process.stderr.write('--mode must be deny or auto-approve\n');
     return 2;
   }
+  const approvalMode = (args['approval-mode'] ?? 'statement') as 'statement' | 'transaction';
+  if (!['statement', 'transaction'].includes(approvalMode)) {
+    process.stderr.write('--approval-mode must be statement or transaction\n');
+    return 2;
+  }
   const profile = (args.profile ?? 'hostile-db') as 'hostile-db' | 'least-privilege';
   const summary = await runAttacks({
     corpus: path.resolve(args.corpus ?? path.resolve(repoRoot, '../shared/attacks/corpus.json')),
     only: list(args.only),
     json: args.json ? path.resolve(args.json) : undefined,
     mode,
+    approvalMode,
     gate: list(args.gate),
     caseTimeoutMs: Number(args.timeout ?? 20_000),
     profile,

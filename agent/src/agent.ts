@@ -3,15 +3,21 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { hostname } from 'node:os';
-import type { ResolvedConfig } from './config.js';
+import type { ResolvedConfig, ResolvedConnection } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createHttpServer, type Authenticator } from './http/server.js';
 import { auditExportApi, sessionsApi } from './http/sessions-api.js';
 import { approvalsApi } from './http/approvals-api.js';
 import { TokenVerifier } from './identity/verify.js';
+import { canUse } from './identity/access.js';
+import { checkingRevocation, revokeOwnToken } from './identity/revocation.js';
+import { FileRevocations, PgRevocations, type Revocations } from './audit/revocations.js';
+import { TunnelRevocationWatch } from './tunnel/revocation-watch.js';
+import { makeTokenRevokedEvent } from './audit/events.js';
 import { CancelRegistry } from './session/cancel.js';
 import { loadPolicyEngine, type PolicyEngine } from './policy/index.js';
 import { ConnectionMasking } from './masking/connection.js';
+import { unmaskedTextColumns } from './masking/catalog.js';
 import type { StateStore } from './audit/store.js';
 import { JsonlStore } from './audit/jsonl-store.js';
 import { PgStore } from './audit/pg-store.js';
@@ -35,6 +41,8 @@ export interface AgentOptions {
   log?: Logger;
   /** Token verification; defaults to the configured issuers. Tests inject their own clock through it. */
   auth?: Authenticator;
+  /** Revoked tokens; defaults to config.state: dataDir/revocations.jsonl, or PostgreSQL. */
+  revocations?: Revocations;
   /** The state store (audit, recordings, approvals). Defaults to config.state: JSONL in dataDir, or PostgreSQL. */
   store?: StateStore;
   /** Wraps the store the agent opened itself (the benchmark's audit-off arm, see audit/bench-no-audit.ts). */
@@ -87,7 +95,7 @@ export interface DrainReport {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config } = opts;
   const log = opts.log ?? createLogger();
-  const auth = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
+  const verifier = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
   const clock = opts.clock ?? Date.now;
   const agentId = opts.agentId ?? agentIdFor(config.listen);
   const opened =
@@ -95,6 +103,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     (config.state.url
       ? await PgStore.open({ url: config.state.url, agentId, clock, recording: config.recording })
       : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock, recording: config.recording }));
+  let revocations: Revocations;
+  try {
+    revocations =
+      opts.revocations ?? (config.state.url ? await PgRevocations.open(config.state.url, clock) : await FileRevocations.open(config.dataDir, clock));
+  } catch (err) {
+    if (!opts.store) await opened.close().catch(() => {});
+    throw err;
+  }
+  const ownsRevocations = !opts.revocations;
+  // Every token, wherever it is presented, is checked against the revocation list after its signature.
+  const auth = checkingRevocation(verifier, revocations);
+  const revocationWatch = new TunnelRevocationWatch(revocations, log);
   const metrics = createMetrics({ connections: [...config.connections.keys()], health: () => opened.health() });
   const store = metrics.meterStore(!opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened);
   const ownsStore = !opts.store;
@@ -151,6 +171,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     auditExport: auditExportApi(store, config.reviewers.groups),
     auditSigning: auditSigningApi(checkpointer, store, config.reviewers.groups),
     approvals: approvalsApi(store, config, { log }),
+    async revokeToken(who) {
+      const result = await revokeOwnToken(who, revocations, clock());
+      await store.append(makeTokenRevokedEvent(who, result)).catch((err) => log.error('audit store unavailable; revocation not chained', { error: (err as Error).message }));
+      log.info('token revoked', { sub: who.sub, scope: result.scope });
+      return result;
+    },
     draining: () => draining,
     metrics: config.metrics.listen ? undefined : metricsBody,
     ready: readiness,
@@ -158,7 +184,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       metrics.refused(r.code);
       refusals.record({ reason: r.message, code: `HTTP ${r.status} ${r.code}`, clientAddr, connection: connection?.slice(0, 64) });
     },
-    onTunnel(ws, identity, name, clientAddr) {
+    onTunnel(ws, identity, name, clientAddr, purpose) {
       const connection = config.connections.get(name)!;
       const target = {
         host: connection.postgres.host,
@@ -173,12 +199,20 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         identity,
         connection,
         clientAddr,
+        purpose,
         log,
         maxStreams: opts.maxStreamsPerTunnel ?? 256,
         onSession: opts.onSession,
         sessions,
         policy: engines.get(name)!,
         masking: maskers.get(name)!,
+        onIdentity: (who) => revocationWatch.identify(ws, who),
+        async renew(token) {
+          const who = await auth.verify(token);
+          const access = canUse(connection, name, who);
+          if (!access.allowed) throw new Error(access.reason);
+          return who;
+        },
         sessionDeps: {
           audit: store,
           clock,
@@ -200,6 +234,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
           },
         },
       });
+      revocationWatch.attach(ws, mux);
       tunnels.add(mux);
       sockets.add(ws);
       meterSocket(ws, metrics);
@@ -241,6 +276,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info('agent listening', { url, connections: [...config.connections.keys()] });
+  for (const [name, m] of maskers) if (m.enabled) void lintMasking(name, m, config.connections.get(name)!, log);
   const retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
   // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
   const checkpoints = setInterval(() => {
@@ -267,6 +303,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       refusals.close();
       for (const m of maskers.values()) m.close();
       await metricsServer?.close();
+      revocationWatch.close();
+      if (ownsRevocations) await revocations.close();
       if (ownsStore) await store.close();
     })());
 
@@ -304,6 +342,26 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 }
 
 const READY_TIMEOUT_MS = 3_000;
+
+/**
+ * At start, once the catalog loads: one warning per text column left in clear beside masked columns
+ * (masking/catalog.ts). A database that cannot be reached now is not this lint's to report (readyz does).
+ */
+async function lintMasking(name: string, masking: ConnectionMasking, conn: ResolvedConnection, log: Logger): Promise<void> {
+  let lineage;
+  try {
+    lineage = await masking.current();
+  } catch {
+    return;
+  }
+  for (const column of unmaskedTextColumns(lineage.catalog, Object.keys(conn.masking), conn.unmasked)) {
+    log.warn('text column not masked beside masked columns', {
+      connection: name,
+      column,
+      hint: `free text often repeats the identifiers masked beside it: mask it, or list it under connections.${name}.unmasked to silence this`,
+    });
+  }
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -43,7 +43,14 @@ export async function resolveConfig(raw: unknown, env: NodeJS.ProcessEnv = proce
   const { connections, ...rest } = parsed.data;
   const problems: string[] = [];
   const resolved = new Map<string, ResolvedConnection>();
+  // An acr minimum is measured on an issuer's ordered acrValues; a value no issuer lists is a typo.
+  const knownAcr = new Set(rest.identity.issuers.flatMap((i) => i.acrValues ?? []));
+  const checkAcr = (where: string, acr: string | undefined) => {
+    if (acr !== undefined && !knownAcr.has(acr)) problems.push(`${where}.require.acr: ${acr} is in no issuer's acrValues (list them weakest to strongest on the issuer)`);
+  };
   for (const [name, conn] of Object.entries(connections)) {
+    conn.access.forEach((r, i) => checkAcr(`connections.${name}.access.${i}`, r.require?.acr));
+    checkAcr(`connections.${name}.approval.approvers`, conn.approval.approvers?.require?.acr);
     const where = `connections.${name}.postgres`;
     let password: string | undefined;
     if (conn.postgres.passwordEnv) {

@@ -1,5 +1,7 @@
-// Structured logs for operators: one JSON object per line on stderr (or a readable line on a TTY).
-// Never pass tokens, passwords, cancel keys or result values here.
+// Structured logs for operators: one JSON object per line on stderr (or, with `pretty`, the agent's
+// `--log-format text`, a readable line). Never pass SQL text, parameter or result values, error texts
+// that may quote them, tokens, passwords or cancel keys here, at any level: logs leave the audit
+// store's protection (test/e2e/logs.test.ts runs a session full of PHI literals and reads every line).
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 

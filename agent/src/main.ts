@@ -7,16 +7,17 @@ import { createLogger } from './log.js';
 import { startAgent } from './agent.js';
 import { BENCH_NO_AUDIT_ENV, withoutAudit } from './audit/bench-no-audit.js';
 
-const USAGE = `usage: hoop-agent --config FILE
+const USAGE = `usage: hoop-agent --config FILE [--log-format json|text]
 
 Runs the hoopctl agent next to the database: it verifies tokens, holds the database credentials and
 checks, masks and audits every statement. See README.md for the config format.
 
 options:
   -c, --config FILE   the agent config (YAML), e.g. /etc/hoop/hoop-agent.yaml
+  --log-format F      json (default: one JSON object per line on stderr, for log collectors) | text (for people)
   -h, --help          this text
 environment:
-  HOOP_LOG_LEVEL      debug | info | warn | error (default info)
+  HOOP_LOG_LEVEL      debug | info | warn | error (default info); no level logs SQL, values or tokens
 signals:
   SIGTERM, SIGINT     drain: refuse new tunnels, let running statements finish (shutdown.drainTimeout,
                       default 30s), cancel the rest, end every session, exit 0
@@ -26,7 +27,7 @@ signals:
 async function run(): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ options: { config: { type: 'string', short: 'c' }, 'log-format': { type: 'string', default: 'json' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     process.stderr.write(`hoop-agent: ${(err as Error).message}\n${USAGE}\n`);
     return 2;
@@ -39,7 +40,12 @@ async function run(): Promise<number> {
     process.stderr.write(`hoop-agent: --config is required\n${USAGE}\n`);
     return 2;
   }
-  const log = createLogger({ pretty: Boolean(process.stderr.isTTY) });
+  const format = values['log-format'];
+  if (format !== 'json' && format !== 'text') {
+    process.stderr.write(`hoop-agent: --log-format: expected json or text, got ${JSON.stringify(format)}\n${USAGE}\n`);
+    return 2;
+  }
+  const log = createLogger({ pretty: format === 'text' });
   let config;
   try {
     config = await loadConfigFile(values.config);

@@ -51,7 +51,17 @@ export function reportError(err: unknown, json: boolean): ExitCode {
     exit = ExitCode.Failure;
     if (process.env.HOOPCTL_DEBUG) process.stderr.write(String((err as Error)?.stack ?? err) + '\n');
   }
+  if (hint && saysAlready(message, hint)) hint = undefined;
   if (json) process.stdout.write(JSON.stringify({ error: { code, message, hint } }) + '\n');
   else process.stderr.write(`error: ${message}\n${hint ? `  ${hint}\n` : ''}`);
   return exit;
+}
+
+/**
+ * A hint that only repeats a command the message already names (the agent's "… Run `hoopctl login` to get
+ * a new one." under our own "Run `hoopctl login`.") would tell the user the same thing twice.
+ */
+function saysAlready(message: string, hint: string): boolean {
+  const commands = hint.match(/`[^`]+`/g);
+  return commands !== null && commands.every((c) => message.includes(c));
 }

@@ -11,6 +11,8 @@ export interface RunOptions {
   only?: string[];
   json?: string;
   mode: 'deny' | 'auto-approve';
+  /** The connection's approval.mode (statement by default). */
+  approvalMode?: 'statement' | 'transaction';
   gate: string[];
   caseTimeoutMs: number;
   profile: 'hostile-db' | 'least-privilege';
@@ -55,6 +57,7 @@ export async function runAttacks(opts: RunOptions): Promise<RunSummary> {
       agentOverrides: opts.agentOverrides,
       progress,
       mode: opts.mode,
+      approvalMode: opts.approvalMode,
     });
     progress(`product up in ${Date.now() - t0} ms (fixture reset ${stack.fixture.lastResetMs} ms); ${cases.length} cases`);
     const core = corpus.meta.sensitive_values?.core ?? [];

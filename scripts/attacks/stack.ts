@@ -244,6 +244,7 @@ export interface StackOptions {
    * has a second human (carol, group compliance) approve every request as it appears.
    */
   mode?: 'deny' | 'auto-approve';
+  approvalMode?: 'statement' | 'transaction';
 }
 
 /** A request the runner's second human approved (auto-approve mode), with the SQL the agent showed. */
@@ -349,7 +350,7 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
               { issuer: issuer.issuer, sub: approverSub },
               { issuer: GH_ISSUER, claims: { repository: 'org/app', ref: 'refs/heads/main' } },
             ],
-            approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s' },
+            approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s', mode: opts.approvalMode ?? 'statement' },
             masking,
             // The corpus judges masked columns in the strict profile (SECURITY-POLICY P7). get_patient() is
             // a STABLE SQL function a job calls: allowlisted as an operator would (P4 holds user-defined

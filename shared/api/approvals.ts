@@ -9,6 +9,15 @@ export const ApprovalStatus = z.enum(['pending', 'approved', 'denied', 'expired'
 export const Verdict = z.enum(['approve', 'deny']);
 export type Verdict = z.infer<typeof Verdict>;
 
+/** A reviewed transaction (approval.mode transaction): what its COMMIT would make visible. */
+export const TransactionDetail = z.object({
+  /** When the block began: its locks are held since then. */
+  startedAt: z.string(),
+  statements: z.array(z.object({ sql: z.string(), params: z.array(z.unknown()).optional(), writes: z.boolean(), rows: z.number().int(), sqlstate: z.string().optional() })),
+  rowsChanged: z.number().int(),
+});
+export type TransactionDetail = z.infer<typeof TransactionDetail>;
+
 /** One request: everything an approver needs to decide, nothing to replay it. */
 export const ApprovalView = z.object({
   id: z.string(),
@@ -20,6 +29,8 @@ export const ApprovalView = z.object({
   sessionId: z.string(),
   agentId: z.string(),
   requester: z.object({ sub: z.string(), issuer: z.string(), email: z.string().optional() }),
+  /** The requesting session's stated purpose (`--reason`, or built from CI claims). */
+  purpose: z.string().optional(),
   sql: z.string(),
   /** Parameters as stored: masked values already redacted by the session. */
   params: z.array(z.unknown()).optional(),
@@ -28,13 +39,25 @@ export const ApprovalView = z.object({
   rule: z.string().optional(),
   /** P11 row threshold: the result is paused after this many rows (replay them: hoopctl sessions replay SESSION). */
   rowsSoFar: z.number().int().optional(),
+  transaction: TransactionDetail.optional(),
   createdAt: z.string(),
   expiresAt: z.string(),
   decidedAt: z.string().optional(),
   consumedAt: z.string().optional(),
   minApprovals: z.number().int(),
   approvals: z.number().int(),
-  votes: z.array(z.object({ sub: z.string(), issuer: z.string(), verdict: Verdict, reason: z.string().optional(), at: z.string() })),
+  votes: z.array(
+    z.object({
+      sub: z.string(),
+      issuer: z.string(),
+      verdict: Verdict,
+      reason: z.string().optional(),
+      at: z.string(),
+      /** How the approver signed in (the token's amr/acr), when it said. */
+      amr: z.array(z.string()).optional(),
+      acr: z.string().optional(),
+    }),
+  ),
   /** Whether the caller could decide it right now, and if not, why. */
   canDecide: z.boolean(),
   why: z.string().optional(),

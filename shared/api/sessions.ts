@@ -38,6 +38,8 @@ export const SessionSummary = z.object({
   clientAddr: z.string().optional(),
   applicationName: z.string().optional(),
   cliVersion: z.string().optional(),
+  /** The session's stated purpose (`--reason`, or built from the CI job's claims). */
+  purpose: z.string().optional(),
   startedAt: z.string(),
   endedAt: z.string().optional(),
   lastTs: z.string(),

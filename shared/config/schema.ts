@@ -19,15 +19,36 @@ export function durationMs(d: z.infer<typeof Duration>): number {
   return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
 }
 
-const Issuer = z.strictObject({
-  issuer: z.url(),
-  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
-  algorithms: z.array(z.string()).min(1).optional(),
-  /** Claim holding the identity's groups (default `groups`). */
-  groupsClaim: z.string().optional(),
-  /** Oldest token (by `iat`) and longest lifetime accepted, seconds (default 24 h). */
-  maxTokenAgeSec: z.number().int().min(1).max(604800).optional(),
-});
+/**
+ * How strongly a person proved who they are, as the token says: `amr` (any of these methods, e.g. mfa,
+ * otp, hwk) and/or a minimum `acr` on the issuer's ordered `acrValues`. Every field given must hold.
+ */
+export const Assurance = z
+  .strictObject({
+    amr: z.array(z.string().min(1)).min(1).optional(),
+    acr: z.string().min(1).optional(),
+  })
+  .refine((a) => a.amr !== undefined || a.acr !== undefined, { message: 'require needs amr, acr or both' });
+export type Assurance = z.infer<typeof Assurance>;
+
+const Issuer = z
+  .strictObject({
+    issuer: z.url(),
+    audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    algorithms: z.array(z.string()).min(1).optional(),
+    /** Claim holding the identity's groups (default `groups`). */
+    groupsClaim: z.string().optional(),
+    /** Oldest token (by `iat`) and longest lifetime (exp − iat) accepted, seconds (default 3600: 1 h). */
+    maxTokenAgeSec: z.number().int().min(1).max(604800).optional(),
+    /** This issuer's `acr` values from weakest to strongest: what an `acr` minimum is measured on. */
+    acrValues: z.array(z.string().min(1)).min(1).optional(),
+    /** Every token of this issuer must show this assurance, for the tunnel and the API alike. */
+    require: Assurance.optional(),
+  })
+  .refine((i) => i.require?.acr === undefined || (i.acrValues ?? []).includes(i.require.acr), {
+    message: 'require.acr must be one of this issuer\'s acrValues (listed weakest to strongest)',
+    path: ['require', 'acr'],
+  });
 
 const PostgresTarget = z
   .strictObject({
@@ -54,8 +75,14 @@ const AccessRule = z
     sub: z.string().optional(),
     groups: z.array(z.string()).min(1).optional(),
     email: z.string().optional(),
-    /** Any other claims that must equal these values exactly (CI claims: repository, ref, workflow…). */
+    /**
+     * Any other claims that must equal these values exactly (CI claims: repository, ref, workflow…).
+     * A pull-request token (GitHub `event_name: pull_request[_target]`, GitLab merge-request pipelines)
+     * matches only a rule that names that event here (identity/access.ts).
+     */
     claims: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+    /** The assurance the token must show (e.g. `{amr: [mfa]}`): people only reach PHI with MFA. */
+    require: Assurance.optional(),
   })
   .refine((r) => Object.keys(r).length > 0, { message: 'an access rule must name at least one field' });
 
@@ -66,10 +93,24 @@ export const MaskStrategy = z.union([
 export type MaskStrategy = z.infer<typeof MaskStrategy>;
 
 const Approval = z.strictObject({
-  approvers: z.strictObject({ groups: z.array(z.string()).min(1) }).optional(),
+  approvers: z
+    .strictObject({
+      groups: z.array(z.string()).min(1),
+      /** The assurance an approver's token must show to decide (e.g. `{amr: [mfa]}`). */
+      require: Assurance.optional(),
+    })
+    .optional(),
   minApprovals: z.number().int().min(1).max(10).default(1),
   timeout: Duration.default('15m'),
   exportRowLimit: z.number().int().positive().default(10_000),
+  /**
+   * `statement`: every write waits for approval on its own, and a write inside BEGIN … COMMIT is
+   * refused. `transaction`: writes inside a block run in that (read-write) transaction and its COMMIT
+   * waits for an approver who sees every statement and the rows it changed; deny rolls back.
+   */
+  mode: z.enum(['statement', 'transaction']).default('statement'),
+  /** Transaction mode: how long a reviewed transaction may hold its locks while its COMMIT waits. */
+  transactionTimeout: Duration.default('5m'),
   webhook: z
     .strictObject({
       /** Where requests and decisions are POSTed. A secret for Slack: never logged, only its origin. */
@@ -139,8 +180,15 @@ const Scope = z.strictObject({
 
 const Connection = z.strictObject({
   postgres: PostgresTarget,
+  /** Every session must state its purpose (`hoopctl connect --reason`; in CI built from the job's claims). */
+  requireReason: z.boolean().default(false),
   access: z.array(AccessRule).min(1, 'at least one access rule; nobody could use this connection'),
   masking: z.record(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column'), MaskStrategy).default({}),
+  /**
+   * Text columns of tables with masked columns that are left in clear on purpose: silences the agent's
+   * start-up warning about each (masking/catalog.ts `unmaskedTextColumns`).
+   */
+  unmasked: z.array(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column')).default([]),
   approval: Approval.prefault({}),
   policy: PolicyOverrides.prefault({}),
   /** P11: per-identity scopes; absent, every identity the access rules admit reads what the policy allows. */

@@ -159,7 +159,7 @@ export function newFigures(connection) {
         identities.set(k, i);
       }
       if (e.sessionId && (e.type === 'session_start' || sessions.has(e.sessionId))) {
-        const s = sessions.get(e.sessionId) || { sessionId: e.sessionId, agentId: e.agentId, who: who(e.identity), connection: e.connection, startedAt: e.ts, endedAt: '', statements: 0, firstSeq: e.seq, lastSeq: e.seq };
+        const s = sessions.get(e.sessionId) || { sessionId: e.sessionId, agentId: e.agentId, who: who(e.identity), connection: e.connection, startedAt: e.ts, endedAt: '', statements: 0, firstSeq: e.seq, lastSeq: e.seq, purpose: (e.type === 'session_start' && e.data && typeof e.data.purpose === 'string') ? e.data.purpose : '' };
         if (e.type === 'session_end') s.endedAt = e.ts;
         if (e.type === 'statement') s.statements++;
         s.lastSeq = e.seq;
@@ -215,7 +215,7 @@ export function newFigures(connection) {
       const tables = {
         identities: { columns: ['issuer', 'sub', 'kind', 'repository', 'workflow', 'ref', 'sha', 'run_id', 'first_seen', 'last_seen', 'events'], rows: [...identities.values()].map((i) => [i.issuer, i.sub, i.kind, i.claims.repository, i.claims.workflow || i.claims.job_workflow_ref, i.claims.ref, i.claims.sha, i.claims.run_id, i.firstSeen, i.lastSeen, i.events]) },
         policy: { columns: ['ts', 'agent_id', 'seq', 'config_hash', 'connection', 'access_rules', 'masked_columns'], rows: policies },
-        sessions: { columns: ['session_id', 'agent_id', 'identity', 'connection', 'started_at', 'ended_at', 'statements', 'first_seq', 'last_seq'], rows: [...sessions.values()].map((s) => [s.sessionId, s.agentId, s.who, s.connection, s.startedAt, s.endedAt, s.statements, s.firstSeq, s.lastSeq]) },
+        sessions: { columns: ['session_id', 'agent_id', 'identity', 'connection', 'started_at', 'ended_at', 'statements', 'first_seq', 'last_seq', 'purpose'], rows: [...sessions.values()].map((s) => [s.sessionId, s.agentId, s.who, s.connection, s.startedAt, s.endedAt, s.statements, s.firstSeq, s.lastSeq, s.purpose]) },
         approvals: { columns: ['approval_id', 'connection', 'requester', 'requested_at', 'approvers', 'decision', 'decided_at', 'consumed_at', 'rows', 'self_approved'], rows: approvalRows.map((a) => [a.approvalId, a.connection, a.requester, a.requestedAt, a.approvers.join(' | '), a.decision, a.decidedAt, a.consumedAt, a.rows, a.self ? 'yes' : 'no']) },
         refusals: { columns: ['ts', 'agent_id', 'seq', 'kind', 'identity', 'connection', 'rule_or_code', 'reason'], rows: refusals },
         attestations: { columns: ['ts', 'agent_id', 'seq', 'reviewer', 'manifest_sha256', 'statement'], rows: attestations },

@@ -16,6 +16,8 @@ export const FrameType = {
   Close: 3, //    both ways: the stream is finished; payload: optional UTF-8 reason
   Window: 4, //   both ways: uint32 credit grant (bytes the sender of this frame has consumed)
   Event: 5, //    agent → CLI: JSON TunnelEvent meant for the person or job running `hoopctl connect`
+  Renew: 6, //    CLI → agent, stream 0: JSON RenewPayload, a fresh token for the open tunnel (answered by
+  //              an EVENT token_renewed, or token_renewal_failed and the tunnel closes)
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -34,6 +36,10 @@ export const OpenPayload = z.strictObject({
   cliVersion: z.string().max(50).optional(),
 });
 export type OpenPayload = z.infer<typeof OpenPayload>;
+
+/** A renewed access token for the tunnel (same issuer and subject); the agent verifies it like the first. */
+export const RenewPayload = z.strictObject({ token: z.string().min(1).max(16 * 1024) });
+export type RenewPayload = z.infer<typeof RenewPayload>;
 
 export const TunnelEvent = z.object({
   type: z.string().max(64),
@@ -93,7 +99,7 @@ export function encodeWindow(streamId: number, credit: number): Buffer {
   return buf;
 }
 
-export function encodeJson(type: typeof FrameType.Open | typeof FrameType.Event, streamId: number, value: unknown): Buffer {
+export function encodeJson(type: typeof FrameType.Open | typeof FrameType.Event | typeof FrameType.Renew, streamId: number, value: unknown): Buffer {
   return encodeFrame(type, streamId, Buffer.from(JSON.stringify(value), 'utf8'));
 }
 
@@ -106,7 +112,7 @@ export function decodeFrame(msg: Buffer): Frame {
   if (msg.length < HEADER_BYTES) throw new FrameError(`frame of ${msg.length} bytes is shorter than its header`);
   if (msg.length > MAX_FRAME_BYTES) throw new FrameError(`frame of ${msg.length} bytes exceeds ${MAX_FRAME_BYTES}`);
   const type = msg[0] as FrameType;
-  if (type < FrameType.Open || type > FrameType.Event) throw new FrameError(`unknown frame type ${type}`);
+  if (type < FrameType.Open || type > FrameType.Renew) throw new FrameError(`unknown frame type ${type}`);
   const streamId = ((msg[1] << 24) | (msg[2] << 16) | (msg[3] << 8) | msg[4]) >>> 0;
   const payload = msg.subarray(HEADER_BYTES);
   if (type === FrameType.Window && payload.length !== 4) throw new FrameError('WINDOW frame must carry 4 bytes');

@@ -21,6 +21,8 @@ import {
   encodeJson,
   encodeWindow,
   readWindowCredit,
+  decodeJson,
+  RenewPayload,
   type TunnelEvent,
 } from './frame.js';
 
@@ -61,6 +63,8 @@ export interface MuxHooks {
   onOpen?(streamId: number, payload: Buffer): StreamEnd;
   /** CLI side: an event from the agent. */
   onEvent?(event: TunnelEvent, raw: Buffer): void;
+  /** Agent side: the CLI presents a renewed token for this tunnel (validated RenewPayload). */
+  onRenew?(renew: RenewPayload): void;
   /** The peer broke the frame protocol; the mux has closed the socket. */
   onProtocolError?(err: Error): void;
   /** Max concurrently open streams (agent side). */
@@ -133,6 +137,11 @@ export class TunnelMux {
     const s = this.streams.get(streamId);
     if (s) this.flush(streamId, s); // after the bytes sent before it
     this.sendRaw(encodeJson(FrameType.Event, streamId, event));
+  }
+
+  /** CLI side: presents a renewed access token for the whole tunnel (stream 0). */
+  renew(token: string): void {
+    if (!this.closed) this.sendRaw(encodeJson(FrameType.Renew, 0, { token } satisfies RenewPayload));
   }
 
   /** Closes one stream from the local side; the peer's end is told. */
@@ -269,6 +278,17 @@ export class TunnelMux {
         } catch {
           /* an event we cannot read is informational only */
         }
+        return;
+      }
+      case FrameType.Renew: {
+        if (!this.hooks.onRenew) return this.fail(new FrameError('RENEW is only sent by the CLI'));
+        let renew: RenewPayload;
+        try {
+          renew = decodeJson(RenewPayload, payload);
+        } catch (err) {
+          return this.fail(err as Error);
+        }
+        this.hooks.onRenew(renew);
         return;
       }
     }

@@ -112,6 +112,21 @@ describe('approval webhooks', () => {
     for (const p of rx.posts) expectNoSecrets(p.raw);
   });
 
+  it('json and slack carry the session\'s stated purpose (issue 16)', async () => {
+    const rx = await receiver();
+    cleanups.push(() => rx.close());
+    const json = await jsonlStore('agent-json');
+    const slack = await jsonlStore('agent-slack');
+    webhooks(json, { url: rx.url });
+    webhooks(slack, { url: rx.url, format: 'slack' });
+    await json.approvals.create(request({ purpose: 'OPS-7: fix <visit> dates' }));
+    await rx.waitFor(1);
+    await slack.approvals.create(request({ purpose: 'OPS-7: fix <visit> dates' }));
+    await rx.waitFor(2);
+    expect(rx.posts[0].body).toMatchObject({ event: 'approval.requested', purpose: 'OPS-7: fix <visit> dates' });
+    expect(JSON.stringify((rx.posts[1].body as { blocks: unknown[] }).blocks)).toContain('Purpose: OPS-7: fix &lt;visit&gt; dates');
+  });
+
   it('notifies a denial, an expiry and a withdrawal, each once', async () => {
     const rx = await receiver();
     cleanups.push(() => rx.close());

@@ -9,7 +9,6 @@ import { request } from 'undici';
 import { run, tunnelClient, useStack } from '../harness/stack.js';
 import { verifyChain } from '../../agent/src/audit/verify.js';
 import type { AuditEvent } from '../../agent/src/audit/events.js';
-import { exportTime } from '../../cli/src/commands/audit.js';
 
 const s = useStack({ patients: 50 });
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -112,7 +111,10 @@ describe('hoopctl audit export', () => {
     await writeFile(file, lines.map((l, i) => (i === at ? l.replace('DROP TABLE visits', 'SELECT 1') : l)).join('\n') + '\n');
     const broken = await cli(['audit', 'verify', file], token);
     expect(broken.code).toBe(1);
-    expect(broken.stdout).toContain(`audit trail BROKEN at seq ${(JSON.parse(lines[at]) as AuditEvent).seq}`);
+    // Said once: on stderr, as the error; nothing on stdout.
+    expect(broken.stdout).toBe('');
+    expect(broken.stderr.match(/broken at seq/g)).toHaveLength(1);
+    expect(broken.stderr).toContain(`error: the audit chain is broken at seq ${(JSON.parse(lines[at]) as AuditEvent).seq}`);
 
     const csv = await cli(['audit', 'export', '--since', '24h', '--format', 'csv'], token);
     expect(csv.code).toBe(0);
@@ -151,24 +153,7 @@ describe('hoopctl audit export', () => {
     expect(JSON.parse(mine.stdout)).toEqual({ error: { code: 'NOT_A_REVIEWER', message: 'only reviewers may export the audit trail', hint: 'Ask to be added to a reviewer group.' } });
     const bad = await cli(['audit', 'export', '--since', 'last tuesday', '-o', file], await reviewerToken());
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--since: not a time: last tuesday');
+    expect(bad.stderr).toContain('--since: not an ISO date or time (2026-11-01, 2026-11-01T08:00:00Z), a duration back from now (30m, 24h, 7d, 2w) or now: "last tuesday"');
     expect(await readdir(dir)).toEqual([]);
   }, 60_000);
-});
-
-describe('export time arguments', () => {
-  const now = Date.parse('2026-11-29T12:00:00Z');
-  it.each([
-    { v: '24h', want: '2026-11-28T12:00:00.000Z' },
-    { v: '7d', want: '2026-11-22T12:00:00.000Z' },
-    { v: '30m', want: '2026-11-29T11:30:00.000Z' },
-    { v: '2026-11-01', want: '2026-11-01T00:00:00.000Z' },
-    { v: '2026-11-01T08:00:00Z', want: '2026-11-01T08:00:00.000Z' },
-    { v: '2026-11-01T08:00:00+02:00', want: '2026-11-01T06:00:00.000Z' },
-  ])('$v → $want', ({ v, want }) => {
-    expect(exportTime('--since', v, now)).toBe(want);
-  });
-  it.each(['yesterday', '7 days', '2026-13-45', '-1d'])('refuses %s', (v) => {
-    expect(() => exportTime('--since', v, now)).toThrow(/not a time/);
-  });
 });

@@ -144,7 +144,7 @@ ${extra.connection ?? ''}
     expect(lines).toEqual(['hoop-agent: config: connections.prod-db.postgres.passwordEnv: environment variable HOOP_E2E_DB_PASSWORD is not set']);
   }, 60_000);
 
-  it('the same file with the variable set starts the agent (control)', async () => {
+  it('the same file with the variable set starts the agent (control), logging JSON lines at info by default', async () => {
     const { file, env } = await agentWith(base(), { HOOP_E2E_DB_PASSWORD: 'x' });
     const agent = new Child(TSX, ['agent/src/main.ts', '--config', file], env);
     try {
@@ -154,5 +154,23 @@ ${extra.connection ?? ''}
       await agent.stop();
     }
     expect(await agent.exited).toEqual({ code: 0, signal: null });
+    const records = agent.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: string; msg: string; ts: string });
+    expect(records.find((r) => r.msg === 'agent listening')).toMatchObject({ level: 'info', ts: expect.any(String) });
+    expect(records.some((r) => r.level === 'debug')).toBe(false);
   }, 60_000);
+
+  it('--log-format text prints readable lines; another format is exit 2', async () => {
+    const { file, env } = await agentWith(base(), { HOOP_E2E_DB_PASSWORD: 'x' });
+    const agent = new Child(TSX, ['agent/src/main.ts', '--config', file, '--log-format', 'text'], env);
+    try {
+      await agent.waitFor(() => agent.stderr.includes('agent listening'), 'agent listening', 45_000);
+    } finally {
+      await agent.stop();
+    }
+    expect(agent.stderr).toMatch(/^INFO  agent listening  url=ws:\/\/127\.0\.0\.1:\d+ connections=\["prod-db"\]$/m);
+    expect(agent.stderr).not.toMatch(/^\{/m);
+    const bad = await run(TSX, ['agent/src/main.ts', '--config', file, '--log-format', 'xml'], { cwd: ROOT, env, timeoutMs: 50_000 });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('hoop-agent: --log-format: expected json or text, got "xml"');
+  }, 90_000);
 });

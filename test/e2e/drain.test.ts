@@ -230,7 +230,7 @@ describe('drain of one of two agents on a shared PostgreSQL store', () => {
     // The held write was not run, and its client was told why.
     const h = await held;
     expect(h.code).toBe('42501');
-    expect(h.message).toContain(`approval ${approval.id} withdrawn`);
+    expect(h.message).toContain(`approval ${approval.id} withdrawn: the agent is shutting down; the statement was not run`);
     expect(notices.some((n) => n.startsWith('57P01 hoopctl: the agent is shutting down; the approval request was withdrawn'))).toBe(true);
     expect((await B.agent.store.approvals.get(approval.id))?.status).toBe('withdrawn');
 
@@ -242,6 +242,10 @@ describe('drain of one of two agents on a shared PostgreSQL store', () => {
     const started = ofA.filter((e) => e.type === 'session_start').map((e) => e.sessionId).sort();
     const ended = ofA.filter((e) => e.type === 'session_end').map((e) => e.sessionId).sort();
     expect(started).toHaveLength(3);
+    // The withdrawal is on the chain, with its reason, in the held session.
+    const withdrawn = ofA.filter((e) => e.type === 'approval_withdrawn');
+    expect(withdrawn).toHaveLength(1);
+    expect(withdrawn[0]).toMatchObject({ sessionId: approval.sessionId, data: { approvalId: approval.id, reason: 'the agent is shutting down' } });
     expect(ended).toEqual(started);
     expect(ofA.filter((e) => e.type === 'session_end').every((e) => String(e.data.reason).includes('the agent is shutting down'))).toBe(true);
     expect((await B.agent.store.verify()).ok).toBe(true);

@@ -91,9 +91,20 @@ export interface ExtraAgent {
 export async function startExtraAgent(
   stack: DemoStack,
   o: {
-    agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown>;
-    /** More fields of the demo connection (scopes…). */
+    agentId: string;
+    state?: { url: string };
+    approval?: Record<string, unknown>;
+    policy?: Record<string, unknown>;
+    audit?: Record<string, unknown>;
+    log?: Logger;
+    dataDir?: string;
+    config?: Record<string, unknown>;
+    /** Fields of the demo connection to replace (access rules, requireReason…). */
     connection?: Record<string, unknown>;
+    /** The token its tunnel presents (default the stack's ci-nightly token). */
+    getToken?: () => Promise<string>;
+    /** The tunnel's stated purpose. */
+    reason?: string;
   },
 ): Promise<ExtraAgent> {
   // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
@@ -121,7 +132,7 @@ export async function startExtraAgent(
     { HOOP_DB_PASSWORD: stack.agentDbPassword },
   );
   const agent = await startAgent({ config, agentId: o.agentId, log: o.log ?? silentLogger });
-  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: stack.token });
+  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: o.getToken ?? stack.token, reason: o.reason });
   await client.start();
   client.keepAlive();
   const listener = await startLocalListener(client, 0);

@@ -32,6 +32,8 @@ export interface ApprovalNotification {
   /** Why the statement may read differently from how it looks (invisible characters, comments…). */
   warnings: string[];
   rule?: string;
+  /** The requesting session's stated purpose (`--reason`, or built from CI claims). */
+  purpose?: string;
   createdAt: string;
   expiresAt: string;
   decidedAt?: string;
@@ -60,6 +62,7 @@ export function notification(a: Approval, status: NotifiedStatus, agentUrl: stri
     ...(long ? { statementTruncated: true as const } : {}),
     warnings: displayOf(a.sql).warnings,
     rule: a.rule,
+    purpose: a.purpose,
     createdAt: a.createdAt,
     expiresAt: a.expiresAt,
     decidedAt: a.decidedAt,
@@ -97,6 +100,7 @@ export function slackBody(n: ApprovalNotification): { text: string; blocks: unkn
     // A backtick in the SQL would close the code fence and turn the rest into markup: shown as ˋ.
     { type: 'section', text: { type: 'mrkdwn', text: '```' + esc(sql).replace(/`/g, 'ˋ') + '```' } },
   ];
+  if (n.purpose) blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `Purpose: ${esc(n.purpose)}` }] });
   if (n.warnings.length) blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `:warning: ${esc(n.warnings.join('; '))}` }] });
   const context =
     n.status === 'pending'

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Identity } from './events.js';
 import type { Clock } from './store.js';
+import type { TransactionDetail } from '../../../shared/api/approvals.js';
 
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn' | 'consumed';
 export type Verdict = 'approve' | 'deny';
@@ -33,6 +34,10 @@ export interface ApprovalRequest {
   rule?: string;
   /** P11 row threshold: the statement already ran and its result paused after this many rows; approving lets the rest flow. */
   rowsSoFar?: number;
+  /** The session's stated purpose (`--reason`, or built from CI claims). */
+  purpose?: string;
+  /** approval.mode transaction: the COMMIT of this transaction, its statements and rows changed. */
+  transaction?: TransactionDetail;
 }
 
 export interface ApprovalVote {
@@ -41,6 +46,9 @@ export interface ApprovalVote {
   verdict: Verdict;
   reason?: string;
   at: string;
+  /** The sign-in methods and level the approver's token showed (issue 16: MFA where people act). */
+  amr?: string[];
+  acr?: string;
 }
 
 export interface Approval extends ApprovalRequest {
@@ -134,7 +142,9 @@ export function applyVote(a0: Approval, who: Identity, verdict: Verdict, reason:
   if (a.votes.some((v) => sameIdentity(v, who))) throw new ApprovalError('ALREADY_VOTED', `${who.sub} has already decided this request`);
   if (verdict === 'deny' && !reason?.trim()) throw new ApprovalError('REASON_REQUIRED', 'a denial needs a reason');
   const at = new Date(now).toISOString();
-  const votes = [...a.votes, { sub: who.sub, issuer: who.issuer, verdict, reason, at }];
+  const amr = Array.isArray(who.claims?.amr) ? (who.claims.amr as string[]) : undefined;
+  const acr = typeof who.claims?.acr === 'string' ? who.claims.acr : undefined;
+  const votes = [...a.votes, { sub: who.sub, issuer: who.issuer, verdict, reason, at, ...(amr ? { amr } : {}), ...(acr ? { acr } : {}) }];
   const approvals = votes.filter((v) => v.verdict === 'approve').length;
   const status: ApprovalStatus = verdict === 'deny' ? 'denied' : approvals >= a.minApprovals ? 'approved' : 'pending';
   return { ...a, votes, status, decidedAt: status === 'pending' ? undefined : at };

@@ -22,7 +22,9 @@ export type EventType =
   /** At start: the config's hash with the access, masking and approval rules in force (evidence section C, G). */
   | 'policy_loaded'
   /** A reviewer's attestation of a review, bound to an evidence bundle's manifest hash. */
-  | 'attestation';
+  | 'attestation'
+  /** `hoopctl logout` revoked its token at the agent (identity/revocation.ts). */
+  | 'token_revoked';
 
 /** Who, as the verified token said. Only attribution claims are kept (see `identityOf`). */
 export interface Identity {
@@ -66,18 +68,31 @@ const ATTRIBUTION_CLAIMS = [
   'project_path',
   'pipeline_id',
   'job_id',
+  // How the person signed in (issue 16): approval and session events show the assurance presented.
+  'amr',
+  'acr',
 ] as const;
 
+/**
+ * A principal's identity, one frozen object per Principal: a session's events all carry the same one,
+ * so the store serialises it once per session (event-json.ts). Principals are never modified.
+ */
+const identities = new WeakMap<Principal, Identity>();
+
 export function identityOf(p: Principal): Identity {
+  let id = identities.get(p);
+  if (id) return id;
   const claims: Record<string, unknown> = {};
   for (const k of ATTRIBUTION_CLAIMS) if (p.claims[k] !== undefined) claims[k] = p.claims[k];
-  return {
+  id = Object.freeze({
     sub: p.sub,
     issuer: p.issuer,
     email: p.email,
-    groups: p.groups.length ? [...p.groups] : undefined,
-    claims: Object.keys(claims).length ? claims : undefined,
-  };
+    groups: p.groups.length ? Object.freeze([...p.groups]) as string[] : undefined,
+    claims: Object.keys(claims).length ? Object.freeze(claims) : undefined,
+  });
+  identities.set(p, id);
+  return id;
 }
 
 // A refusal reason is free text built by other modules; a bearer token pasted into it by mistake must
@@ -99,7 +114,7 @@ function isPrincipal(w: Principal | Identity): w is Principal {
 }
 
 export function makeSessionStartEvent(
-  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string },
+  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string; purpose?: string },
 ): EventInput {
   // The token's id (jti) ties the session to one issued credential without storing the credential.
   const jti = isPrincipal(f.who) && typeof f.who.claims.jti === 'string' ? f.who.claims.jti : undefined;
@@ -108,7 +123,17 @@ export function makeSessionStartEvent(
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti },
+    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti, purpose: f.purpose },
+  };
+}
+
+/** A token revoked by its holder: who, which token (jti/sid, never the token), until when it is refused. */
+export function makeTokenRevokedEvent(who: Principal, r: { until: string; scope: 'session' | 'token' }): EventInput {
+  const c = who.claims;
+  return {
+    type: 'token_revoked',
+    identity: identityOf(who),
+    data: { jti: typeof c.jti === 'string' ? c.jti : undefined, sid: typeof c.sid === 'string' ? c.sid : undefined, scope: r.scope, until: r.until },
   };
 }
 

@@ -3,6 +3,9 @@
 //   dataDir/audit/
 //     <agentId>.lock                        pid of the process that owns this agent's chain
 //     <agentId>.<firstSeq:12>.jsonl         event segments, rotated at `segmentBytes`
+//     <agentId>.<firstSeq:12>.idx           a sealed segment's index: its size, last event, sparse
+//                                           seq→offset points (written at rotation)
+//     <agentId>.sessions                    every session's summary as of the last sealed segment
 //     <agentId>.checkpoints                 signed checkpoints, one JSON line each (not *.jsonl: tools
 //                                           that glob the segments must not take it for one)
 //     approvals.jsonl                       approval records, a full record per change (last one wins)
@@ -14,16 +17,24 @@
 //
 // Durability: a batch is one positional write at the durable end of the segment, then fdatasync (group
 // commit, see store.ts); a statement's result event, which nothing waits for, rides along with the next
-// batch (`resultDelayMs`), so a session costs one write per statement. At start the segments are read
-// once to rebuild the index (session summaries and the byte position of every event); anything after
-// the last newline of the last segment is a torn write from a crash (no append that resolved can be in
-// it) and is truncated, so complete events keep chaining. A failed write marks the file dirty: the handle is dropped, and the next batch or the health
-// probe reopens the file and truncates it back to the durable size before writing again.
+// batch (`resultDelayMs`), so a session costs one write per statement. A failed write marks the file
+// dirty: the handle is dropped, and the next batch or the health probe reopens the file and truncates it
+// back to the durable size before writing again.
+//
+// Memory and start-up do not grow with the trail's length: what stays in memory is one summary per
+// session (for listing), never a position per event. At start, sealed segments whose .idx matches them
+// (same size, the recorded last line is the file's last line) are not read, and the summaries come from
+// the .sessions snapshot; segments after the snapshot (normally only the last one) are scanned. Without
+// a usable snapshot (a trail written by an older agent, a crash right after a rotation, files changed
+// since) every segment is scanned once and the indexes are written. The last segment is always scanned:
+// anything after its last newline is a torn write from a crash (no append that resolved can be in it)
+// and is truncated, so complete events keep chaining. A session's events are read on demand from the
+// segments its seq range spans, narrowed by the sparse points.
 //
 // Recordings live in their own files, so retention deletes them without touching a chain segment.
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditEvent, EventInput } from './events.js';
 import { GENESIS, canonicalJson } from './events.js';
@@ -32,6 +43,7 @@ import {
   assertSessionId,
   DEFAULT_RECORDING_LIMITS,
   filterBounds,
+  foldInto,
   foldSummary,
   encodeCursor,
   formatExport,
@@ -57,7 +69,7 @@ export interface JsonlStoreOptions {
   dataDir: string;
   agentId: string;
   clock: Clock;
-  /** Rotate the segment when a batch would take it past this size. */
+  /** Rotate the segment when a batch would take it past this size (default 16 MiB: the start-up scan). */
   segmentBytes?: number;
   recording?: RecordingLimits;
   /**
@@ -83,13 +95,36 @@ interface Segment {
   size: number;
 }
 
-interface Entry {
-  s: SessionSummary;
-  /** Event locations, pairs of (segment index · 2^36 + byte offset, byte length). */
-  locs: number[];
+/** A segment's last event and where its line starts. */
+interface LastLine {
+  seq: number;
+  hash: string;
+  ts: string;
+  offset: number;
 }
 
-const SEG_SHIFT = 2 ** 36;
+/** A sealed segment's .idx file: enough to start without reading the segment. */
+interface SegmentIndex {
+  v: 1;
+  size: number;
+  last: LastLine;
+  /** Sparse offsets: pairs (seq, byte offset of its line), ascending, about one per SPARSE_EVERY events. */
+  sparse: number[];
+}
+
+/** The .sessions file: every session's summary as of the end of one sealed segment. */
+interface SessionsSnapshot {
+  v: 1;
+  /** That segment's first seq, size and last seq. */
+  segment: number;
+  size: number;
+  lastSeq: number;
+  /** In first-event order. */
+  sessions: SessionSummary[];
+}
+
+/** Events between two sparse offsets: a session's events are read from its seq range, not the whole segment. */
+const SPARSE_EVERY = 256;
 const MAX_OPEN_RECORDINGS = 128;
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -109,10 +144,14 @@ export class JsonlStore implements StateStore {
   private readonly healthLoop: HealthLoop;
   private readonly caps: RecordingCaps;
   // Session index, in first-event order (= start time order: chain timestamps never go backwards).
-  private readonly entries: Entry[] = [];
+  private readonly entries: SessionSummary[] = [];
   private readonly byId = new Map<string, number>();
   private readonly bySub = new Map<string, number[]>();
   private readonly byConn = new Map<string, number[]>();
+  /** The last event written (or found at start), for the .idx of the segment being sealed. */
+  private lastLine?: LastLine;
+  /** Sparse offsets of the segment being written (see SegmentIndex). */
+  private sparse: number[] = [];
   private readonly approvalsById = new Map<string, Approval>();
   private approvalsFh?: FileHandle;
   private approvalsLock: Promise<unknown> = Promise.resolve();
@@ -123,7 +162,7 @@ export class JsonlStore implements StateStore {
     this.agentId = opts.agentId;
     this.dir = path.join(opts.dataDir, 'audit');
     this.clock = opts.clock;
-    this.segmentBytes = opts.segmentBytes ?? 64 << 20;
+    this.segmentBytes = opts.segmentBytes ?? 16 << 20;
     this.durability = opts.durability ?? 'os';
     this.syncIntervalMs = opts.syncIntervalMs ?? 100;
     this.resultDelayMs = opts.resultDelayMs ?? 10;
@@ -163,40 +202,160 @@ export class JsonlStore implements StateStore {
     await this.lock();
     const prefix = this.agentId + '.';
     const names = (await readdir(this.dir)).filter((n) => n.startsWith(prefix) && /^\d{12}\.jsonl$/.test(n.slice(prefix.length))).sort();
-    let head: ChainHead = { seq: 0, hash: GENESIS, ts: '' };
-    for (const name of names) {
-      const file = path.join(this.dir, name);
-      const buf = await readFile(file);
-      const seg: Segment = { firstSeq: Number(name.slice(prefix.length, -6)), file, size: buf.length };
-      this.segments.push(seg);
-      const complete = buf.lastIndexOf(0x0a) + 1;
-      if (complete < buf.length && name === names.at(-1)) {
-        // A torn write from a crash: never acknowledged (its batch was not fsync'd), safe to cut.
-        const fh = await open(file, 'r+');
-        await fh.truncate(complete);
-        await fh.datasync();
-        await fh.close();
-        seg.size = complete;
-      }
-      const idx = this.segments.length - 1;
-      for (let off = 0; off < seg.size; ) {
-        const end = buf.indexOf(0x0a, off);
-        if (end < 0) break;
-        let e: AuditEvent | undefined;
-        try {
-          e = JSON.parse(buf.toString('utf8', off, end)) as AuditEvent;
-        } catch {
-          // A damaged record: left in place for `verify` to report; the index skips it.
-        }
-        if (e && Number.isSafeInteger(e.seq)) {
-          this.index(e, idx, off, end + 1 - off);
-          head = { seq: e.seq, hash: e.hash, ts: e.ts };
-        }
-        off = end + 1;
-      }
+    for (const name of names) this.segments.push({ firstSeq: Number(name.slice(prefix.length, -6)), file: path.join(this.dir, name), size: 0 });
+    const sealed = this.segments.slice(0, -1);
+    const ixs: (SegmentIndex | undefined)[] = [];
+    for (const seg of sealed) ixs.push(await this.readSegmentIndex(seg));
+    // Summaries from the snapshot when it matches an indexed sealed segment; else every segment is read.
+    const from = await this.loadSnapshot(ixs);
+    for (const [k, seg] of sealed.entries()) if (k < from && !ixs[k]) seg.size = (await stat(seg.file)).size;
+    if (from > 0) this.lastLine = ixs[from - 1]!.last;
+    for (let k = from; k < this.segments.length; k++) {
+      const seg = this.segments[k];
+      this.sparse = [];
+      const last = k === this.segments.length - 1;
+      await this.scanSegment(seg, last);
+      if (last) break;
+      if (!ixs[k]) await this.writeSegmentIndex(seg); // the next start does not read it
+      if (k === sealed.length - 1) await this.writeSnapshot(seg); // nor any segment before it
     }
+    const last = this.lastLine;
+    const head: ChainHead = last ? { seq: last.seq, hash: last.hash, ts: last.ts } : { seq: 0, hash: GENESIS, ts: '' };
     await this.loadApprovals();
     this.commit = new GroupCommit(this.agentId, head, this.clock, (b) => this.writeBatch(b), this.healthLoop, this.resultDelayMs);
+  }
+
+  /** Reads a segment whole, indexing its sessions; on the last one a torn tail is cut first. */
+  private async scanSegment(seg: Segment, last: boolean): Promise<void> {
+    const buf = await readFile(seg.file);
+    seg.size = buf.length;
+    const complete = buf.lastIndexOf(0x0a) + 1;
+    if (complete < buf.length && last) {
+      // A torn write from a crash: never acknowledged (its batch was not fsync'd), safe to cut.
+      const fh = await open(seg.file, 'r+');
+      await fh.truncate(complete);
+      await fh.datasync();
+      await fh.close();
+      seg.size = complete;
+    }
+    for (let off = 0; off < seg.size; ) {
+      const end = buf.indexOf(0x0a, off);
+      if (end < 0) break;
+      let e: AuditEvent | undefined;
+      try {
+        e = JSON.parse(buf.toString('utf8', off, end)) as AuditEvent;
+      } catch {
+        // A damaged record: left in place for `verify` to report; the index skips it.
+      }
+      if (e && Number.isSafeInteger(e.seq)) {
+        this.index(e);
+        this.lastLine = { seq: e.seq, hash: e.hash, ts: e.ts, offset: off };
+        this.sparsePoint(e.seq, off);
+      }
+      off = end + 1;
+    }
+  }
+
+  /** Notes where the line of event `seq` starts, if the last point is far enough behind. */
+  private sparsePoint(seq: number, offset: number): void {
+    const n = this.sparse.length;
+    if (n === 0 || seq - this.sparse[n - 2] >= SPARSE_EVERY) this.sparse.push(seq, offset);
+  }
+
+  private indexFile(seg: Segment): string {
+    return seg.file.slice(0, -'.jsonl'.length) + '.idx';
+  }
+
+  /** A sealed segment's .idx, if it still describes the segment (size and last line unchanged). */
+  private async readSegmentIndex(seg: Segment): Promise<SegmentIndex | undefined> {
+    let ix: SegmentIndex;
+    try {
+      ix = JSON.parse(await readFile(this.indexFile(seg), 'utf8')) as SegmentIndex;
+    } catch {
+      return undefined; // none yet, or torn: the segment is scanned instead
+    }
+    if (ix.v !== 1 || !ix.last || !Array.isArray(ix.sparse)) return undefined;
+    const fh = await open(seg.file, 'r');
+    try {
+      if ((await fh.stat()).size !== ix.size) return undefined;
+      const len = ix.size - ix.last.offset;
+      if (!(len > 1 && len < 1 << 24)) return undefined;
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, ix.last.offset);
+      if (buf[len - 1] !== 0x0a) return undefined;
+      const e = JSON.parse(buf.toString('utf8', 0, len - 1)) as AuditEvent;
+      if (e.seq !== ix.last.seq || e.hash !== ix.last.hash) return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      await fh.close();
+    }
+    seg.size = ix.size;
+    return ix;
+  }
+
+  /**
+   * Writes the .idx of the segment being sealed (its last event and sparse points are the current ones).
+   * Best effort, like the snapshot: without them the next start reads segments, as before indexes
+   * existed. At rotation neither is awaited (their fsync must not hold up the batch); `close` waits.
+   */
+  private writeSegmentIndex(seg: Segment): Promise<void> {
+    const last = this.lastLine;
+    if (!last || last.seq < seg.firstSeq) return Promise.resolve(); // no readable event in it
+    const ix: SegmentIndex = { v: 1, size: seg.size, last, sparse: this.sparse };
+    return this.saveIndexFile(this.indexFile(seg), JSON.stringify(ix));
+  }
+
+  /** Writes every session's summary as of the end of `seg`, the segment just sealed. */
+  private writeSnapshot(seg: Segment): Promise<void> {
+    const last = this.lastLine;
+    if (!last || last.seq < seg.firstSeq) return Promise.resolve();
+    // Serialised now: summaries change in place as later events are folded in. Only the newest
+    // snapshot matters: one still waiting to be written is replaced, not queued behind.
+    const snap: SessionsSnapshot = { v: 1, segment: seg.firstSeq, size: seg.size, lastSeq: last.seq, sessions: this.entries };
+    const queued = this.nextSnapshot !== undefined;
+    this.nextSnapshot = JSON.stringify(snap);
+    if (queued) return this.indexWrites;
+    return this.saveIndexFile(path.join(this.dir, `${this.agentId}.sessions`), () => {
+      const text = this.nextSnapshot!;
+      this.nextSnapshot = undefined;
+      return text;
+    });
+  }
+
+  private nextSnapshot?: string;
+
+  /** Loads the snapshot's summaries if it matches an indexed sealed segment: the index of the segment after it, else 0. */
+  private async loadSnapshot(ixs: (SegmentIndex | undefined)[]): Promise<number> {
+    let snap: SessionsSnapshot;
+    try {
+      snap = JSON.parse(await readFile(path.join(this.dir, `${this.agentId}.sessions`), 'utf8')) as SessionsSnapshot;
+    } catch {
+      return 0;
+    }
+    const k = this.segments.findIndex((seg) => seg.firstSeq === snap.segment);
+    const ix = ixs[k];
+    if (snap.v !== 1 || !Array.isArray(snap.sessions) || !ix || ix.size !== snap.size || ix.last.seq !== snap.lastSeq) return 0;
+    for (const s of snap.sessions) this.put(s);
+    return k + 1;
+  }
+
+  private indexWrites: Promise<void> = Promise.resolve();
+
+  /**
+   * Replaces an index file atomically (write, flush, rename), one at a time (two rotations in a row
+   * must not share a .tmp); failures are ignored (see writeSegmentIndex).
+   */
+  private saveIndexFile(file: string, text: string | (() => string)): Promise<void> {
+    this.indexWrites = this.indexWrites.then(async () => {
+      try {
+        await writeFile(file + '.tmp', typeof text === 'string' ? text : text(), { flush: true });
+        await rename(file + '.tmp', file);
+      } catch {
+        await rm(file + '.tmp', { force: true }).catch(() => {});
+      }
+    });
+    return this.indexWrites;
   }
 
   /** One process per agent chain: a live pid in the lock file refuses the second one. */
@@ -249,13 +408,10 @@ export class JsonlStore implements StateStore {
       throw err;
     }
     seg.size += buf.length;
-    const idx = this.segments.length - 1;
-    let off = base;
-    for (let i = 0; i < batch.length; i++) {
-      const len = Buffer.byteLength(lines[i]);
-      this.index(batch[i].event, idx, off, len);
-      off += len;
-    }
+    for (const { event } of batch) this.index(event);
+    this.sparsePoint(batch[0].event.seq, base); // a batch starts at a line
+    const last = batch[batch.length - 1];
+    this.lastLine = { seq: last.event.seq, hash: last.event.hash, ts: last.event.ts, offset: seg.size - Buffer.byteLength(lines[lines.length - 1]) };
   }
 
   private syncTimer?: NodeJS.Timeout;
@@ -271,6 +427,11 @@ export class JsonlStore implements StateStore {
   }
 
   private async rotate(firstSeq: number): Promise<Segment> {
+    const sealed = this.segments.at(-1);
+    if (sealed) {
+      void this.writeSegmentIndex(sealed);
+      void this.writeSnapshot(sealed);
+    }
     if (this.fh) await this.fh.close().catch(() => {});
     this.fh = undefined;
     const file = path.join(this.dir, `${this.agentId}.${String(firstSeq).padStart(12, '0')}.jsonl`);
@@ -280,6 +441,7 @@ export class JsonlStore implements StateStore {
     await fsyncDir(this.dir); // the new name must survive a crash too
     const seg = { firstSeq, file, size: 0 };
     this.segments.push(seg);
+    this.sparse = [];
     return seg;
   }
 
@@ -308,20 +470,25 @@ export class JsonlStore implements StateStore {
     this.dirty = false;
   }
 
-  private index(e: AuditEvent, seg: number, off: number, len: number): void {
+  private index(e: AuditEvent): void {
     if (!e.sessionId) return;
-    let i = this.byId.get(e.sessionId);
-    const before = i === undefined ? undefined : this.entries[i].s;
-    const s = foldSummary(before, e);
-    if (i === undefined) {
-      i = this.entries.length;
-      this.entries.push({ s, locs: [] });
-      this.byId.set(e.sessionId, i);
-    } else this.entries[i].s = s;
-    this.entries[i].locs.push(seg * SEG_SHIFT + off, len);
+    const i = this.byId.get(e.sessionId);
+    if (i === undefined) return this.put(foldSummary(undefined, e));
+    // In place: a summary object per event would be most of what indexing costs.
+    const s = this.entries[i];
+    const { sub, connection } = s;
+    foldInto(s, e);
     // Secondary indexes get the session once, when its identity/connection first appears (usually event 1).
-    if (s.sub !== undefined && before?.sub === undefined) addSorted(this.bySub, s.sub, i);
-    if (s.connection !== undefined && before?.connection === undefined) addSorted(this.byConn, s.connection, i);
+    if (s.sub !== undefined && sub === undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined && connection === undefined) addSorted(this.byConn, s.connection, i);
+  }
+
+  /** A session seen for the first time (its first event, or the snapshot). */
+  private put(s: SessionSummary): void {
+    const i = this.entries.push(s) - 1;
+    this.byId.set(s.sessionId, i);
+    if (s.sub !== undefined) addSorted(this.bySub, s.sub, i);
+    if (s.connection !== undefined) addSorted(this.byConn, s.connection, i);
   }
 
   async querySessions(f: SessionFilter): Promise<SessionPage> {
@@ -329,7 +496,7 @@ export class JsonlStore implements StateStore {
     const { since, until, limit, cursor } = filterBounds(f);
     const cand = f.sub !== undefined ? (this.bySub.get(f.sub) ?? []) : f.connection !== undefined ? (this.byConn.get(f.connection) ?? []) : undefined;
     const n = cand ? cand.length : this.entries.length;
-    const at = (k: number) => this.entries[cand ? cand[k] : k].s;
+    const at = (k: number) => this.entries[cand ? cand[k] : k];
     let hi = n;
     if (cursor && cursor.agentId === this.agentId) hi = lowerBound(n, (k) => at(k).firstSeq >= cursor.firstSeq);
     if (until !== undefined) hi = Math.min(hi, lowerBound(n, (k) => at(k).startedAt >= until));
@@ -340,7 +507,7 @@ export class JsonlStore implements StateStore {
       if (f.sub !== undefined && s.sub !== f.sub) continue;
       if (f.connection !== undefined && s.connection !== f.connection) continue;
       if (f.decision !== undefined && !s.decisions.includes(f.decision)) continue;
-      out.push(s);
+      out.push({ ...s }); // a copy: the stored one changes as the session goes on
     }
     if (out.length <= limit) return { sessions: out };
     out.length = limit;
@@ -351,22 +518,51 @@ export class JsonlStore implements StateStore {
     await this.commit.flush();
     const i = this.byId.get(sessionId);
     if (i === undefined) return [];
-    const locs = this.entries[i].locs;
-    const handles = new Map<number, FileHandle>();
-    try {
-      const out: AuditEvent[] = [];
-      for (let k = 0; k < locs.length; k += 2) {
-        const seg = Math.floor(locs[k] / SEG_SHIFT);
-        let fh = handles.get(seg);
-        if (!fh) handles.set(seg, (fh = await open(this.segments[seg].file, 'r')));
-        const buf = Buffer.allocUnsafe(locs[k + 1]);
-        await fh.read(buf, 0, buf.length, locs[k] % SEG_SHIFT);
-        out.push(JSON.parse(buf.toString('utf8')) as AuditEvent);
+    // Found by their bytes in the segments its seq range spans, narrowed by the sparse points (the key
+    // may be inside data too: each candidate is parsed and checked).
+    const s = this.entries[i];
+    const needle = Buffer.from(`"sessionId":${JSON.stringify(sessionId)}`);
+    const out: AuditEvent[] = [];
+    for (let k = this.segmentOf(s.firstSeq); k < this.segments.length && this.segments[k].firstSeq <= s.lastSeq; k++) {
+      const seg = this.segments[k];
+      const sparse = k === this.segments.length - 1 ? this.sparse : ((await this.readSegmentIndex(seg))?.sparse ?? []);
+      const buf = await this.readSegment(seg, sparseRange(sparse, s.firstSeq, s.lastSeq, seg.size));
+      for (let at = buf.indexOf(needle); at >= 0; ) {
+        const start = buf.lastIndexOf(0x0a, at) + 1;
+        let end = buf.indexOf(0x0a, at);
+        if (end < 0) end = buf.length;
+        try {
+          const e = JSON.parse(buf.toString('utf8', start, end)) as AuditEvent;
+          if (e.sessionId === sessionId) out.push(e);
+        } catch {
+          /* a damaged record: verify reports it */
+        }
+        at = buf.indexOf(needle, end);
       }
-      return out;
-    } finally {
-      for (const fh of handles.values()) await fh.close();
     }
+    return out;
+  }
+
+  /** The index of the segment holding `seq`. */
+  private segmentOf(seq: number): number {
+    return Math.max(0, lowerBound(this.segments.length, (k) => this.segments[k].firstSeq > seq) - 1);
+  }
+
+  /** A segment's bytes up to its durable size, or the range [from, to) of them. */
+  private async readSegment(seg: Segment, [from, to] = [0, seg.size]): Promise<Buffer> {
+    const size = to - from;
+    const fh = await open(seg.file, 'r');
+    const buf = Buffer.allocUnsafe(size);
+    try {
+      for (let off = 0; off < size; ) {
+        const { bytesRead } = await fh.read(buf, off, size - off, from + off);
+        if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
+        off += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    return buf;
   }
 
   /** Stored lines of the chain in order, up to each segment's durable size, from the segment holding `from`. */
@@ -375,17 +571,7 @@ export class JsonlStore implements StateStore {
     while (first + 1 < this.segments.length && this.segments[first + 1].firstSeq <= from) first++;
     for (const seg of this.segments.slice(first)) {
       const size = seg.size;
-      const fh = await open(seg.file, 'r');
-      const buf = Buffer.allocUnsafe(size);
-      try {
-        for (let off = 0; off < size; ) {
-          const { bytesRead } = await fh.read(buf, off, size - off, off);
-          if (!bytesRead) throw new Error(`segment ${seg.file} is shorter than its durable size`);
-          off += bytesRead;
-        }
-      } finally {
-        await fh.close();
-      }
+      const buf = await this.readSegment(seg);
       for (let off = 0; off < size; ) {
         let end = buf.indexOf(0x0a, off);
         if (end < 0) end = size;
@@ -470,22 +656,23 @@ export class JsonlStore implements StateStore {
     return path.join(this.dir, 'recordings', `${sessionId}.jsonl`);
   }
 
-  async appendRecording(sessionId: string, entry: RecordingEntry): Promise<void> {
+  async appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean> {
     const file = this.recordingFile(sessionId);
     const now = new Date(this.clock()).toISOString();
-    const line = await this.caps.cap(sessionId, entry, now, () => stat(file).then((s) => s.size, () => 0));
-    if (line === undefined) return;
-    // Into the page cache through a file kept open: sessions record an entry per statement, and an
-    // open/write/close per entry cost the agent ~200 µs of CPU each. Recordings are not the evidence
-    // (the audit events are, with their own durability), so no fsync either.
+    const { lines, room } = await this.caps.capAll(sessionId, entries, now, () => stat(file).then((s) => s.size, () => 0));
+    if (!lines.length) return room;
+    // Into the page cache through a file kept open, a session's buffered entries in one write
+    // (recording.ts). Recordings are not the evidence (the audit events are, with their own
+    // durability), so no fsync either.
     const fd = this.recordingFd(sessionId, file);
-    const buf = Buffer.from(line + '\n');
+    const buf = Buffer.from(lines.map((l) => l.line + '\n').join(''));
     try {
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
     } catch (err) {
       this.closeRecording(sessionId);
       throw err;
     }
+    return room;
   }
 
   /** Open recording files (O_APPEND), least recently used first; bounded, the oldest closed first. */
@@ -587,6 +774,7 @@ export class JsonlStore implements StateStore {
 
   async close(): Promise<void> {
     await this.commit.drain();
+    await this.indexWrites;
     this.healthLoop.stop();
     await this.approvalsLock;
     await this.fh?.close().catch(() => {});
@@ -608,6 +796,20 @@ function seqOfLine(l: string): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** The byte range holding events first..last of a segment of `size` bytes, by its sparse offsets. */
+function sparseRange(sparse: number[], first: number, last: number, size: number): [number, number] {
+  let from = 0;
+  let to = size;
+  for (let k = 0; k < sparse.length; k += 2) {
+    if (sparse[k] <= first) from = sparse[k + 1];
+    if (sparse[k] > last) {
+      to = sparse[k + 1];
+      break;
+    }
+  }
+  return [from, to];
 }
 
 /** The time of a recording's last entry; a line torn by a crash is skipped rather than failing retention. */

@@ -40,6 +40,7 @@ import {
   type StateStore,
 } from './store.js';
 import { ApprovalBook, notFound, type Approval, type ApprovalBackend } from './approvals.js';
+import { listenWithRetry, type PgListener } from './pg-listen.js';
 
 export interface PgStoreOptions {
   url: string;
@@ -121,9 +122,7 @@ export class PgStore implements StateStore {
   /** Summaries of this agent's open sessions (only this agent appends to them). */
   private readonly open = new Map<string, SessionSummary>();
   private readonly changes = new EventEmitter();
-  private listener?: pg.Client;
-  private listenRetry?: NodeJS.Timeout;
-  private closed = false;
+  private listener?: PgListener;
 
   private constructor(private readonly opts: PgStoreOptions) {
     this.agentId = opts.agentId;
@@ -180,7 +179,7 @@ export class PgStore implements StateStore {
       await s.start();
     } catch (err) {
       await s.pool.end().catch(() => {});
-      await s.listener?.end().catch(() => {});
+      await s.listener?.close();
       throw err;
     }
     return s;
@@ -199,28 +198,11 @@ export class PgStore implements StateStore {
   }
 
   /** The dedicated LISTEN connection; re-established with backoff, then waiters re-read ('*'). */
-  private async listen(attempt = 0): Promise<void> {
-    const c = new pg.Client({ connectionString: this.opts.url });
-    const retry = () => {
-      if (this.closed || this.listener !== c) return;
-      this.listener = undefined;
-      c.end().catch(() => {});
-      this.listenRetry = setTimeout(() => void this.listen(attempt + 1).catch(() => {}), Math.min(2000, 50 * 2 ** attempt));
-      this.listenRetry.unref();
-    };
-    c.on('error', retry);
-    c.on('end', retry);
-    c.on('notification', (n) => n.channel === CHANNEL && n.payload && this.changes.emit('change', n.payload));
-    this.listener = c;
-    try {
-      await c.connect();
-      await c.query(`LISTEN ${CHANNEL}`);
-    } catch (err) {
-      if (attempt === 0) throw err;
-      retry();
-      return;
-    }
-    if (attempt > 0) this.changes.emit('change', '*');
+  private async listen(): Promise<void> {
+    this.listener = await listenWithRetry(this.opts.url, CHANNEL, {
+      notify: (payload) => payload && this.changes.emit('change', payload),
+      reconnected: () => this.changes.emit('change', '*'),
+    });
   }
 
   // ─── events ──────────────────────────────────────────────────────────────────────────────────────
@@ -360,15 +342,21 @@ export class PgStore implements StateStore {
 
   // ─── recordings ──────────────────────────────────────────────────────────────────────────────────
 
-  async appendRecording(sessionId: string, entry: RecordingEntry): Promise<void> {
+  async appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean> {
     assertSessionId(sessionId);
     const now = new Date(this.clock()).toISOString();
-    const line = await this.caps.cap(sessionId, entry, now, async () => {
+    const { lines, room } = await this.caps.capAll(sessionId, entries, now, async () => {
       const { rows } = await this.pool.query<{ n: number }>('SELECT coalesce(sum(octet_length(entry) + 1), 0)::int AS n FROM audit_recordings WHERE session_id = $1', [sessionId]);
       return rows[0].n;
     });
-    if (line === undefined) return;
-    await this.pool.query('INSERT INTO audit_recordings (session_id, ts, entry) VALUES ($1, $2, $3)', [sessionId, (JSON.parse(line) as RecordingEntry).ts, line]);
+    if (!lines.length) return room;
+    // One statement for the batch; ids (the read order) follow the array order.
+    await this.pool.query('INSERT INTO audit_recordings (session_id, ts, entry) SELECT $1, u.ts, u.entry FROM unnest($2::timestamptz[], $3::text[]) WITH ORDINALITY AS u(ts, entry, n) ORDER BY n', [
+      sessionId,
+      lines.map((l) => l.ts),
+      lines.map((l) => l.line),
+    ]);
+    return room;
   }
 
   async readRecording(sessionId: string): Promise<RecordingEntry[]> {
@@ -395,11 +383,9 @@ export class PgStore implements StateStore {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     await this.commit?.drain();
     this.healthLoop.stop();
-    clearTimeout(this.listenRetry);
-    await this.listener?.end().catch(() => {});
+    await this.listener?.close();
     await this.pool.end();
   }
 }

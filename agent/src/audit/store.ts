@@ -7,13 +7,15 @@
 // fold, the list cursor, recording caps, export formats (approval rules live in approvals.ts).
 //
 //   session                     StateStore (GroupCommit)                       disk / PostgreSQL
-//   append(statement) ─────►  queue ── batch idle? ── seal: seq, ts, prev, hash ──► write + fsync / COMMIT
-//        (waits)                 appends arriving meanwhile queue for the next batch
-//   ◄──── resolves ──────────  after ITS batch is durable; only then is the statement forwarded
+//   append(statement) ─────►  queue ── end of the event-loop turn ── seal: seq, ts, prev, hash ──► one write / COMMIT
+//        (waits)                 every session's appends of this turn share the batch; appends arriving
+//                                while a batch is in flight queue for the next one
+//   ◄──── resolves ──────────  after ITS batch is written; only then is the statement forwarded
 //   ◄──── rejects  ──────────  write failed: chain head not advanced, health().writable = false,
 //                              a probe retries with backoff until the store is writable again
 import type { AuditEvent, EventInput, Identity } from './events.js';
-import { canonicalJson, hashedContent, sha256, storedLine } from './events.js';
+import { canonicalJson, sha256, storedLine } from './events.js';
+import { eventContent } from './event-json.js';
 import type { VerifyResult } from './verify.js';
 import type { Approvals } from './approvals.js';
 import { csvRow } from '../../../shared/audit/csv.js';
@@ -56,7 +58,11 @@ export interface StateStore {
   /** Newest first (start time, then chain position); `nextCursor` when more match. */
   querySessions(filter: SessionFilter): Promise<SessionPage>;
   sessionEvents(sessionId: string): Promise<AuditEvent[]>;
-  appendRecording(sessionId: string, entry: RecordingEntry): Promise<void>;
+  /**
+   * Appends recording entries in one write (capped, see RecordingCaps); resolves whether the session's
+   * recording budget has room left (false once the "cap reached" marker is written).
+   */
+  appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean>;
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
   verify(opts?: { from?: number }): Promise<VerifyResult>;
   exportEvents(filter: { since?: string | number; until?: string | number }, format: ExportFormat): AsyncIterable<string>;
@@ -128,6 +134,9 @@ const MAX_PARKED = 50_000;
  * formed, not when `append` is called, so a failed batch never leaves later appends chained onto events
  * that were not written: the head advances only after `write` succeeded.
  *
+ * A batch starts at the end of the event-loop turn (setImmediate: after every socket read of this
+ * poll phase has been handled), so all statements judged in one turn, across sessions, share one write.
+ *
  * With `lazyMs`, an AFTER_THE_FACT event does not start a batch: it waits up to `lazyMs` for the next
  * append (usually the session's next statement) and goes in the same write, one write per statement
  * instead of two. Order is unchanged (one queue); `flush` writes what waits before a read.
@@ -140,6 +149,10 @@ export class GroupCommit {
   private running: Promise<void> = Promise.resolve();
   private closed = false;
   private lazyTimer?: NodeJS.Timeout;
+  private turnEnd?: NodeJS.Immediate;
+  /** The last append time and its ISO form: many events share a millisecond. */
+  private lastAt = Number.NaN;
+  private lastIso = '';
 
   constructor(
     private readonly agentId: string,
@@ -165,7 +178,7 @@ export class GroupCommit {
           this.lazyTimer = undefined;
           this.kick();
         }, this.lazyMs);
-      } else this.kick();
+      } else this.turnEnd ??= setImmediate(() => this.kick());
     });
   }
 
@@ -199,6 +212,8 @@ export class GroupCommit {
   }
 
   private kick(): void {
+    clearImmediate(this.turnEnd);
+    this.turnEnd = undefined;
     if (this.busy || (!this.queue.length && !this.parked.length)) return;
     clearTimeout(this.lazyTimer);
     this.lazyTimer = undefined;
@@ -236,7 +251,11 @@ export class GroupCommit {
     let { seq, hash: prev, ts: lastTs } = this.head;
     return batch.map(({ input, at }) => {
       // Timestamps never go backwards within a chain (wall clocks do): listing by time relies on it.
-      let ts = new Date(at).toISOString();
+      if (at !== this.lastAt) {
+        this.lastAt = at;
+        this.lastIso = new Date(at).toISOString();
+      }
+      let ts = this.lastIso;
       if (ts < lastTs) ts = lastTs;
       lastTs = ts;
       const base = {
@@ -250,7 +269,7 @@ export class GroupCommit {
         connection: input.connection,
         data: input.data ?? {},
       };
-      const content = hashedContent(base);
+      const content = eventContent(base);
       const hash = sha256(content);
       prev = hash;
       return { event: { ...base, hash }, line: storedLine(content, hash) };
@@ -321,6 +340,12 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
   const out: SessionSummary = s
     ? { ...s, decisions: s.decisions }
     : { sessionId: e.sessionId!, agentId: e.agentId, startedAt: e.ts, lastTs: e.ts, firstSeq: e.seq, lastSeq: e.seq, events: 0, statements: 0, refused: 0, decisions: [] };
+  foldInto(out, e);
+  return out;
+}
+
+/** Folds one event into a summary in place (its `decisions` array is replaced when it grows, never modified). */
+export function foldInto(out: SessionSummary, e: AuditEvent): void {
   out.events++;
   out.lastTs = e.ts;
   out.lastSeq = e.seq;
@@ -336,6 +361,7 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
       out.clientAddr = d.clientAddr as string | undefined;
       out.applicationName = d.applicationName as string | undefined;
       out.cliVersion = d.cliVersion as string | undefined;
+      out.purpose = d.purpose as string | undefined;
       break;
     case 'session_end':
       out.endedAt = e.ts;
@@ -348,7 +374,6 @@ export function foldSummary(s: SessionSummary | undefined, e: AuditEvent): Sessi
       out.refused++;
       break;
   }
-  return out;
 }
 
 /** The list order key: newest start first, then the later chain position. Opaque to clients. */
@@ -388,11 +413,17 @@ export function filterBounds(f: SessionFilter): { since?: string; until?: string
  */
 const MAX_TRACKED_SESSIONS = 10_000;
 
+/** A recording entry as stored (canonical JSON, no newline) and its time. */
+export interface CappedLine {
+  line: string;
+  ts: string;
+}
+
 export class RecordingCaps {
   private used = new Map<string, number>();
   constructor(private readonly limits: RecordingLimits) {}
 
-  async cap(sessionId: string, entry: RecordingEntry, now: string, load: () => Promise<number>): Promise<string | undefined> {
+  async cap(sessionId: string, entry: RecordingEntry, now: string, load: () => Promise<number>): Promise<CappedLine | undefined> {
     let used = this.used.get(sessionId);
     if (used === undefined) {
       used = await load();
@@ -411,7 +442,17 @@ export class RecordingCaps {
       line = canonicalJson({ ts: e.ts, seq: e.seq, note: 'recording cap reached; later statements not recorded', truncated: { session: true } });
       this.used.set(sessionId, Number.POSITIVE_INFINITY);
     } else this.used.set(sessionId, used + line.length + 1);
-    return line;
+    return { line, ts: e.ts! };
+  }
+
+  /** The lines to store for a batch of entries (see `cap`), and whether the session has budget left. */
+  async capAll(sessionId: string, entries: RecordingEntry[], now: string, load: () => Promise<number>): Promise<{ lines: CappedLine[]; room: boolean }> {
+    const lines: CappedLine[] = [];
+    for (const entry of entries) {
+      const l = await this.cap(sessionId, entry, now, load);
+      if (l) lines.push(l);
+    }
+    return { lines, room: (this.used.get(sessionId) ?? 0) < this.limits.maxBytesPerSession };
   }
 
   forget(sessionId: string): void {

@@ -24,6 +24,7 @@ import type { StateStore } from '../audit/store.js';
 import { ApprovalError, type Approval, type ApprovalErrorCode, type ApprovalStatus, type Verdict } from '../audit/approvals.js';
 import { identityOf, makeApprovalEvent } from '../audit/events.js';
 import { HttpRefusal } from './server.js';
+import { assuranceShortfall } from '../identity/assurance.js';
 
 /** Largest request body accepted on POST. */
 export const MAX_APPROVAL_BODY_BYTES = 16 * 1024;
@@ -85,6 +86,8 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
     if (!isApprover(who, a.connection)) return { canDecide: false, why: `you are not an approver of connection ${a.connection}` };
     if (isRequester(who, a)) return { canDecide: false, why: 'you requested it' };
     if (a.votes.some((v) => v.sub === who.sub && v.issuer === who.issuer)) return { canDecide: false, why: 'you have already decided it' };
+    const required = config.connections.get(a.connection)?.approval.approvers?.require;
+    if (required && assuranceShortfall(required, who.assurance)) return { canDecide: false, why: 'your sign-in is not strong enough (log in again with MFA)' };
     return { canDecide: true };
   }
 
@@ -96,19 +99,21 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       sessionId: a.sessionId,
       agentId: a.agentId,
       requester: { sub: a.requester.sub, issuer: a.requester.issuer, email: a.requester.email },
+      purpose: a.purpose,
       sql: a.sql,
       ...displayOf(a.sql),
       params: a.params,
       statementSeq: a.statementSeq,
       rule: a.rule,
       rowsSoFar: a.rowsSoFar,
+      transaction: a.transaction,
       createdAt: a.createdAt,
       expiresAt: a.expiresAt,
       decidedAt: a.decidedAt,
       consumedAt: a.consumedAt,
       minApprovals: a.minApprovals,
       approvals: a.votes.filter((v) => v.verdict === 'approve').length,
-      votes: a.votes.map((v) => ({ sub: v.sub, issuer: v.issuer, verdict: v.verdict, reason: v.reason, at: v.at })),
+      votes: a.votes.map((v) => ({ sub: v.sub, issuer: v.issuer, verdict: v.verdict, reason: v.reason, at: v.at, amr: v.amr, acr: v.acr })),
       ...decidable(who, a),
     };
   }
@@ -159,6 +164,12 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
     // could otherwise wave its own kind's writes through.
     if (verdict === 'approve' && isMachine(who)) {
       throw new HttpRefusal(403, 'NOT_HUMAN', `${who.sub} is a machine identity; only people approve statements`, 'Log in as yourself with `hoopctl login` (device flow) to approve.');
+    }
+    // A phished or password-only login must not be enough to let a write through (approval.approvers.require).
+    const required = conn.approval.approvers?.require;
+    const short = required && assuranceShortfall(required, who.assurance);
+    if (short) {
+      throw new HttpRefusal(403, 'INSUFFICIENT_ASSURANCE', `approving or denying on connection ${a.connection} needs a stronger sign-in: your token ${short}`, 'Run `hoopctl login` again and complete multi-factor authentication, then decide.');
     }
     // The record carries the minApprovals it was created with. If this agent's policy asks for more
     // (the config changed, or another agent is configured differently) an approval could be granted with

@@ -15,6 +15,7 @@ import type { Logger } from '../log.js';
 import type { ResolvedConfig } from '../config.js';
 import { canUse, type Principal } from '../identity/access.js';
 import { bearerFrom } from '../identity/verify.js';
+import { ciPurpose, statedPurpose } from '../identity/purpose.js';
 
 export interface Authenticator {
   verify(token: string): Promise<Principal>;
@@ -25,7 +26,7 @@ export interface HttpDeps {
   auth: Authenticator;
   log: Logger;
   /** Called once a tunnel upgrade passed every check. */
-  onTunnel(ws: import('ws').WebSocket, identity: Principal, connection: string, clientAddr: string): void;
+  onTunnel(ws: import('ws').WebSocket, identity: Principal, connection: string, clientAddr: string, purpose?: string): void;
   maxTunnelsPerIdentity: number;
   /** The session history API (GET /api/sessions[/ID[/recording]]), already authenticated. */
   sessions?(who: Principal, query: URLSearchParams, id?: string, recording?: boolean): Promise<unknown>;
@@ -44,6 +45,8 @@ export interface HttpDeps {
   metrics?(): Promise<{ contentType: string; body: string }>;
   /** GET /readyz: 200 or 503; this listener answers only `{ready}` (the checks are on metrics.listen). */
   ready?(): Promise<{ ready: boolean }>;
+  /** POST /api/tokens/revoke: revokes the caller's own (verified) token on every agent sharing the store. */
+  revokeToken?(who: Principal): Promise<unknown>;
   /** True once the agent drains (SIGTERM): new tunnels are refused with 503 AGENT_DRAINING. */
   draining?(): boolean;
   /** Every refused upgrade, for the audit trail (never with the token). */
@@ -152,6 +155,17 @@ export function createHttpServer(deps: HttpDeps): http.Server {
       authenticate(req).then((who) => api(who, req, am[1], am[2]).then((body) => send(200, body), refuse), refuse);
       return;
     }
+    if (path === '/api/tokens/revoke' && deps.revokeToken) {
+      // The token revokes itself: only its holder can, and nothing else is needed (no body, no admin).
+      const api = deps.revokeToken;
+      const refuse = (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody);
+      if (req.method !== 'POST') return refuse(new HttpRefusal(405, 'METHOD_NOT_ALLOWED', `${(req.method ?? '').slice(0, 10)} is not allowed here; use POST`));
+      authenticate(req).then(
+        (who) => api(who).then((body) => send(200, body), () => refuse(new HttpRefusal(503, 'REVOCATION_UNAVAILABLE', 'the revocation could not be stored', 'Try again shortly; until then the token stays valid until it expires.'))),
+        refuse,
+      );
+      return;
+    }
     if (req.method === 'GET' && path === '/api/whoami') {
       // Who the agent takes the caller for, and which connections that identity may use.
       authenticate(req).then(
@@ -213,7 +227,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     authorizeUpgrade(req)
       .finally(() => checking--)
       .then(
-      ({ identity, connection }) => {
+      ({ identity, connection, purpose }) => {
         const owner = `${identity.issuer} ${identity.sub}`;
         const open = tunnelsBySub.get(owner) ?? 0;
         if (open >= deps.maxTunnelsPerIdentity) {
@@ -227,7 +241,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
             if (n <= 0) tunnelsBySub.delete(owner);
             else tunnelsBySub.set(owner, n);
           });
-          deps.onTunnel(ws, identity, connection, req.socket.remoteAddress ?? '');
+          deps.onTunnel(ws, identity, connection, req.socket.remoteAddress ?? '', purpose);
         });
       },
       (err) => {
@@ -240,8 +254,8 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     );
   });
 
-  /** Checks, in order: path, Origin, token, connection, access. Never echoes the token. */
-  async function authorizeUpgrade(req: http.IncomingMessage): Promise<{ identity: Principal; connection: string }> {
+  /** Checks, in order: path, Origin, token, connection, access, purpose. Never echoes the token. */
+  async function authorizeUpgrade(req: http.IncomingMessage): Promise<{ identity: Principal; connection: string; purpose?: string }> {
     const url = new URL(req.url ?? '/', 'http://agent');
     const m = /^\/tunnel\/([a-z0-9][a-z0-9_-]{0,62})$/.exec(url.pathname);
     if (!m) throw new HttpRefusal(404, 'NOT_FOUND', `no tunnel endpoint at ${url.pathname}`);
@@ -259,9 +273,18 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     const conn = config.connections.get(connection);
     if (!conn) throw new HttpRefusal(404, 'UNKNOWN_CONNECTION', `the agent has no connection named ${connection}`);
     const access = canUse(conn, connection, identity);
-    if (!access.allowed) throw new HttpRefusal(403, 'ACCESS_DENIED', access.reason, 'Ask the connection owner to add you to its access rules.');
+    if (!access.allowed) throw new HttpRefusal(403, 'ACCESS_DENIED', access.reason, access.hint ?? 'Ask the connection owner to add you to its access rules.');
+    let purpose: string | undefined;
+    try {
+      purpose = statedPurpose(req.headers) ?? ciPurpose(identity.claims);
+    } catch (err) {
+      throw new HttpRefusal(400, 'BAD_REASON', (err as Error).message, 'Pass a short one-line --reason.');
+    }
+    if (conn.requireReason && !purpose) {
+      throw new HttpRefusal(400, 'REASON_REQUIRED', `connection ${connection} requires every session to state its purpose`, 'Pass --reason "why you need this data" (or set HOOPCTL_REASON), e.g. --reason "ticket OPS-123: fix visit dates".');
+    }
     log.info('tunnel accepted', { sub: identity.sub, issuer: identity.issuer, connection });
-    return { identity, connection };
+    return { identity, connection, purpose };
   }
 
   /** The bearer token of a request, verified; a 401 HttpRefusal otherwise. Only the header counts. */

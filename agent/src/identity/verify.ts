@@ -10,6 +10,7 @@
 //     │ 6. freshness: iat not in the future, not older than the issuer's maxTokenAgeSec, and a
 //     │    lifetime (exp − iat) no longer than it either (corpus AU-010: long-lived stolen tokens)
 //     │ 7. claims: sub required; groups must be a list of strings
+//     │ 8. assurance: the issuer's `require` (amr any-of, acr minimum; identity/assurance.ts)
 //     ▼
 //   Identity
 //
@@ -28,6 +29,7 @@ import {
 } from 'jose';
 import { AuthError, AuthErrorCode } from './errors.js';
 import { assertSafeUrl, discoverJwksUri } from './discovery.js';
+import { assuranceOf, assuranceShortfall, type AssuranceRequirement, type TokenAssurance } from './assurance.js';
 
 export { AuthError, AuthErrorCode } from './errors.js';
 
@@ -43,10 +45,15 @@ export interface IssuerConfig {
   jwksUri?: string;
   /**
    * Oldest token accepted, by its `iat`, in seconds; tokens minted with a longer lifetime (exp − iat)
-   * are refused as well. Default 86,400 (24 h); at most 7 days. CI tokens live minutes (GitHub
-   * Actions: about 10 min), people's access tokens hours.
+   * are refused as well. Default 3,600 (1 h); at most 7 days. CI tokens live minutes (GitHub
+   * Actions: about 10 min); people's access tokens are renewed in place (the CLI refreshes them over the
+   * open tunnel), so nothing needs a longer one.
    */
   maxTokenAgeSec?: number;
+  /** This issuer's acr values, weakest first. */
+  acrValues?: string[];
+  /** The assurance every token of this issuer must show. */
+  require?: AssuranceRequirement;
 }
 
 export interface Identity {
@@ -60,6 +67,8 @@ export interface Identity {
   claims: Record<string, unknown>;
   /** `exp`, in ms since the epoch. */
   expiresAt: number;
+  /** The token's amr/acr, with its issuer's acr ordering. */
+  assurance: TokenAssurance;
 }
 
 export interface TokenVerifierOptions {
@@ -84,12 +93,13 @@ const MAX_TOKEN_CHARS = 16 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** After a failed discovery, callers get the cached failure for this long instead of a new fetch. */
 const DISCOVERY_RETRY_MS = 5_000;
-const DEFAULT_MAX_TOKEN_AGE_SEC = 24 * 3600;
+const DEFAULT_MAX_TOKEN_AGE_SEC = 3600;
 /** A bigger setting is most likely milliseconds given as seconds; no agent token should live a week. */
 const MAX_MAX_TOKEN_AGE_SEC = 7 * 24 * 3600;
 
 interface IssuerState {
-  config: Required<Pick<IssuerConfig, 'issuer' | 'algorithms' | 'groupsClaim' | 'maxTokenAgeSec'>> & { audience: string[] };
+  config: Required<Pick<IssuerConfig, 'issuer' | 'algorithms' | 'groupsClaim' | 'maxTokenAgeSec'>> &
+    Pick<IssuerConfig, 'acrValues' | 'require'> & { audience: string[] };
   jwksUri?: URL;
   keys?: JWTVerifyGetKey;
   pending?: Promise<JWTVerifyGetKey>;
@@ -126,7 +136,7 @@ export class TokenVerifier {
         throw new TypeError(`issuer ${c.issuer}: maxTokenAgeSec must be a whole number of seconds between 1 and ${MAX_MAX_TOKEN_AGE_SEC}`);
       }
       this.#issuers.set(c.issuer, {
-        config: { issuer: c.issuer, audience, algorithms, groupsClaim: c.groupsClaim ?? 'groups', maxTokenAgeSec },
+        config: { issuer: c.issuer, audience, algorithms, groupsClaim: c.groupsClaim ?? 'groups', maxTokenAgeSec, acrValues: c.acrValues, require: c.require },
         jwksUri: c.jwksUri === undefined ? undefined : assertSafeUrl(c.jwksUri, 'jwksUri'),
       });
     }
@@ -155,7 +165,10 @@ export class TokenVerifier {
       throw toAuthError(err);
     }
     checkFreshness(payload, this.#clock() / 1000, this.#toleranceSec, state.config.maxTokenAgeSec);
-    return toIdentity(payload, state.config);
+    const identity = toIdentity(payload, state.config);
+    const short = state.config.require && assuranceShortfall(state.config.require, identity.assurance);
+    if (short) throw new AuthError(AuthErrorCode.INSUFFICIENT_ASSURANCE, short);
+    return identity;
   }
 
   #checkShapeAndHeader(token: string): ProtectedHeaderParameters {
@@ -321,6 +334,7 @@ function toIdentity(payload: JWTPayload, config: IssuerState['config']): Identit
     clientId,
     claims: { ...payload },
     expiresAt: payload.exp * 1000,
+    assurance: assuranceOf(payload, config.acrValues),
   };
 }
 

@@ -143,3 +143,25 @@ export async function loadCatalog(query: CatalogQuery): Promise<Catalog> {
   const [rels, fns, settings] = await Promise.all([query(RELATIONS_SQL), query(FUNCTIONS_SQL), query(SETTINGS_SQL)]);
   return buildCatalog(rels, fns, settings[0]);
 }
+
+/**
+ * The start-up lint: text columns of tables that have masked columns, not masked themselves and not
+ * listed in the connection's `unmasked` (reviewed, left in clear on purpose). Free text next to masked
+ * identifiers (a visit's notes) tends to repeat them; the operator decides, the agent only says so.
+ * Columns as `schema.table.column`, in catalog order.
+ */
+export function unmaskedTextColumns(catalog: Catalog, masked: Iterable<string>, leftInClear: Iterable<string>): string[] {
+  const maskedSet = new Set(masked);
+  const clear = new Set(leftInClear);
+  const tables = new Set([...maskedSet].map((c) => c.slice(0, c.lastIndexOf('.'))));
+  const found: string[] = [];
+  for (const key of tables) {
+    const rel = catalog.relations.get(key);
+    if (!rel || (rel.kind !== 'r' && rel.kind !== 'p')) continue;
+    for (const col of rel.columns) {
+      const name = `${key}.${col.name}`;
+      if (catalog.textTypeOids.has(col.typeOid) && !maskedSet.has(name) && !clear.has(name)) found.push(name);
+    }
+  }
+  return found;
+}

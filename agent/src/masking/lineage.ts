@@ -34,7 +34,8 @@
  * hash of `upper(email)` would still allow joins, but a `partial` of a derived string could reveal
  * more than the configured tail.
  */
-import { Lru, parseStatements, type ParsedStatement } from '../policy/parse.js';
+import { constantType, intConstant, stringConstant } from '../policy/constants.js';
+import { Lru, parseStatements, skeletonOf, type ParsedStatement } from '../policy/parse.js';
 import type { Catalog, CatalogFunction, CatalogRelation } from './catalog.js';
 import { NULLIFY, REDACT, type Strategy } from './strategies.js';
 
@@ -278,7 +279,7 @@ function structuralSrf(name: string, args: unknown[]): boolean {
     const c = unwrap(v);
     if (c?.[0] === 'TypeCast') return text(c[1].arg);
     if (c?.[0] !== 'A_Const') return undefined;
-    return c[1].isnull === true ? null : isObj(c[1].sval) ? String(c[1].sval.sval ?? '') : undefined;
+    return c[1].isnull === true ? null : stringConstant(c[1]);
   };
   if (name === 'regexp_split_to_table' || name === 'string_to_table') return args.length === 2 && (text(args[1]) === '' || text(args[1]) === null);
   if (name === 'jsonb_path_query' || name === 'jsonb_path_query_tz') {
@@ -326,6 +327,8 @@ export const EXPRESSION_RULES: ReadonlySet<string> = new Set([
 export const FROM_RULES: ReadonlySet<string> = new Set(['RangeVar', 'RangeSubselect', 'RangeFunction', 'JoinExpr', 'RangeTableSample', 'RangeTableFunc', 'RangeTableFuncCol', 'JsonTable', 'JsonTableColumn']);
 
 const MAX_DEPTH = 400;
+/** a 2 MB comment-padded statement must not pin 2 MB × 5,000 cache entries */
+const MAX_CACHED_TEXT = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -1223,8 +1226,8 @@ function lookupWindow(scope: Scope, name: string): T | undefined {
 /** `ORDER BY 2`: the output position, when the item is an integer constant. */
 function ordinal(node: unknown): number | undefined {
   const c = unwrap(node);
-  if (c?.[0] !== 'A_Const' || !isObj(c[1].ival)) return undefined;
-  return Number(c[1].ival.ival ?? 0);
+  if (c?.[0] !== 'A_Const' || constantType(c[1]) !== 'int') return undefined;
+  return intConstant(c[1]);
 }
 
 /** A GROUP BY item naming an output by position (or an alias that is no input column): the expression behind it. */
@@ -1378,20 +1381,46 @@ export class Lineage {
     return this.analyze({ kind, body }).predicateLeak;
   }
 
-  /** Parses `sql` (one statement) and analyses it. */
+  /**
+   * Parses `sql` (one statement) and analyses it. The session asks for every statement it forwards;
+   * plans depend on the text and this catalog only, and on no literal when the analysis read no
+   * constant's value (policy/constants.ts): those are kept under the text's skeleton.
+   */
   analyzeSql(sql: string): LineagePlan {
-    // The session asks for every statement it forwards; plans only depend on the text and this catalog.
-    const hit = this.plans.get(sql);
-    if (hit) return hit;
-    const p = parseStatements(sql);
-    const plan: LineagePlan =
-      !p.ok || p.statements.length !== 1 ? { kind: 'unknown', reason: p.ok ? 'expected one statement' : p.error, readsMasked: true } : this.analyze(p.statements[0]);
-    if (sql.length <= 64 * 1024) this.plans.set(sql, plan);
+    if (this.last?.sql === sql) return (this.stats.exact++, this.last.plan);
+    const plan = this.lookup(sql);
+    if (sql.length <= MAX_CACHED_TEXT) this.last = { sql, plan };
     return plan;
   }
 
-  /** Plans by statement text (read-only once made: callers never mutate them). */
+  private last?: { sql: string; plan: LineagePlan };
+
+  private lookup(sql: string): LineagePlan {
+    const hit = this.plans.get(sql);
+    if (hit) return (this.stats.exact++, hit);
+    const skeleton = sql.length <= MAX_CACHED_TEXT ? skeletonOf(sql) : undefined;
+    const shape = skeleton && this.shapes.get(skeleton.key);
+    if (shape) return (this.stats.shape++, shape);
+    this.stats.made++;
+    const p = parseStatements(sql, skeleton);
+    if (!p.ok || p.statements.length !== 1) {
+      const plan: LineagePlan = { kind: 'unknown', reason: p.ok ? 'expected one statement' : p.error, readsMasked: true };
+      if (sql.length <= MAX_CACHED_TEXT) this.plans.set(sql, plan);
+      return plan;
+    }
+    const [stmt] = p.statements;
+    const before = stmt.reads.count;
+    const plan = this.analyze(stmt);
+    if (skeleton && stmt.bound && stmt.reads.count === before) this.shapes.set(skeleton.key, plan);
+    else if (sql.length <= MAX_CACHED_TEXT) this.plans.set(sql, plan);
+    return plan;
+  }
+
+  /** Plans by statement text, and literal-free plans by skeleton (read-only once made: callers never mutate them). */
   private readonly plans = new Lru<LineagePlan>(5000);
+  private readonly shapes = new Lru<LineagePlan>(5000);
+  /** how plans were found: by exact text, by skeleton, or made */
+  readonly stats = { exact: 0, shape: 0, made: 0 };
 
   private analyzeUnsafe(kind: string, body: Obj): LineagePlan {
     const a = new Analysis(this);
@@ -1462,7 +1491,10 @@ export class Lineage {
         // the plan's text holds no column values, but EXPLAIN ANALYZE's row counts are the rows' counts
         const inner = unwrap(body.query);
         const innerPlan = inner ? this.planOf(a, inner[0], inner[1]) : undefined;
-        const analyze = arr(body.options).some((o) => unwrap(o)?.[1].defname === 'analyze' && unwrap(unwrap(o)?.[1].arg)?.[1].boolval !== false && str(unwrap(o)?.[1].arg) !== 'false');
+        const analyze = arr(body.options).some((o) => {
+          const arg = unwrap(unwrap(o)?.[1].arg);
+          return unwrap(o)?.[1].defname === 'analyze' && !(arg?.[0] === 'Boolean' && arg[1].boolval === false) && str(unwrap(o)?.[1].arg) !== 'false';
+        });
         const counts = analyze && (!innerPlan || innerPlan.kind === 'unknown' || ('rowsTainted' in innerPlan && innerPlan.rowsTainted === true));
         return { kind: 'rows', columns: [{ name: 'QUERY PLAN', mask: counts ? this.maskOf(unknownTaint('explain-analyze')) : CLEAR }], readsMasked: innerPlan?.readsMasked ?? true };
       }

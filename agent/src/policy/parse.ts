@@ -1,8 +1,17 @@
 /**
  * The libpg-query wrapper: the real PostgreSQL 18 grammar (WASM), split into statements with the exact
- * text of each, plus a small LRU used to cache decisions by statement text.
+ * text of each; the literal-free skeleton of a text (the real scanner's tokens, literals abstracted) under
+ * which analyses that read no constant are cached; and a small LRU.
+ *
+ * Why a skeleton is a safe key: two texts with the same skeleton have the same tokens but for the values
+ * of their literal tokens, so the grammar builds the same tree but for what those values went into. A
+ * parse is marked `bound` only when every literal token went into an A_Const (whose value the rules see
+ * only through constants.ts, counted); a literal that went anywhere else (FETCH 5, a COPY option,
+ * float(30), UESCAPE '!') leaves the statement unbound, and it is cached by exact text only.
  */
 import { fingerprintSync, loadModule, parseSync, scanSync } from 'libpg-query';
+import { hideConstant, type ConstantReads } from './constants.js';
+import type { RawStatement } from './parse-off-thread.js';
 
 /** A node as libpg-query's JSON has it: `{ SelectStmt: {...} }` (type name → body). */
 export type AstNode = Record<string, unknown>;
@@ -10,9 +19,17 @@ export type AstNode = Record<string, unknown>;
 export interface ParsedStatement {
   /** node type, e.g. `SelectStmt` */
   kind: string;
+  /** the tree, A_Const values hidden behind constants.ts */
   body: Record<string, unknown>;
   /** the statement's own text, cut from the input by the parser's byte offsets */
   text: string;
+  /** byte span of the text in the input, before trimming */
+  start: number;
+  end: number;
+  /** every literal token of the statement went into an A_Const (see the module comment) */
+  bound: boolean;
+  /** constant values read from this parse's tree so far (shared by the statements of one parse) */
+  reads: ConstantReads;
 }
 
 export type ParseOutcome = { ok: true; statements: ParsedStatement[] } | { ok: false; error: string };
@@ -21,18 +38,200 @@ let loaded: Promise<void> | undefined;
 
 /** Load the WASM module once; the sync API is unusable before this resolves. */
 export function loadParser(): Promise<void> {
-  loaded ??= loadModule();
+  loaded ??= loadModule().then(checkTokenTypes);
   return loaded;
 }
+
+// ── Skeletons ───────────────────────────────────────────────────────────────────────────────────
+
+/** Literal token types of libpg-query 18's scanner (checked at load: a different build disables skeletons). */
+const LITERAL_TOKENS = new Map<number, string>([[260, 'F'], [261, 'S'], [262, 'U'], [263, 'B'], [264, 'X'], [266, 'I']]);
+let skeletonsUsable = false;
+
+function checkTokenTypes(): void {
+  try {
+    const types = scanSync("SELECT 1.5, 'a', U&'b', B'1', X'f', 2").tokens.filter((t) => t.text !== ',').slice(1).map((t) => t.tokenType);
+    skeletonsUsable = JSON.stringify(types) === '[260,261,262,263,264,266]';
+  } catch {
+    skeletonsUsable = false;
+  }
+}
+
+/**
+ * A text's literal-free skeleton: its exact bytes with each literal token (numbers, strings of every
+ * quoting, bit strings) replaced by its token type, token boundaries marked. Two texts share a key
+ * only if the real scanner reads the same tokens from both, literal values aside.
+ */
+export interface Skeleton {
+  key: string;
+  /** byte offsets of the literal tokens: start0, end0, start1, end1, … */
+  literals: number[];
+  /** per literal, the offset of a `-` or `+` token right before it (-1: none) */
+  signs: number[];
+  /** every token: byte offsets and its part of the key (`T<text>`, or `L<type>` for a literal) */
+  tokens: readonly ScannedToken[];
+}
+
+interface ScannedToken {
+  start: number;
+  end: number;
+  tag: string;
+}
+
+export function skeletonOf(sql: string): Skeleton | undefined {
+  return knownSkeletons?.get(sql) ?? scanSkeleton(sql);
+}
+
+/** The skeleton by the scanner, never from a remembered statement (the tests compare both). */
+export function scanSkeleton(sql: string): Skeleton | undefined {
+  if (!skeletonsUsable || sql.includes('\0')) return undefined;
+  let scanned: { start: number; end: number; tokenType: number }[];
+  try {
+    scanned = scanSync(sql).tokens;
+  } catch {
+    return undefined;
+  }
+  const cut = cutter(sql);
+  const tokens = scanned.map((t) => {
+    const literal = LITERAL_TOKENS.get(t.tokenType);
+    return { start: t.start, end: t.end, tag: literal ? `L${literal}` : `T${cut(t.start, t.end)}` };
+  });
+  return skeletonFrom(cut, tokens, 0, Buffer.byteLength(sql, 'utf8'));
+}
+
+/** Cuts a text by byte offsets (string slices when it is ASCII). */
+function cutter(sql: string): (a: number, b: number) => string {
+  if (Buffer.byteLength(sql, 'utf8') === sql.length) return (a, b) => sql.slice(a, b);
+  const buf = Buffer.from(sql, 'utf8');
+  return (a, b) => buf.toString('utf8', a, b);
+}
+
+/** The skeleton of the bytes [from, to) of a text, given its tokens there (offsets rebased on `from`). */
+function skeletonFrom(cut: (a: number, b: number) => string, tokens: readonly ScannedToken[], from: number, to: number): Skeleton {
+  const literals: number[] = [];
+  const signs: number[] = [];
+  const own: ScannedToken[] = [];
+  let key = '';
+  let at = from;
+  let prev: ScannedToken | undefined;
+  for (const t of tokens) {
+    key += `${cut(at, t.start)}\0${t.tag}\0`;
+    if (t.tag[0] === 'L') {
+      literals.push(t.start - from, t.end - from);
+      signs.push(prev && (prev.tag === 'T-' || prev.tag === 'T+') ? prev.start - from : -1);
+    }
+    own.push(from === 0 ? t : { start: t.start - from, end: t.end - from, tag: t.tag });
+    prev = t;
+    at = t.end;
+  }
+  key += cut(at, to);
+  return { key, literals, signs, tokens: own };
+}
+
+/**
+ * Skeletons of statement texts cut from a text already scanned, so that the lineage, asked for a
+ * statement the policy just judged, does not scan it again (the tokens of a range that starts and ends
+ * on token boundaries are the tokens the scanner reads from that range alone).
+ */
+let knownSkeletons: Lru<Skeleton> | undefined;
+
+/** The statement text [start, end) of `sql` (trimmed as parseStatements trims), remembered with its skeleton. */
+export function rememberStatementSkeleton(sql: string, skeleton: Skeleton, start: number, end: number): void {
+  const raw = cutter(sql)(start, end);
+  const text = raw.trim();
+  if (text.length === 0 || text === sql) return;
+  const from = start + Buffer.byteLength(raw.slice(0, raw.length - raw.trimStart().length), 'utf8');
+  const to = from + Buffer.byteLength(text, 'utf8');
+  const inside: ScannedToken[] = [];
+  for (const t of skeleton.tokens) {
+    if (t.end <= from || t.start >= to) continue;
+    if (t.start < from || t.end > to) return; // trimming cut into a token: let the scanner judge it
+    inside.push(t);
+  }
+  knownSkeletons ??= new Lru(64);
+  knownSkeletons.set(text, skeletonFrom(cutter(sql), inside, from, to));
+}
+
+/**
+ * Maps byte offsets of the text a skeleton was taken from to those of another text with the same
+ * skeleton: everything but literal tokens is the same bytes in the same order.
+ */
+export function offsetMap(from: readonly number[], to: readonly number[]): (offset: number) => number {
+  // shifts[k]: how far an offset after the first k literals moves
+  const shifts = [0];
+  for (let i = 0; i < from.length; i += 2) shifts.push(shifts[shifts.length - 1] + to[i + 1] - to[i] - (from[i + 1] - from[i]));
+  return (offset) => offset + shifts[countBefore(from, offset, 1)];
+}
+
+/** How many literals of `lits` (start, end pairs) have their `field` (0 start, 1 end) at or before `offset`. */
+function countBefore(lits: readonly number[], offset: number, field: 0 | 1): number {
+  let lo = 0;
+  let hi = lits.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (lits[2 * mid + field] <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Text of `sql` between two byte offsets, trimmed (as parseStatements cuts statements). */
+export function cutText(sql: string, start: number, end: number): string {
+  if (Buffer.byteLength(sql, 'utf8') === sql.length) return sql.slice(start, end).trim();
+  return Buffer.from(sql, 'utf8').subarray(start, end).toString('utf8').trim();
+}
+
+// ── Parsing ─────────────────────────────────────────────────────────────────────────────────────
 
 // A lone surrogate cannot be encoded as UTF-8; the bytes sent upstream would differ from the text parsed.
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-export function parseStatements(sql: string): ParseOutcome {
+/**
+ * Parse `sql` into statements. `skeleton` (of the same text) lets each statement say whether it is bound;
+ * without it none is. The parse of a text is kept briefly so that the masking lineage, asking for a
+ * statement of a text the policy just parsed, does not parse it again.
+ */
+export function parseStatements(sql: string, skeleton?: Skeleton): ParseOutcome {
+  recentStatements ??= new Lru(64);
+  const recent = recentStatements.get(sql);
+  if (recent && (!skeleton || recent.skeleton)) return { ok: true, statements: [recent.statement] };
+  const parsed = parseUncached(sql, skeleton);
+  if (parsed.ok && sql.length <= MAX_RECENT_TEXT) {
+    for (const s of parsed.statements) {
+      // A statement alone: the same tree, but for locations (the rules never read them).
+      recentStatements.set(s.text, { statement: { ...s, start: 0, end: Buffer.byteLength(s.text, 'utf8') }, skeleton: skeleton !== undefined });
+    }
+  }
+  return parsed;
+}
+
+const MAX_RECENT_TEXT = 64 * 1024;
+let recentStatements: Lru<{ statement: ParsedStatement; skeleton: boolean }> | undefined;
+
+/** Why a text cannot be parsed faithfully, if it cannot. */
+export function unparsable(sql: string): string | undefined {
   // The C parser stops at NUL, PostgreSQL's message framing does too: anything after it would be
   // judged by nobody. The session refuses such messages; refuse here as well (fail closed).
-  if (sql.includes('\0')) return { ok: false, error: 'the statement contains a NUL character' };
-  if (LONE_SURROGATE.test(sql)) return { ok: false, error: 'the statement is not valid UTF-8' };
+  if (sql.includes('\0')) return 'the statement contains a NUL character';
+  if (LONE_SURROGATE.test(sql)) return 'the statement is not valid UTF-8';
+  return undefined;
+}
+
+/**
+ * One statement of a text parsed on the worker (parse-off-thread.ts). Never bound: large texts are
+ * not cached by skeleton.
+ */
+export function statementFromJson(bytes: Buffer, raw: RawStatement, reads: ConstantReads): ParsedStatement {
+  const node = JSON.parse(raw.json) as AstNode;
+  hideConstants(node, reads);
+  const [kind] = Object.keys(node);
+  const end = raw.len ? raw.start + raw.len : bytes.length;
+  return { kind, body: node[kind] as Record<string, unknown>, text: bytes.subarray(raw.start, end).toString('utf8').trim(), start: raw.start, end, bound: false, reads };
+}
+
+function parseUncached(sql: string, skeleton?: Skeleton): ParseOutcome {
+  const why = unparsable(sql);
+  if (why) return { ok: false, error: why };
   if (sql.length === 0) return { ok: true, statements: [] }; // libpg-query refuses '', PostgreSQL answers EmptyQueryResponse
   let tree: { stmts?: { stmt?: AstNode; stmt_location?: number; stmt_len?: number }[] };
   try {
@@ -41,6 +240,9 @@ export function parseStatements(sql: string): ParseOutcome {
     return { ok: false, error: err instanceof Error ? err.message : String(err) };
   }
   const bytes = Buffer.from(sql, 'utf8');
+  const reads: ConstantReads = { count: 0 };
+  const constants = hideConstants(tree, reads);
+  const unbound = skeleton ? unboundLiterals(skeleton, constants) : [];
   const statements: ParsedStatement[] = [];
   for (const raw of tree.stmts ?? []) {
     const node = raw.stmt;
@@ -48,9 +250,49 @@ export function parseStatements(sql: string): ParseOutcome {
     const [kind] = Object.keys(node);
     const start = raw.stmt_location ?? 0; // byte offsets, not UTF-16 indexes
     const end = raw.stmt_len ? start + raw.stmt_len : bytes.length;
-    statements.push({ kind, body: node[kind] as Record<string, unknown>, text: bytes.subarray(start, end).toString('utf8').trim() });
+    const bound = skeleton !== undefined && countBefore(unbound, end - 1, 0) === countBefore(unbound, start - 1, 0);
+    statements.push({ kind, body: node[kind] as Record<string, unknown>, text: bytes.subarray(start, end).toString('utf8').trim(), start, end, bound, reads });
   }
   return { ok: true, statements };
+}
+
+/** Hide the value of every A_Const of the tree (constants.ts); returns the constants' locations. */
+function hideConstants(tree: unknown, reads: ConstantReads): Set<number> {
+  const locations = new Set<number>();
+  const stack: unknown[] = [tree];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (Array.isArray(v)) {
+      for (const x of v) if (typeof x === 'object' && x !== null) stack.push(x);
+    } else if (typeof v === 'object' && v !== null) {
+      const o = v as Record<string, unknown>;
+      for (const k of Object.keys(o)) {
+        const x = o[k];
+        if (typeof x !== 'object' || x === null) continue;
+        if (k === 'A_Const' && !Array.isArray(x)) {
+          const body = x as Record<string, unknown>;
+          locations.add(typeof body.location === 'number' ? body.location : 0);
+          o[k] = hideConstant(body, reads);
+        } else stack.push(x);
+      }
+    }
+  }
+  return locations;
+}
+
+/**
+ * Starts of the literal tokens that are not where an A_Const is: at the token, or at a sign just
+ * before it (`-5` folds into one constant placed at the `-`).
+ */
+function unboundLiterals(skeleton: Skeleton, constants: ReadonlySet<number>): number[] {
+  const out: number[] = [];
+  const lits = skeleton.literals;
+  for (let i = 0; i < lits.length; i += 2) {
+    if (constants.has(lits[i])) continue;
+    const sign = skeleton.signs[i / 2];
+    if (sign < 0 || !constants.has(sign)) out.push(lits[i], lits[i + 1]);
+  }
+  return out;
 }
 
 /** libpg-query's fingerprint (constants and comments ignored); undefined when it cannot be computed. */

@@ -14,6 +14,7 @@
  * and failing closed: an unqualified name counts as masked when any source in scope could supply a
  * masked column of that name; sub-selects, CTEs and functions in FROM are tainted by what they read.
  */
+import { constantType, intConstant } from './constants.js';
 import { SAFE_FUNCTIONS } from './functions.js';
 import { names } from './walk.js';
 
@@ -279,7 +280,7 @@ export function findPredicateLeak(kind: string, body: Obj, masked: MaskedColumns
       visitExpr(expr, scopes, true);
       const e = unwrap(expr);
       let target: Obj | undefined;
-      if (e?.[0] === 'A_Const' && isObj(e[1].ival)) target = unwrap(targets[Number(e[1].ival.ival ?? 0) - 1])?.[1];
+      if (e?.[0] === 'A_Const' && constantType(e[1]) === 'int') target = unwrap(targets[(intConstant(e[1]) ?? 0) - 1])?.[1];
       if (e?.[0] === 'ColumnRef' && e[1].fields && arr(e[1].fields).length === 1) {
         const name = names(e[1].fields)[0];
         target = targets.map((t) => unwrap(t)?.[1]).find((t) => t?.name === name);

@@ -6,6 +6,7 @@
 import {
   BLOCKED_FUNCTIONS, BLOCKED_RELATIONS, HELD_FUNCTIONS, SAFE_FUNCTIONS, SAFE_TABLESAMPLE, SETTABLE, SETTABLE_VALUES, matchRule, splitSettingList,
 } from './functions.js';
+import { constantType, constantValue, intConstant, stringConstant } from './constants.js';
 import type { FunctionRef, RelationRef } from './walk.js';
 
 export type Action = 'allow' | 'block' | 'hold';
@@ -204,8 +205,7 @@ function switchesToReadWrite(options: unknown): boolean {
   return options.some((o) => {
     const d = (o as Body).DefElem as Body | undefined;
     if (!d || d.defname !== 'transaction_read_only') return false;
-    const ival = ((d.arg as Body | undefined)?.A_Const as Body | undefined)?.ival as Body | undefined;
-    return ival?.ival !== 1;
+    return intConstant(d.arg) !== 1;
   });
 }
 
@@ -242,15 +242,11 @@ function constantArgs(args: unknown): string[] | undefined {
   if (!Array.isArray(args) || args.length === 0) return undefined;
   const out: string[] = [];
   for (const a of args) {
-    const c = (a as Body).A_Const as Body | undefined;
-    if (!c || c.isnull) return undefined;
-    const sval = (c.sval as Body | undefined)?.sval;
-    const ival = c.ival as Body | undefined;
-    const fval = (c.fval as Body | undefined)?.fval;
-    if (typeof sval === 'string') out.push(sval);
-    else if (ival) out.push(String(ival.ival ?? 0)); // libpg-query drops a zero ival: `{ ival: {} }`
-    else if (typeof fval === 'string') out.push(fval);
-    else return undefined;
+    const type = constantType(a);
+    if (type !== 'string' && type !== 'int' && type !== 'float') return undefined;
+    const c = constantValue(a);
+    if (c?.type !== 'string' && c?.type !== 'int' && c?.type !== 'float') return undefined;
+    out.push(String(c.value));
   }
   return out;
 }
@@ -271,16 +267,19 @@ function splitAll(values: string[]): string[] | undefined {
  * data into a setting, where SHOW, current_setting() and other sessions' pg_stat_activity read it with no
  * masking lineage (corpus MK-032).
  */
-function setConfigVerdict(fn: FunctionRef): Verdict | undefined {
-  if (fn.name !== 'set_config' || (fn.schema && fn.schema !== 'pg_catalog') || fn.firstArg === undefined) return undefined;
-  const name = fn.firstArg.toLowerCase();
+function setConfigVerdict(fn: FunctionRef, pinned?: string): Verdict | undefined {
+  if (fn.name !== 'set_config' || (fn.schema && fn.schema !== 'pg_catalog')) return undefined;
+  const firstArg = stringConstant(fn.args[0]) ?? (fn.firstArgColumn === 'name' ? pinned : undefined);
+  if (firstArg === undefined) return undefined;
+  const name = firstArg.toLowerCase();
+  const secondArg = stringConstant(fn.args[1]);
   if (SETTABLE.has(name)) {
-    if (fn.secondArg !== undefined || fn.secondArgIsParam) return allow('P5.set', `Setting ${fn.firstArg} is allowed.`);
-    return block('P3.function.set_config', `set_config(${fn.firstArg}) is only allowed with a constant value, so it is blocked.`);
+    if (secondArg !== undefined || fn.secondArgIsParam) return allow('P5.set', `Setting ${firstArg} is allowed.`);
+    return block('P3.function.set_config', `set_config(${firstArg}) is only allowed with a constant value, so it is blocked.`);
   }
   const limited = SETTABLE_VALUES.get(name);
-  if (!limited || fn.secondArg === undefined) return undefined;
-  const elements = limited.shape === 'scalar' ? [fn.secondArg] : splitSettingList(fn.secondArg);
+  if (!limited || secondArg === undefined) return undefined;
+  const elements = limited.shape === 'scalar' ? [secondArg] : splitSettingList(secondArg);
   return elements && limited.accepts(elements)
     ? allow('P5.set.limited', `Setting ${name} to this value is allowed: ${limited.why}.`)
     : undefined;
@@ -310,11 +309,14 @@ export interface FunctionLists {
   allowed: readonly string[];
 }
 
-/** Verdict for one function call anywhere in the tree. */
-export function functionVerdict(fn: FunctionRef, lists: FunctionLists): Verdict {
+/**
+ * Verdict for one function call anywhere in the tree. `pinned`: the setting name a `set_config(name, …)`
+ * call's `name` column is pinned to (engine.ts, pg_dump's `… FROM pg_settings WHERE name = 'x'`).
+ */
+export function functionVerdict(fn: FunctionRef, lists: FunctionLists, pinned?: string): Verdict {
   const shown = fn.schema ? `${fn.schema}.${fn.name}` : fn.name;
   // set_config of an allowlisted setting (to an allowed constant) is the same as SET of it; any other → blocked below.
-  const setting = setConfigVerdict(fn);
+  const setting = setConfigVerdict(fn, pinned);
   if (setting) return setting;
   const blocked = matchRule(BLOCKED_FUNCTIONS, fn.name)
     ?? lists.extraBlocked.map((p) => ({ pattern: p, rule: 'P3.function.configured', reason: 'is blocked by this connection’s policy' }))
@@ -361,8 +363,9 @@ export function explainAnalyzes(body: Body): boolean {
     if (!d || d.defname !== 'analyze') return false;
     if (d.arg === undefined) return true;
     const arg = d.arg as Body;
+    // String / Boolean / Integer nodes: a literal there leaves the statement unbound (parse.ts), never cached by skeleton.
     const text = (arg.String as Body | undefined)?.sval ?? (arg.Boolean as Body | undefined)?.boolval
-      ?? ((arg.A_Const as Body | undefined)?.ival as Body | undefined)?.ival ?? ((arg.Integer as Body | undefined)?.ival);
+      ?? intConstant(arg) ?? ((arg.Integer as Body | undefined)?.ival);
     // Fail closed: only a clear false keeps it a plain EXPLAIN.
     return !['false', 'off', 'no', '0', 0, false].includes(text as never);
   });

@@ -199,6 +199,7 @@ function runs(f: StatementFacts, label: string, target: StatementFacts): Stateme
     ...f, ...v, inner: target,
     readOnly: v.action === 'allow' && target.readOnly,
     locksRows: target.locksRows,
+    escapesRollback: f.escapesRollback === true || target.escapesRollback === true,
     relations: [...new Set([...f.relations, ...target.relations])],
     functions: [...new Set([...f.functions, ...target.functions])],
   };

@@ -12,12 +12,10 @@ export interface FunctionRef {
   schema?: string;
   name: string;
   nargs: number;
-  /** the first argument when it is a string constant (set_config('statement_timeout', …)) */
-  firstArg?: string;
+  /** the argument nodes: a rule reads a constant among them through constants.ts (set_config('x', '5s', …)) */
+  args: readonly unknown[];
   /** the first argument when it is a bare one-part column reference (`set_config(name, …) FROM pg_settings`) */
   firstArgColumn?: string;
-  /** the second argument when it is a string constant (set_config(…, '5s', …)) */
-  secondArg?: string;
   /** the second argument is a `$n` parameter */
   secondArgIsParam?: boolean;
 }
@@ -110,13 +108,9 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
       const parts = names(value.funcname);
       const nargs = Array.isArray(value.args) ? value.args.length : 0;
       const args = Array.isArray(value.args) ? value.args : [];
-      const ref: FunctionRef = { schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs };
-      const firstArg = stringConstant(args[0]);
-      if (firstArg !== undefined) ref.firstArg = firstArg;
+      const ref: FunctionRef = { schema: parts.length > 1 ? parts[parts.length - 2] : undefined, name: parts[parts.length - 1] ?? '', nargs, args };
       const column = isObj(args[0]) && isObj(args[0].ColumnRef) ? names(args[0].ColumnRef.fields) : [];
       if (column.length === 1 && column[0] !== '') ref.firstArgColumn = column[0];
-      const secondArg = stringConstant(args[1]);
-      if (secondArg !== undefined) ref.secondArg = secondArg;
       if (isObj(args[1]) && isObj(args[1].ParamRef)) ref.secondArgIsParam = true;
       facts.functions.push(ref);
     }
@@ -145,12 +139,6 @@ export function walkTree(body: Obj, skip: readonly string[] = []): TreeFacts {
 
   visit(body, 0, skip);
   return facts;
-}
-
-/** `'text'` as an argument: `{ A_Const: { sval: { sval } } }` */
-function stringConstant(arg: unknown): string | undefined {
-  const sval = isObj(arg) && isObj(arg.A_Const) && isObj(arg.A_Const.sval) ? arg.A_Const.sval.sval : undefined;
-  return typeof sval === 'string' ? sval : undefined;
 }
 
 function cteNames(withClause: unknown): string[] {

@@ -68,6 +68,8 @@ export interface Request {
   redact: boolean;
   /** Called at this request's ReadyForQuery (Sync, Query, hidden). */
   done?: (status: number, errored: boolean) => void;
+  /** Hidden: the agent reads its own statement's rows (DataRow bodies). */
+  onRow?: (body: Buffer) => void;
   // ── state while it is answered ──
   errored?: boolean;
   /** Query: index of the statement whose results arrive now. */
@@ -110,6 +112,8 @@ export interface PipelineDeps {
    * NoticeResponse / ParameterStatus while nothing is in flight. For the audit trail and the recording.
    */
   onAsync(kind: 'notification' | 'notice' | 'parameter', data: Record<string, unknown>): void;
+  /** A ReadyForQuery said no transaction is open any more. */
+  onIdle?(): void;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -220,6 +224,7 @@ export class Pipeline {
         // The agent's own statement: its replies (and the ParameterStatus its SET reports) never reach the client.
         replace(i, i + 1, EMPTY);
         if (t === Backend.ErrorResponse) r.errored = true;
+        else if (t === Backend.DataRow) r.onRow?.(body(i));
         else if (t === Backend.ReadyForQuery) this.ready(r, buf[offsets[i] + 5]);
         continue;
       }
@@ -568,6 +573,7 @@ export class Pipeline {
     if (status === TxStatus.Idle) {
       this.deps.ns.transactionEnded(!this.failedSinceIdle);
       this.failedSinceIdle = false;
+      this.deps.onIdle?.();
     }
     this.shift();
     r.done?.(status, r.errored === true);

@@ -6,12 +6,13 @@
 //     rows()      D  the masked DataRows as sent: the first N decoded, later ones only counted
 //     copy()      H  COPY data is not recorded
 //     result()    C / s / I / E  a result ended → one entry (the statement's SQL on its first)
-//   entries       ── one write at a time, in order, never awaited by the relay ──► store.appendRecording
+//   entries       ── buffered; one write per flush (64 KiB, 128 entries, 200 ms or session end), in order, never
+//                    awaited by the relay ──► store.appendRecording
 //
 // It sees only what leaves for the client, after masking, so a recording can hold nothing the client
 // did not see; literals of statements that read masked columns are gone from the audited SQL.
 // Recording is not the evidence (the audit events are, and they fail closed): a recording write that
-// fails is logged and the session goes on.
+// fails is logged and the session goes on, and entries may sit in memory for a moment before a flush.
 import type { RecordingEntry, RecordingLimits, StateStore } from '../audit/store.js';
 import type { Logger } from '../log.js';
 import type { RowField } from '../pgwire/backend.js';
@@ -33,8 +34,15 @@ export type ResultFacts = Pick<RecordingEntry, 'tag' | 'rowCount' | 'sqlstate' |
 
 /** One value longer than this is cut: a transcript shows what ran, not whole documents. */
 const MAX_VALUE_CHARS = 1000;
-/** Entries waiting for the store; beyond this the store is too slow and entries are dropped. */
-const MAX_PENDING = 256;
+/** Entries buffered or being written; beyond this the store is too slow and entries are dropped. */
+const MAX_PENDING = 1024;
+/**
+ * A flush is due once this much is buffered (bytes estimated from the SQL and the raw rows), or this
+ * many entries, or this long after the first buffered entry.
+ */
+const FLUSH_BYTES = 64 << 10;
+const FLUSH_ENTRIES = 128;
+const FLUSH_MS = 200;
 
 export class SessionRecording {
   private fieldList?: RowField[];
@@ -42,10 +50,15 @@ export class SessionRecording {
   private omitted = 0;
   private valuesCut = false;
   private copying = false;
-  /** Bytes handed to the store so far (its own count is a little larger: it adds a timestamp). */
-  private used = 0;
+  /** Raw DataRow bytes of the result now arriving (what its entry's size is estimated from). */
+  private rowBytes = 0;
+  /** The store said the session's budget is spent (it wrote its "cap reached" marker). */
   private full = false;
   private broken = false;
+  private buffer: RecordingEntry[] = [];
+  private bufferBytes = 0;
+  private flushTimer?: NodeJS.Timeout;
+  /** Entries handed to the store and not yet written. */
   private pending = 0;
   private dropped = 0;
   private writes: Promise<void> = Promise.resolve();
@@ -83,6 +96,7 @@ export class SessionRecording {
     stmt.recorded = (stmt.recorded ?? 0) + 1;
     const e: RecordingEntry = { seq: stmt.seq, sql: stmt.recorded === 1 ? stmt.sql : undefined, ...extra };
     if (this.copying && !e.note) e.note = 'COPY data is not recorded';
+    const size = (e.sql?.length ?? 0) + this.rowBytes + 64;
     if (this.fieldList) {
       e.columns = this.fieldList.map((f) => f.name);
       e.types = this.fieldList.map((f) => f.typeOid);
@@ -91,12 +105,18 @@ export class SessionRecording {
     }
     if (this.omitted || this.valuesCut) e.truncated = { rowsOmitted: this.omitted || undefined, values: this.valuesCut || undefined };
     this.resetResult();
-    if (!this.broken) this.write(e);
+    if (!this.broken) this.write(e, size);
   }
 
   /** Something that happened outside any statement (a notification). */
   note(text: string): void {
-    if (!this.broken) this.write({ note: text });
+    if (!this.broken) this.write({ note: text }, text.length + 64);
+  }
+
+  /** The session ended: what is buffered goes to the store now. */
+  close(): Promise<void> {
+    this.flush();
+    return this.writes;
   }
 
   private walk(buf: Buffer): void {
@@ -107,6 +127,7 @@ export class SessionRecording {
       if (end < off + 5 || end > n) return this.lost('a chunk of rows did not hold whole messages');
       if (this.rowList.length < this.opts.maxRowsPerStatement && !this.full) {
         this.rowList.push(this.decodeRow(buf, off + 5, end));
+        this.rowBytes += end - off;
         off = end;
         continue;
       }
@@ -129,37 +150,56 @@ export class SessionRecording {
     this.omitted = 0;
     this.valuesCut = false;
     this.copying = false;
+    this.rowBytes = 0;
   }
 
-  private write(e: RecordingEntry): void {
+  private write(e: RecordingEntry, size: number): void {
     if (this.full) return;
-    if (this.dropped) {
-      e.note = [e.note, `${this.dropped} earlier entries were not recorded (recording store too slow)`].filter(Boolean).join('; ');
-    }
-    const size = JSON.stringify(e).length + 1;
-    // Past the session budget the store writes its one "cap reached" marker; nothing after it is kept.
-    this.used += size;
-    if (this.used > this.opts.maxBytesPerSession) this.full = true;
-    if (this.pending >= MAX_PENDING) {
+    if (this.pending + this.buffer.length >= MAX_PENDING) {
       this.dropped++;
       return;
     }
-    this.dropped = 0;
-    this.pending++;
+    if (this.dropped) {
+      e.note = [e.note, `${this.dropped} earlier entries were not recorded (recording store too slow)`].filter(Boolean).join('; ');
+      this.dropped = 0;
+    }
+    // Its time is when it happened, not when its batch is written.
+    e.ts = new Date().toISOString();
+    this.buffer.push(e);
+    this.bufferBytes += size;
+    if (this.bufferBytes >= FLUSH_BYTES || this.buffer.length >= FLUSH_ENTRIES) this.flush();
+    else if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS);
+      this.flushTimer.unref();
+    }
+  }
+
+  /** Hands the buffered entries to the store in one write, after the writes before it. */
+  private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (!this.buffer.length) return;
+    const batch = this.buffer;
+    this.buffer = [];
+    this.bufferBytes = 0;
+    this.pending += batch.length;
     this.writes = this.writes
-      .then(() => this.opts.store.appendRecording(this.sessionId, e))
+      .then(async () => {
+        // Past the session budget the store writes its one "cap reached" marker and says so.
+        if (!(await this.opts.store.appendRecording(this.sessionId, ...batch))) this.full = true;
+      })
       .catch((err) => {
         if (!this.warned) this.log.warn('recording not written (the audit events are unaffected)', { error: (err as Error).message });
         this.warned = true;
       })
-      .finally(() => this.pending--);
+      .finally(() => (this.pending -= batch.length));
   }
 
   /** The transcript cannot follow the stream any more: say so once and stop (the session goes on). */
   private lost(why: string): void {
     this.broken = true;
     this.log.warn('recording stopped', { reason: why });
-    this.write({ note: `recording stopped: ${why}`, truncated: { session: true } });
+    this.write({ note: `recording stopped: ${why}`, truncated: { session: true } }, why.length + 64);
   }
 
   /** A DataRow's values as the client got them: text as text, binary decoded for simple types. */

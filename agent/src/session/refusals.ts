@@ -16,6 +16,18 @@ export const IN_TRANSACTION: Refusal = {
   reason: 'a statement that needs approval cannot run inside a transaction block (BEGIN … COMMIT), which stays read-only; send it on its own',
 };
 
+export const REVIEW_ESCAPES: Refusal = {
+  action: 'block',
+  rule: 'P4.review.escapes-rollback',
+  reason: 'inside a reviewed transaction a statement may not call what a rollback cannot take back (sequence changes, functions or procedures the agent cannot analyse); send it outside the transaction, where it is approved on its own',
+};
+
+export const REVIEW_COMMIT_ALONE: Refusal = {
+  action: 'block',
+  rule: 'P4.review.commit-alone',
+  reason: 'in a reviewed transaction COMMIT waits for an approver, so it must be sent as a query of its own (not with other statements, not through the extended protocol, not AND CHAIN)',
+};
+
 export const IN_PIPELINE: Refusal = {
   action: 'block',
   rule: 'P4.pipeline',

@@ -37,8 +37,9 @@ import { SessionRecording, type RecordingOptions } from './recording.js';
 import { Namespace, stepPortal, stepStatement, type Op, type Portal, type RowCounter, type Statement } from './namespace.js';
 import { Pipeline, type QueryStatement, type Request, type RowPause } from './pipeline.js';
 import {
-  AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, refusalFields, sentinel, type Refusal,
+  AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, REVIEW_COMMIT_ALONE, REVIEW_ESCAPES, refusalFields, sentinel, type Refusal,
 } from './refusals.js';
+import { singleTextValue, TransactionReview, type ReviewEntry, type TransactionDetail } from './review.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
 import type { SessionScope } from '../policy/scope.js';
@@ -114,6 +115,8 @@ export interface SessionMeta {
   streamId: number;
   clientAddr?: string;
   cliVersion?: string;
+  /** Why the tunnel was opened (`--reason`, or built from CI claims). */
+  purpose?: string;
 }
 
 /** What arrived from the client and waits to be judged: a message, or the error that ended the stream. */
@@ -162,8 +165,10 @@ export class PgSession {
    * on its socket: memory stays bounded); `rest` is what was framed past the limit, `later` any reads after.
    */
   private rowPause?: { rest: Buffer; later: Buffer[] };
-  /** The agent's own read-write switches: named hidden statements, so a client's unnamed statement survives them. */
-  private readonly switches: { readWrite: Buffer; readOnly: Buffer };
+  /** The agent's own statements: named hidden statements, so a client's unnamed statement survives them. */
+  private readonly switches: { readWrite: Buffer; readOnly: Buffer; blockReadWrite: Buffer; wroteCheck: Buffer; rollback: Buffer };
+  /** approval.mode transaction: the block the client opened with a plain BEGIN, until a ReadyForQuery says it ended. */
+  private review?: TransactionReview;
   /** The session_start event is durable (so a session_end belongs in the trail too). */
   private recorded = false;
   private applicationName = '';
@@ -183,6 +188,10 @@ export class PgSession {
     this.switches = {
       readWrite: hiddenStatement(`hoop_rw_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE'),
       readOnly: hiddenStatement(`hoop_ro_${this.nonce}`, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'),
+      blockReadWrite: hiddenStatement(`hoop_txrw_${this.nonce}`, 'SET TRANSACTION READ WRITE'),
+      // The server's own word on whether the block changed anything (an xid is assigned at the first write).
+      wroteCheck: hiddenStatement(`hoop_wrote_${this.nonce}`, 'SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL'),
+      rollback: hiddenStatement(`hoop_rb_${this.nonce}`, 'ROLLBACK'),
     };
     this.log = deps.log.child({ session: meta.sessionId, stream: meta.streamId });
     this.maskedTables = new Set(Object.keys(deps.connection.masking).map((c) => c.split('.')[1]));
@@ -200,6 +209,7 @@ export class PgSession {
       log: this.stmtLog,
       recording: this.recording,
       onAsync: (kind, data) => this.onAsync(kind, data),
+      onIdle: () => (this.review = undefined),
     });
     this.startupTimer = setTimeout(() => this.fatal(new ProtocolError('startup not completed in time', SqlState.ProtocolViolation)), deps.startupTimeoutMs);
     this.startupTimer.unref();
@@ -280,7 +290,7 @@ export class PgSession {
   /** Agent drain, polled until false: withdraws a held statement (saying why), ends the session with FATAL 57P01 once idle outside a transaction, or at once when `force`d. */
   drain(message: string, force = false): boolean {
     if (this.pendingHold && !this.pendingHold.signal.aborted) this.out.send(noticeResponse({ severity: 'WARNING', code: SqlState.AdminShutdown, message: `hoopctl: ${message}; the approval request was withdrawn and the statement was not run` }));
-    this.pendingHold?.abort();
+    this.pendingHold?.abort(message); // the reason goes to the client and the approval_withdrawn event
     if (force) this.close(message);
     else if (this.pipeline.length === 0 && this.pipeline.status === TxStatus.Idle && !this.pumping && this.inbox.length === 0) this.fatal(new StartupRefusal(SqlState.AdminShutdown, `hoopctl: ${message}`, 'Reconnect and retry: hoopctl connect reconnects by itself.'));
     return !this.closed;
@@ -336,6 +346,7 @@ export class PgSession {
         clientAddr: this.meta.clientAddr,
         cliVersion: this.meta.cliVersion,
         applicationName: this.applicationName,
+        purpose: this.meta.purpose,
       }),
     );
     started.then(
@@ -405,7 +416,7 @@ export class PgSession {
     if (!this.paused) sock.resume();
 
     // Ctrl-C while a statement waits for approval withdraws the request; otherwise it cancels upstream.
-    const key = this.deps.cancels.issue(this.deps.identity, async () => (this.pendingHold ? this.pendingHold.abort() : up.cancel()));
+    const key = this.deps.cancels.issue(this.deps.identity, async () => (this.pendingHold ? this.pendingHold.abort('the client cancelled it') : up.cancel()));
     this.cancelPid = key.pid;
 
     const parts: Buffer[] = [AUTH_OK];
@@ -486,6 +497,12 @@ export class PgSession {
           msg = parseFrontend(item.type, item.body);
         } catch (err) {
           this.inbox[0] = { error: err };
+          continue;
+        }
+        if ((msg.type === 'Query' || msg.type === 'Parse') && !this.deps.policy.ready(msg.sql)) {
+          // A large text is parsed on a worker and judged in slices: the other sessions are served meanwhile.
+          this.log.debug('large statement: parsing off the event loop', { chars: msg.sql.length });
+          await this.deps.policy.prepare(msg.sql);
           continue;
         }
         if (this.dependsOnUnconfirmed(msg)) {
@@ -682,6 +699,7 @@ export class PgSession {
   private send(o: Outbound): void {
     if (this.closed) return;
     for (const r of o.requests) this.pipeline.push(r);
+    if (this.review && o.reviewed && o.log && !o.refused) this.review.add({ ...o.reviewed, log: o.log });
     if (o.bytes.length) this.out_.push(o.bytes);
     if (o.sync) this.runOpen = false;
     else if (o.extended) this.runOpen = true;
@@ -764,6 +782,8 @@ export class PgSession {
 
   private judgeQuery(sql: string): Outbound {
     const d = this.policy.query(sql);
+    const review = this.reviewStep(d);
+    if (typeof review === 'object') return this.refused('Query', review, sql);
     const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
     if (d.action !== 'allow' && !holdable) return this.refused('Query', d, sql);
     // P11 after the policy: what the statements read and write must be in this identity's scope.
@@ -785,9 +805,12 @@ export class PgSession {
       requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined, rowLimit: this.rowLimit }],
       event: this.stmtLog.statementEvent(audited, d.action, d.rule, undefined, this.scopeFacts(d.statements)),
       log,
+      reviewed: { sql: audited, writes: needsReadWrite(d) },
     };
     const locksRows = d.statements.some((f) => f.locksRows);
-    if (holdable || locksRows) {
+    if (review) {
+      o.hold = { query: { decision: d, sql: audited, fingerprint: '', approve: false, locksRows: false, review } };
+    } else if (holdable || locksRows) {
       o.hold = { query: { decision: d, sql: audited, fingerprint: holdable ? this.fingerprint(sql) : '', approve: holdable, locksRows } };
     }
     return o;
@@ -801,6 +824,7 @@ export class PgSession {
     const bind = portal?.bind;
     const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
     if ((d.action !== 'allow' && !holdable) || !portal || !facts) return this.refused('Parse', d, sql, bind);
+    if (this.review && (facts.commits || facts.controlsTransaction === 'chain')) return this.refused('Parse', REVIEW_COMMIT_ALONE, sql, bind);
     const outside = this.deps.scope?.judge(d.statements);
     if (outside) return this.refused('Parse', outside, sql, bind);
     // What the portal runs may itself name statements and cursors (EXECUTE s, FETCH c, PREPARE, DECLARE).
@@ -827,6 +851,7 @@ export class PgSession {
       log,
       extended: true,
       runs: facts,
+      reviewed: { sql: audited, params, writes: needsReadWrite(d) },
     };
     if (holdable) {
       // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
@@ -963,10 +988,14 @@ export class PgSession {
     if (this.runOpen) {
       // An extended-protocol run is open upstream: its implicit transaction is already read-only.
       if (h.approve) this.refuseOutbound(o, IN_PIPELINE);
+      else if (h.review === 'commit') this.refuseOutbound(o, REVIEW_COMMIT_ALONE);
       return;
     }
     await this.pipeline.idle();
     if (this.closed) return;
+    if (h.review === 'begin') return this.openReview(o);
+    if (h.review === 'commit') return this.decideCommit(o, h);
+    if ((write || h.approve) && this.inReviewedBlock()) return this.runInReview(o, h);
     if (write && this.pipeline.status !== TxStatus.Idle) {
       if (h.approve && needsReadWrite(h.decision)) this.refuseOutbound(o, IN_TRANSACTION);
       return; // a row lock inside a block runs as it is (the block decides)
@@ -1035,6 +1064,7 @@ export class PgSession {
     if (!sync || this.runOpen || held.some((o) => o.hold!.ext!.copies && needsReadWrite(o.hold!.ext!.decision))) return refuseFirst(IN_PIPELINE);
     await this.pipeline.idle();
     if (this.closed) return;
+    if (this.inReviewedBlock()) return this.runHeldInReview(held);
     const writes = held.some((o) => needsReadWrite(o.hold!.ext!.decision));
     if (writes && this.pipeline.status !== TxStatus.Idle) {
       // A block stays read-only: the first write is refused (exports before it may still be asked).
@@ -1068,6 +1098,113 @@ export class PgSession {
     sync.requests = [s, this.hidden('read-only restore', true)];
   }
 
+  // ── Transaction review (approval.mode: transaction; review.ts) ────────────────────────────────
+
+  /** What a Query means for transaction review: a BEGIN that may open one, the COMMIT of one, or a refusal. */
+  private reviewStep(d: Decision): 'begin' | 'commit' | Refusal | undefined {
+    if (this.deps.connection.approval.mode !== 'transaction' || d.action === 'block') return undefined;
+    const f = d.statements;
+    if (this.review && f.some((s) => s.commits || s.controlsTransaction === 'chain')) {
+      // Its COMMIT waits for an approver; nothing may ride along with it.
+      return f.length === 1 && f[0].commits && f[0].controlsTransaction === 'end' ? 'commit' : REVIEW_COMMIT_ALONE;
+    }
+    // A BEGIN alone, not naming its access mode (policy lets only READ ONLY through): the agent's switch
+    // can follow it before the block's first query.
+    if (f.length === 1 && f[0].controlsTransaction === 'begin' && !f[0].setsAccessMode) return 'begin';
+    return undefined;
+  }
+
+  /** The server confirmed the reviewed block is open and read-write (and not failed). */
+  private inReviewedBlock(): boolean {
+    return this.review?.confirmed === true && this.pipeline.status === TxStatus.InTransaction;
+  }
+
+  /** BEGIN outside a block: the agent's SET TRANSACTION READ WRITE follows it; confirmed at its ReadyForQuery. */
+  private openReview(o: Outbound): void {
+    if (this.pipeline.status !== TxStatus.Idle) return; // already in a block: PostgreSQL only warns
+    const review = new TransactionReview(this.deps.clock(), new Date().toISOString());
+    this.review = review;
+    o.reviewed = undefined; // the list starts after the BEGIN
+    o.bytes = Buffer.concat([o.bytes, this.switches.blockReadWrite]);
+    o.requests = [...o.requests, {
+      kind: 'hidden',
+      redact: false,
+      done: (status, errored) => {
+        // Errored or outside a block: the block stays read-only and its writes are refused as in statement mode.
+        if (!errored && status === TxStatus.InTransaction && this.review === review) review.confirmed = true;
+      },
+    }];
+    this.log.debug('transaction review opened');
+  }
+
+  /** A held Query inside a reviewed block: runs in it (its COMMIT is reviewed), unless a rollback could not take it back. */
+  private async runInReview(o: Outbound, h: QueryHold): Promise<void> {
+    if (h.decision.statements.some((f) => f.escapesRollback)) return this.refuseOutbound(o, REVIEW_ESCAPES);
+    if (!h.approve || needsReadWrite(h.decision)) return;
+    // A bulk export is a read: asked for as anywhere.
+    const verdict = await this.awaitApproval(o, h);
+    if (!this.closed && verdict !== true) this.refuseOutbound(o, verdict);
+  }
+
+  /** A held extended-protocol run inside a reviewed block: its writes run there; exports are asked for; the first refusal fails the run. */
+  private async runHeldInReview(held: Outbound[]): Promise<void> {
+    for (const o of held) {
+      const h = o.hold!.ext!;
+      o.hold = undefined;
+      if (h.decision.statements.some((f) => f.escapesRollback)) {
+        this.refuseOutbound(o, REVIEW_ESCAPES);
+        break;
+      }
+      if (needsReadWrite(h.decision)) continue;
+      const verdict = await this.awaitApproval(o, h);
+      if (this.closed) return;
+      if (verdict !== true) {
+        this.refuseOutbound(o, verdict);
+        break;
+      }
+    }
+    for (const o of held) o.hold = undefined;
+  }
+
+  /**
+   * The COMMIT of a reviewed block. A failed block's COMMIT only rolls back, and a block that wrote
+   * nothing (the server assigned it no transaction id) has nothing to review: both go as they are.
+   * Otherwise an approver sees every statement and its rows; anything but approval rolls back.
+   */
+  private async decideCommit(o: Outbound, h: QueryHold): Promise<void> {
+    const review = this.review;
+    if (!review?.confirmed || this.pipeline.status !== TxStatus.InTransaction) return;
+    const wrote = await this.transactionWrote();
+    if (this.closed || wrote !== true) return;
+    const approval = this.deps.connection.approval;
+    const detail = review.detail();
+    const left = durationMs(approval.transactionTimeout) - (this.deps.clock() - review.startedMs);
+    const decision = { ...h.decision, rule: 'P4.transaction', reason: `the transaction changed ${detail.rowsChanged} row(s) in ${detail.statements.length} statement(s); its COMMIT needs approval` };
+    const verdict = left <= 0
+      ? { action: 'denied' as const, rule: 'P4.transaction', reason: 'the transaction was open longer than approval.transactionTimeout; the transaction was rolled back' }
+      : await this.awaitApproval(o, { decision, sql: review.render(detail), fingerprint: review.fingerprint(this.meta.sessionId, detail), transaction: detail, timeoutMs: Math.min(durationMs(approval.timeout), left) });
+    if (this.closed || verdict === true) return;
+    // The agent's ROLLBACK ends the block (locks released), then the client's COMMIT is answered with the refusal.
+    this.refuseOutbound(o, verdict);
+    o.bytes = Buffer.concat([this.switches.rollback, o.bytes]);
+    o.requests = [this.hidden('rollback', true), ...o.requests];
+  }
+
+  /** Asks the server whether the open transaction wrote anything; 'failed' when the question itself failed. */
+  private transactionWrote(): Promise<boolean | 'failed'> {
+    return new Promise((resolve) => {
+      let value: string | null = null;
+      this.pipeline.push({
+        kind: 'hidden',
+        redact: false,
+        onRow: (body) => (value = singleTextValue(body)),
+        // No clear "no": treated as written, so it is reviewed (fail closed).
+        done: (status, errored) => resolve(errored || status !== TxStatus.InTransaction ? 'failed' : value !== 'f'),
+      });
+      this.writeUpstream(this.switches.wroteCheck);
+    });
+  }
+
   /** A held run cannot be decided as a whole (a Flush, Query or wait came before its Sync): its holds are refused. */
   private refuseHeldRun(): void {
     for (const o of this.batch) if (o.hold?.ext) this.refuseOutbound(o, IN_PIPELINE);
@@ -1075,7 +1212,8 @@ export class PgSession {
   }
 
   /** Asks the approvers; true when approved (and consumed), else the refusal to send instead. */
-  private async awaitApproval(o: Pick<Outbound, 'log'>, h: { decision: Pick<Decision, 'rule' | 'reason'>; sql: string; params?: unknown[]; fingerprint: string; rowsSoFar?: number }): Promise<true | Refusal> {
+  private async awaitApproval(o: Pick<Outbound, 'log'>, h: ApprovalAsk): Promise<true | Refusal> {
+    const what = h.transaction ? 'transaction' : 'statement';
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
     const who = { sessionId: this.meta.sessionId, who: this.deps.identity, connection: conn.name };
@@ -1087,18 +1225,20 @@ export class PgSession {
       sql: h.sql,
       params: h.params,
       fingerprint,
-      timeoutMs: durationMs(conn.approval.timeout),
+      timeoutMs: h.timeoutMs ?? durationMs(conn.approval.timeout),
       minApprovals: conn.approval.minApprovals,
       statementSeq: o.log?.seq,
       rule: h.decision.rule,
+      purpose: this.meta.purpose,
+      transaction: h.transaction,
       rowsSoFar: h.rowsSoFar,
     });
     await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.log?.seq, fingerprint }));
     const paused = h.rowsSoFar !== undefined;
-    const text = `hoopctl: ${paused ? `result paused after ${h.rowsSoFar} rows` : 'statement held'} for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
+    const text = `hoopctl: ${paused ? `result paused after ${h.rowsSoFar} rows` : `${what} held`} for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
     this.out.send(noticeResponse({ severity: 'NOTICE', code: '01000', message: text, hint: `An approver runs: hoopctl approvals approve ${a.id}   (expires ${a.expiresAt})` }));
     this.out.event({ type: 'approval_requested', streamId: this.meta.streamId, message: text, data: { id: a.id, connection: conn.name, sql: h.sql, expiresAt: a.expiresAt } });
-    this.log.info('statement held', { approvalId: a.id, rule: h.decision.rule });
+    this.log.info(`${what} held`, { approvalId: a.id, rule: h.decision.rule });
 
     const abort = new AbortController();
     this.pendingHold = abort;
@@ -1110,9 +1250,12 @@ export class PgSession {
       const last = d.approval.votes.at(-1);
       if (last) by = ` by ${last.sub}${last.reason ? `: ${last.reason}` : ''}`;
     } catch {
-      // The client cancelled (Ctrl-C) or left: withdraw the request, nothing runs.
+      // The client cancelled (Ctrl-C) or left, or the agent drains: withdraw the request, nothing runs.
+      const why = typeof abort.signal.reason === 'string' ? abort.signal.reason : 'the request was abandoned';
       await approvals.withdraw(a.id).catch(() => {});
+      await this.deps.audit.append(makeApprovalEvent('approval_withdrawn', { ...who, approvalId: a.id, statementSeq: o.log?.seq, reason: why }));
       status = 'withdrawn';
+      by = `: ${why}`;
     } finally {
       this.pendingHold = undefined;
     }
@@ -1125,11 +1268,12 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.log?.seq }));
-      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; ${paused ? 'sending the rest of the result' : 'running the statement'}`, data: { id: a.id } });
+      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; ${paused ? 'sending the rest of the result' : h.transaction ? 'committing the transaction' : 'running the statement'}`, data: { id: a.id } });
       return true;
     }
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
-    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; ${paused ? `the rest of the result was not sent (stopped after ${h.rowsSoFar} rows)` : 'the statement was not run'}` };
+    const outcome = paused ? `the rest of the result was not sent (stopped after ${h.rowsSoFar} rows)` : h.transaction ? 'the transaction was rolled back' : 'the statement was not run';
+    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; ${outcome}` };
   }
 
   /**
@@ -1177,8 +1321,8 @@ export class PgSession {
   }
 
   /** Per statement at debug level, and never with its text: SQL literals may hold PHI. */
-  private logDecision(d: { action: string; rule: string }): void {
-    this.log.debug('statement', { decision: d.action, rule: d.rule });
+  private logDecision(d: { action: string; rule: string; statements?: readonly unknown[] }): void {
+    this.log.debug('statement', { decision: d.action, rule: d.rule, statements: d.statements?.length ?? 0 });
   }
 
   // ── Database → client ──────────────────────────────────────────────────────────────────────────
@@ -1317,7 +1461,7 @@ export class PgSession {
     if (this.closed) return;
     this.step = 'Closed';
     clearTimeout(this.startupTimer);
-    this.pendingHold?.abort(); // a held statement of a client that left is withdrawn, never run
+    this.pendingHold?.abort('the client left'); // a held statement of a client that left is withdrawn, never run
     if (this.cancelPid !== undefined) this.deps.cancels.release(this.cancelPid);
     const sock = this.upstream;
     // A statement still running is cancelled at the server, not left to finish for nobody.
@@ -1338,6 +1482,7 @@ export class PgSession {
     }
     this.pipeline.abandon('session ended before the statement completed');
     this.out.close();
+    void this.recording?.close(); // its buffered entries
     if (!this.recorded) return; // a cancel request or a refused startup: no session to close
     const end = makeSessionEndEvent({
       sessionId: this.meta.sessionId, who: this.deps.identity, connection: this.deps.connection.name, reason, statements: this.stmtLog.count,
@@ -1371,6 +1516,8 @@ interface Outbound {
   refused?: boolean;
   /** The statement an Execute runs. */
   runs?: StatementFacts;
+  /** How a reviewed transaction lists it, if it runs inside one. */
+  reviewed?: Omit<ReviewEntry, 'log'>;
 }
 
 interface QueryHold {
@@ -1381,6 +1528,20 @@ interface QueryHold {
   /** Needs an approver (P4); otherwise it only locks rows and runs read-write on its own. */
   approve: boolean;
   locksRows: boolean;
+  /** approval.mode transaction: a plain BEGIN (may open a reviewed block) or the COMMIT of one. */
+  review?: 'begin' | 'commit';
+}
+
+/** What an approver is asked about: a statement, or a reviewed transaction's COMMIT. */
+interface ApprovalAsk {
+  decision: Pick<Decision, 'rule' | 'reason'>;
+  sql: string;
+  params?: unknown[];
+  fingerprint: string;
+  transaction?: TransactionDetail;
+  timeoutMs?: number;
+  /** P11 row threshold: the result already ran and paused after this many rows. */
+  rowsSoFar?: number;
 }
 
 interface ExtHold {

@@ -16,6 +16,7 @@ import { getJson, parseBody, postJson } from '../services/agent-api.js';
 import { ApprovalDecision, ApprovalList, ApprovalOne, type ApprovalView, type Verdict } from '../../../shared/api/approvals.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { enumFlag } from '../flags.js';
 
 export type { ApprovalView, Verdict };
 
@@ -29,6 +30,8 @@ export interface ApprovalsOptions {
 }
 
 
+const STATUSES = ['pending', 'approved', 'denied', 'expired', 'withdrawn', 'consumed', 'all'] as const;
+
 type Run = (fn: (out: Output) => Promise<void>) => Promise<void>;
 
 export function registerApprovals(program: Command, run: Run): void {
@@ -38,7 +41,7 @@ export function registerApprovals(program: Command, run: Run): void {
     .option('--agent <url>', 'agent URL (env HOOPCTL_AGENT; default: the one `hoopctl login` remembered)')
     .option('--token <token>', 'access token (env HOOPCTL_TOKEN; default: the stored login)')
     .option('--connection <name>', 'only requests on this connection')
-    .option('--status <s>', 'pending (default) | approved | denied | expired | withdrawn | consumed | all')
+    .option('--status <s>', `${STATUSES.join(' | ')} (default pending)`, enumFlag('--status', STATUSES))
     .option('--all', 'also requests you cannot decide (your own, already voted, decided)')
     .addHelpText(
       'after',
@@ -190,21 +193,26 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     `approval   ${a.id}  (${a.status})`,
     `connection ${a.connection}`,
     `requester  ${requesterOf(a)}${a.requester.email ? ` (${a.requester.sub})` : ''}  session ${a.sessionId}`,
+    `purpose    ${a.purpose ?? '(none stated)'}`,
     `age        ${formatAge(now - Date.parse(a.createdAt))}${a.status === 'pending' ? `, expires in ${formatAge(expires)}` : ''}`,
     `approvals  ${a.approvals} of ${a.minApprovals}`,
-    'statement',
+    ...(a.transaction ? [`transaction ${a.transaction.statements.length} statement(s), ${a.transaction.rowsChanged} row(s) changed, holding locks for ${formatAge(now - Date.parse(a.transaction.startedAt))}; approve commits it, deny rolls it back`] : []),
+    a.transaction ? 'statements' : 'statement',
     ...(a.display ?? a.sql).split('\n').map((l) => `  ${l}`),
     ...(a.warnings ?? []).map((w) => `WARNING    ${w}`),
   ];
   if (a.params?.length) lines.push(`parameters ${formatParams(a.params)}`);
   if (a.rowsSoFar !== undefined) lines.push(`paused     the result passed ${a.rowsSoFar} rows; approving sends the rest (the rows so far: hoopctl sessions replay ${a.sessionId})`);
-  for (const v of a.votes) lines.push(`vote       ${v.verdict} by ${v.sub} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);
+  for (const v of a.votes) {
+    const how = v.amr?.length ? ` [signed in with ${v.amr.join('+')}${v.acr ? `, ${v.acr}` : ''}]` : '';
+    lines.push(`vote       ${v.verdict} by ${v.sub}${how} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);
+  }
   if (!a.canDecide && a.why) lines.push(`you        cannot decide it: ${a.why}`);
   return lines;
 }
 
 export function decisionLine(a: ApprovalView, verdict: Verdict): string {
-  if (verdict === 'deny') return `denied ${a.id}: the statement will not run`;
-  if (a.status === 'approved') return `approved ${a.id}: the held statement runs once, as shown`;
+  if (verdict === 'deny') return `denied ${a.id}: ${a.transaction ? 'the transaction will be rolled back' : 'the statement will not run'}`;
+  if (a.status === 'approved') return `approved ${a.id}: ${a.transaction ? 'the held transaction commits, as shown' : 'the held statement runs once, as shown'}`;
   return `vote recorded on ${a.id}: ${a.approvals} of ${a.minApprovals} approvals; waiting for another approver`;
 }

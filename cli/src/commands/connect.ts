@@ -5,15 +5,18 @@ import { ExitCode, UserError } from '../errors.js';
 import type { Output } from '../output.js';
 import { TunnelClient, type TunnelState } from '../services/tunnel-client.js';
 import { startLocalListener, psqlLine } from '../services/local-listener.js';
-import { untilSignal } from '../signals.js';
+import { endedBy, untilSignal } from '../signals.js';
+import { portFlag } from '../flags.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { statedReason } from '../services/reason.js';
 import { TunnelViewModel, showTunnelScreen } from '../ui/tunnel-screen.js';
 
 export interface ConnectOptions {
   port?: number;
   agent?: string;
   token?: string;
+  reason?: string;
   ca?: string;
   insecure?: boolean;
 }
@@ -23,10 +26,11 @@ export function registerConnect(program: Command, run: (fn: (out: Output) => Pro
     .command('connect')
     .argument('<name>', 'connection name, as configured on the agent (e.g. prod-db)')
     .description('open a local port that psql, pg_dump or any Postgres driver can use without a password')
-    .option('-p, --port <port>', 'local port to listen on (default: a free one)', parsePort)
+    .option('-p, --port <port>', 'local port to listen on (default: a free one)', portFlag())
     .option('--agent <url>', 'agent URL, e.g. wss://hoop.example.com:8443 (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token to present (env HOOPCTL_TOKEN; default: the login `hoopctl login` stored, renewed as needed)')
     .option('--ca <file>', 'PEM CA certificate of the agent, if it uses a private CA')
+    .option('--reason <text>', 'why this session needs the data, e.g. "ticket OPS-123" (env HOOPCTL_REASON); recorded in the audit and shown to approvers')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only: PHI would travel in clear)')
     .addHelpText(
       'after',
@@ -35,17 +39,12 @@ Examples:
   $ hoopctl connect prod-db
   $ hoopctl connect prod-db --port 6543 &     # in CI: then run psql/pg_dump against port 6543
   $ hoopctl connect prod-db --json            # JSON Lines events on stdout (listening, approvals…)
+  $ hoopctl connect prod-db --reason "OPS-123: fix visit dates"   # the purpose, recorded with every session
 
 The port listens on 127.0.0.1 only. Connect with user "noop"; no password is needed: the agent holds
 the database credential and checks every statement against its policy.`,
     )
     .action((name: string, opts: ConnectOptions) => run((out) => connect(name, opts, out)));
-}
-
-function parsePort(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UserError('BAD_PORT', `not a port: ${v}`, { exitCode: ExitCode.Usage });
-  return n;
 }
 
 export async function connect(name: string, opts: ConnectOptions, out: Output): Promise<void> {
@@ -66,6 +65,7 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     agentUrl: agent,
     connection: name,
     getToken,
+    reason: statedReason(opts.reason, process.env),
     allowInsecure: opts.insecure,
     ca: opts.ca ? readFileSync(opts.ca) : undefined,
     onState: (s) => reportState(s, out, model),
@@ -84,6 +84,8 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
     }
     client.keepAlive();
     const listener = await startLocalListener(client, opts.port ?? 0);
+    // Listening for the stop before saying we listen: a script may signal as soon as it reads the line.
+    const stop = untilSignal();
     const psql = psqlLine(listener, name);
     out.event({ type: 'listening', host: listener.host, port: listener.port, connection: name, psql });
     if (model) model.update({ psql, detail: `listening on ${listener.host}:${listener.port}` });
@@ -91,10 +93,11 @@ export async function connect(name: string, opts: ConnectOptions, out: Output): 
       out.info(`hoopctl: tunnel to ${name} is listening on ${listener.host}:${listener.port}`);
       out.result(null, () => psql);
     }
-    await untilSignal();
+    const sig = await stop;
     await listener.close();
     await client.stop();
-    out.event({ type: 'stopped' });
+    out.event({ type: 'stopped', signal: sig });
+    endedBy(sig); // Ctrl-C: 130, run directly or under npm alike (README, Exit codes)
   } finally {
     screen?.unmount();
   }

@@ -17,7 +17,7 @@ import { parseBody, postJson } from '../services/agent-api.js';
 import { agentSource, dataDirSource, storeUrlSource } from '../services/evidence-source.js';
 import { buildBundle } from '../services/evidence-build.js';
 import { CLI_VERSION } from '../version.js';
-import { exportTime } from './audit.js';
+import { timeFlag } from '../flags.js';
 import { agentAndToken } from './sessions.js';
 
 interface BuildOptions {
@@ -44,8 +44,8 @@ export function registerEvidence(program: Command, run: (fn: (out: Output) => Pr
   const ev = program.command('evidence').description('audit evidence bundles an auditor verifies offline');
   ev.command('build')
     .description('build the evidence bundle of a period (reviewers only)')
-    .requiredOption('--from <time>', 'start of the period (inclusive): ISO date/time or a duration back (30d)')
-    .requiredOption('--to <time>', 'end of the period (exclusive): same forms, or now')
+    .requiredOption('--from <time>', 'start of the period (inclusive): ISO date/time or a duration back (30d)', timeFlag('--from'))
+    .requiredOption('--to <time>', 'end of the period (exclusive): same forms, or now', timeFlag('--to'))
     .option('--connection <name>', 'scope the report to one connection (events.jsonl keeps the whole chain of the period)')
     .requiredOption('-o, --output <dir>', 'the bundle directory (new or empty)')
     .option('--data-dir <dir>', "build from an agent's data directory instead of the agent")
@@ -74,9 +74,7 @@ export function registerEvidence(program: Command, run: (fn: (out: Output) => Pr
 }
 
 async function build(o: BuildOptions, out: Output): Promise<void> {
-  const now = Date.now();
-  const from = exportTime('--from', o.from, now);
-  const to = o.to === 'now' ? new Date(now).toISOString() : exportTime('--to', o.to, now);
+  const { from, to } = o;
   if (from >= to) throw new UserError('BAD_PERIOD', `--from (${from}) must be before --to (${to})`, { exitCode: ExitCode.Usage });
   if (o.dataDir && o.storeUrl) throw new UserError('USAGE', 'pass --data-dir or --store-url, not both', { exitCode: ExitCode.Usage });
   const source = o.dataDir

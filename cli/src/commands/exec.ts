@@ -9,13 +9,16 @@ import { TunnelClient } from '../services/tunnel-client.js';
 import { startLocalListener } from '../services/local-listener.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { statedReason } from '../services/reason.js';
 
 interface ExecOptions {
   command?: string;
   file?: string;
   agent?: string;
   token?: string;
+  reason?: string;
   insecure?: boolean;
+  transaction?: boolean;
 }
 
 export function registerExec(program: Command, run: (fn: (out: Output) => Promise<void>) => Promise<void>): void {
@@ -27,6 +30,8 @@ export function registerExec(program: Command, run: (fn: (out: Output) => Promis
     .option('-f, --file <path>', 'read the SQL from a file')
     .option('--agent <url>', 'agent URL (env HOOPCTL_AGENT)')
     .option('--token <token>', 'access token (env HOOPCTL_TOKEN)')
+    .option('--reason <text>', 'why this session needs the data, e.g. "ticket OPS-123" (env HOOPCTL_REASON); recorded in the audit and shown to approvers')
+    .option('--transaction', 'run the SQL as one transaction (BEGIN … COMMIT); where the connection reviews transactions, its COMMIT waits for one approval of everything it changed')
     .option('--insecure', 'allow ws:// to a non-loopback agent (testing only)')
     .addHelpText(
       'after',
@@ -34,6 +39,7 @@ export function registerExec(program: Command, run: (fn: (out: Output) => Promis
 Examples:
   $ hoopctl exec prod-db -c "SELECT count(*) FROM visits"
   $ hoopctl exec prod-db -f nightly-fix.sql --json     # rows and approval events as JSON
+  $ hoopctl exec prod-db -f migration.sql --transaction # one reviewed transaction (approval.mode: transaction)
 
 Exit codes: 0 ok, 1 SQL error, 6 a held statement was denied or timed out, 3/4/5 as for connect.`,
     )
@@ -54,6 +60,7 @@ async function exec(name: string, opts: ExecOptions, out: Output): Promise<void>
     agentUrl: agent,
     connection: name,
     getToken,
+    reason: statedReason(opts.reason, process.env),
     allowInsecure: opts.insecure,
     onEvent: (e) => {
       events.push(e);
@@ -71,7 +78,7 @@ async function exec(name: string, opts: ExecOptions, out: Output): Promise<void>
     });
     let results;
     try {
-      results = await db.query(sql);
+      results = opts.transaction ? await inTransaction(db, sql) : await db.query(sql);
     } catch (err) {
       const e = err as { code?: string; message: string; hint?: string };
       const denied = e.code === '42501' && /approval \S+ (denied|expired|withdrawn)/.test(e.message);
@@ -87,6 +94,19 @@ async function exec(name: string, opts: ExecOptions, out: Output): Promise<void>
     await db.end().catch(() => {});
     await listener.close();
     await client.stop();
+  }
+}
+
+/** The script inside BEGIN … COMMIT, the COMMIT on its own (a reviewed transaction's COMMIT is held alone). */
+async function inTransaction(db: pg.Client, sql: string): Promise<pg.QueryResult | pg.QueryResult[]> {
+  await db.query('BEGIN');
+  try {
+    const results = await db.query(sql);
+    await db.query('COMMIT');
+    return results;
+  } catch (err) {
+    await db.query('ROLLBACK').catch(() => {});
+    throw err;
   }
 }
 

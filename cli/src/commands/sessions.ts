@@ -6,7 +6,11 @@ import type { Output } from '../output.js';
 import { getJson, parseBody } from '../services/agent-api.js';
 import { resolveToken } from '../services/credentials.js';
 import { loadSettings } from '../services/settings.js';
+import { enumFlag, intFlag, timeFlag } from '../flags.js';
 import { SessionEvents, SessionPage, SessionRecording, type ChainedEvent as AuditEvent, type RecordingEntry, type SessionSummary } from '../../../shared/api/sessions.js';
+
+/** The decisions a statement can get (agent policy rules.ts `Action`). */
+const DECISIONS = ['allow', 'block', 'hold'] as const;
 
 interface ListOptions {
   agent?: string;
@@ -15,8 +19,8 @@ interface ListOptions {
   connection?: string;
   since?: string;
   until?: string;
-  decision?: string;
-  limit?: string;
+  decision?: (typeof DECISIONS)[number];
+  limit?: number;
   cursor?: string;
 }
 
@@ -28,12 +32,12 @@ export function registerSessions(program: Command, run: (fn: (out: Output) => Pr
     .option('--token <token>', 'access token (env HOOPCTL_TOKEN; default: the stored login)')
     .option('--user <sub>', "only this identity's sessions (reviewers only, for others than yourself)")
     .option('--connection <name>', 'only sessions on this connection')
-    .option('--since <time>', 'started at or after (ISO time, e.g. 2026-11-29T00:00:00Z)')
-    .option('--until <time>', 'started before (ISO time)')
-    .option('--decision <d>', 'with at least one statement decided so: allow | block | hold')
-    .option('--limit <n>', 'at most this many (default 50)')
+    .option('--since <time>', 'started at or after: ISO date/time (2026-11-29, 2026-11-29T08:00:00Z) or a duration back from now (1h, 7d)', timeFlag('--since'))
+    .option('--until <time>', 'started before: same forms as --since', timeFlag('--until'))
+    .option('--decision <d>', `with at least one statement decided so: ${DECISIONS.join(' | ')}`, enumFlag('--decision', DECISIONS))
+    .option('--limit <n>', 'at most this many, 1 to 500 (default 50)', intFlag('--limit', 1, 500))
     .option('--cursor <c>', 'continue after the page that printed this cursor')
-    .addHelpText('after', '\nExamples:\n  $ hoopctl sessions --decision block --since 2026-11-01T00:00:00Z\n  $ hoopctl sessions show 3f2c…  --json')
+    .addHelpText('after', '\nExamples:\n  $ hoopctl sessions --decision block --since 24h\n  $ hoopctl sessions show 3f2c…  --json')
     .action((opts: ListOptions) => run((out) => list(opts, out)));
   sessions
     .command('show')
@@ -67,7 +71,7 @@ async function list(opts: ListOptions, out: Output): Promise<void> {
     since: opts.since,
     until: opts.until,
     decision: opts.decision,
-    limit: opts.limit,
+    limit: opts.limit === undefined ? undefined : String(opts.limit),
     cursor: opts.cursor,
   }), '/api/sessions');
   out.result(page, () => sessionsTable(page.sessions, page.nextCursor));
@@ -133,8 +137,8 @@ function cell(v: unknown): string {
 
 export function sessionsTable(rows: SessionSummary[], next?: string): string {
   if (rows.length === 0) return 'no sessions match';
-  const head = ['STARTED', 'IDENTITY', 'CONNECTION', 'STMTS', 'DECISIONS', 'SESSION'];
-  const body = rows.map((r) => [r.startedAt.replace('T', ' ').slice(0, 19), r.email ?? r.sub ?? '?', r.connection ?? '?', String(r.statements), r.decisions.join(',') || '-', r.sessionId]);
+  const head = ['STARTED', 'IDENTITY', 'CONNECTION', 'STMTS', 'DECISIONS', 'SESSION', 'PURPOSE'];
+  const body = rows.map((r) => [r.startedAt.replace('T', ' ').slice(0, 19), r.email ?? r.sub ?? '?', r.connection ?? '?', String(r.statements), r.decisions.join(',') || '-', r.sessionId, r.purpose ? oneLine(r.purpose, 60) : '-']);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   return [fmt(head), ...body.map(fmt), ...(next ? [`more: --cursor ${next}`] : [])].join('\n');
@@ -148,12 +152,34 @@ function eventLine(e: AuditEvent): string {
       return `${t}  #${e.seq} ${String(d.decision).padEnd(5)} ${d.rule}  ${oneLine(String(d.sql ?? ''))}${Array.isArray(d.params) ? `  params=${JSON.stringify(d.params)}` : ''}`;
     case 'statement_result':
       return `${t}  #${e.seq}   → ${d.sqlstate} rows=${d.rows} ${d.durationMs}ms (statement #${d.statementSeq ?? '?'})${d.note ? ` ${d.note}` : ''}`;
+    case 'approval_requested':
+      return `${t}  #${e.seq} held  statement #${d.statementSeq ?? '?'} waits for approval ${d.approvalId}`;
+    case 'approval_decided': {
+      // Who decided is the event's identity (the approver), not the session's owner.
+      const verdict = d.verdict === 'approve' ? 'approved' : d.verdict === 'deny' ? 'denied' : String(d.verdict);
+      const count = typeof d.approvals === 'number' && typeof d.minApprovals === 'number' && d.minApprovals > 1 ? ` (${d.approvals}/${d.minApprovals})` : '';
+      return `${t}  #${e.seq} ${verdict} by ${who(e)}: approval ${d.approvalId}${count}${d.reason ? `, "${oneLine(String(d.reason))}"` : ''}`;
+    }
+    case 'approval_consumed':
+      return `${t}  #${e.seq} ran   statement #${d.statementSeq ?? '?'} under approval ${d.approvalId}`;
+    case 'approval_withdrawn':
+    case 'approval_expired':
+      return `${t}  #${e.seq} ${e.type.slice('approval_'.length)}: approval ${d.approvalId}${d.reason ? ` (${oneLine(String(d.reason))})` : ''}; the statement was not run`;
+    case 'session_start': {
+      const amr = e.identity?.claims?.amr;
+      const how = Array.isArray(amr) && amr.length ? `  signed in with ${amr.join('+')}` : '';
+      return `${t}  #${e.seq} session_start ${who(e)}${how}${d.purpose ? `  purpose: ${oneLine(String(d.purpose))}` : '  (no purpose stated)'}  ${JSON.stringify({ ...d, purpose: undefined })}`;
+    }
     default:
       return `${t}  #${e.seq} ${e.type} ${JSON.stringify(d)}`;
   }
 }
 
-function oneLine(s: string): string {
+function who(e: AuditEvent): string {
+  return e.identity?.email ?? e.identity?.sub ?? 'unknown identity';
+}
+
+function oneLine(s: string, max = 120): string {
   const x = s.replace(/\s+/g, ' ').trim();
-  return x.length > 120 ? x.slice(0, 117) + '...' : x;
+  return x.length > max ? x.slice(0, max - 3) + '...' : x;
 }

@@ -4,12 +4,12 @@ import type { z } from 'zod';
 import { WhoamiConnection, WhoamiResponse, type WhoamiScope } from '../../../shared/api/whoami.js';
 import type { Command } from 'commander';
 import { agentApiUrl } from '../services/agent-api.js';
-import { request } from 'undici';
+import { request } from '../services/http.js';
 import type { Output } from '../output.js';
 import { describeIdentity, resolveLogin, type Identity } from '../services/credentials.js';
 import { loadSettings, type Env } from '../services/settings.js';
 import type { LoginMethod } from '../services/token-store.js';
-import { formatDuration } from '../ui/login.js';
+import { formatDuration } from '../ui/duration.js';
 
 export interface WhoamiOptions {
   agent?: string;

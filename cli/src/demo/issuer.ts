@@ -15,13 +15,20 @@
 //   browser ── GET/POST /device (user_code) ──▶ issuer ─▶ /interaction/:uid (login, then consent)
 //   hoopctl ── POST /token (device_code) ─────▶ issuer   (access JWT for hoop-agent, id token, refresh)
 //   CI job  ── POST /token (client_credentials, Basic ci-nightly:secret) ─▶ access JWT
+//   "GitHub" ── mintWorkloadToken({repository, ref, event_name…}) ─▶ a GitHub-Actions-shaped OIDC JWT,
+//              signed with the issuer's key (served by its JWKS) as GitHub's own issuer would
+//
+// The login page takes an optional one-time code (DEMO_OTP): with it the person's tokens say
+// `amr: [pwd, otp, mfa]`, `acr: urn:hoopctl:demo:mfa`; without it `amr: [pwd]`, `acr: urn:hoopctl:demo:pwd`
+// (DEMO_ACR_VALUES, weakest first), so MFA requirements can be tested against a real device flow. User
+// tokens carry `sid`, the login session, which `hoopctl logout` revokes at the agent.
 //
 // State lives in oidc-provider's in-memory adapter: one process, gone at stop(), which is what a demo
 // and a test want.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { request } from 'undici';
 import type { Account, Interaction, Provider, TokenLike } from 'oidc-provider';
 
@@ -50,7 +57,10 @@ export interface LocalIssuerOptions {
   users?: DemoUser[];
   /** Confidential clients for client credentials; the public `hoopctl` client is always present. */
   clients?: DemoClient[];
-  /** Lifetime of access tokens, seconds. Default 900. */
+  /**
+   * Lifetime of access tokens, seconds. Default 900. Tests of renewal in place use 20–30 s, so a token
+   * expires several times during one long pg_dump or psql session without making the suite slow.
+   */
   accessTokenTtlSec?: number;
   /** Diagnostics sink (server errors inside oidc-provider). Default: silent. */
   log?: (line: string) => void;
@@ -81,8 +91,14 @@ export interface LocalIssuer {
   readonly publicJwk: JWK & { kid: string; alg: string };
   /** Client-credentials grant, as a CI job would run it. Returns the access token (a JWT). */
   clientCredentialsToken(clientId: string, clientSecret: string, opts?: { scope?: string }): Promise<string>;
-  /** Plays the whole device flow for `userEmail` (start, approve in the "browser", poll once). */
-  mintDeviceFlowToken(userEmail: string, opts?: { scope?: string }): Promise<DeviceFlowTokens>;
+  /** Plays the whole device flow for `userEmail` (start, approve in the "browser", poll once); `mfa` enters the one-time code. */
+  mintDeviceFlowToken(userEmail: string, opts?: { scope?: string; mfa?: boolean }): Promise<DeviceFlowTokens>;
+  /**
+   * A CI workload token shaped like GitHub Actions' (claims per GitHub's OIDC docs): `sub` is
+   * `repo:R:pull_request` for pull-request events, else `repo:R:ref:REF`. Lives `ttlSec` (default the
+   * access token TTL).
+   */
+  mintWorkloadToken(ctx: WorkloadContext, opts?: { ttlSec?: number; audience?: string }): Promise<string>;
   /**
    * Acts as the user's browser: GET /device, submit the user code with its xsrf token, confirm,
    * log in on our login page, consent. Throws with the page's message if any step is refused.
@@ -91,15 +107,31 @@ export interface LocalIssuer {
   stop(): Promise<void>;
 }
 
+export interface WorkloadContext {
+  repository: string;
+  ref: string;
+  event_name: string;
+  workflow?: string;
+  run_id?: string;
+  sha?: string;
+  actor?: string;
+}
+
 export interface ApproveOptions {
   /** Default DEMO_PASSWORD; pass another to exercise a failed login. */
   password?: string;
+  /** Enter the one-time code (DEMO_OTP) at login: the tokens then say MFA. */
+  mfa?: boolean;
   /** Press "Deny" on the consent page instead of "Allow" (the CLI then gets access_denied). */
   deny?: boolean;
 }
 
 /** Every demo user shares this password; it exists so that a login can fail, not to protect anything. */
 export const DEMO_PASSWORD = 'demo-password';
+/** The demo's second factor: the one-time code every demo user "has". */
+export const DEMO_OTP = '246810';
+/** The demo issuer's acr values, weakest first (what an agent's `acrValues` lists for it). */
+export const DEMO_ACR_VALUES = ['urn:hoopctl:demo:pwd', 'urn:hoopctl:demo:mfa'] as const;
 
 export const DEMO_USERS: readonly DemoUser[] = [
   { sub: 'u-alice', email: 'alice@clinic.example', name: 'Alice Analyst', groups: ['data-eng'] },
@@ -204,14 +236,19 @@ export async function startLocalIssuer(opts: LocalIssuerOptions = {}): Promise<L
       };
     },
     // The agent authorises from the access token alone, so identity claims go into it.
-    async extraTokenClaims(ctx: { oidc: { provider: Provider } }, token: TokenLike) {
+    async extraTokenClaims(ctx: { oidc: { provider: Provider; entities: Record<string, GrantSource | undefined> } }, token: TokenLike) {
       if (token.kind === 'ClientCredentials' && token.clientId) {
         const client = await ctx.oidc.provider.Client.find(token.clientId);
         const groups = client?.metadata().groups;
         return { groups: Array.isArray(groups) ? groups : [] };
       }
       const user = token.accountId ? usersBySub.get(token.accountId) : undefined;
-      return user ? { email: user.email, groups: user.groups } : undefined;
+      if (!user) return undefined;
+      // How the person signed in, from what the token was minted from (device code or refresh token).
+      const e = ctx.oidc.entities;
+      const src = e.DeviceCode ?? e.RotatedRefreshToken ?? e.RefreshToken;
+      const sid = src?.sessionUid ?? src?.sid;
+      return { email: user.email, groups: user.groups, amr: src?.amr, acr: src?.acr, ...(sid ? { sid } : {}) };
     },
     features: {
       devInteractions: { enabled: false },
@@ -273,7 +310,7 @@ export async function startLocalIssuer(opts: LocalIssuerOptions = {}): Promise<L
   };
 
   const approveDeviceCode = (userCode: string, userEmail: string, approveOpts: ApproveOptions = {}) =>
-    new Browser(issuer).approveDevice(userCode, userEmail, approveOpts.password ?? DEMO_PASSWORD, !!approveOpts.deny);
+    new Browser(issuer).approveDevice(userCode, userEmail, approveOpts.password ?? DEMO_PASSWORD, !!approveOpts.deny, approveOpts.mfa ? DEMO_OTP : undefined);
 
   return {
     issuer,
@@ -299,7 +336,7 @@ export async function startLocalIssuer(opts: LocalIssuerOptions = {}): Promise<L
         scope: mintOpts.scope ?? CLI_SCOPE,
       });
       if (started.status !== 200) throw new Error(`device authorization failed: ${oauthError(started.json)}`);
-      await approveDeviceCode(String(started.json.user_code), userEmail);
+      await approveDeviceCode(String(started.json.user_code), userEmail, { mfa: mintOpts.mfa });
       const body = await tokenRequest(issuer, {
         grant_type: DEVICE_GRANT,
         device_code: String(started.json.device_code),
@@ -314,6 +351,26 @@ export async function startLocalIssuer(opts: LocalIssuerOptions = {}): Promise<L
       };
     },
     approveDeviceCode,
+    async mintWorkloadToken(w, wOpts = {}) {
+      const pr = w.event_name === 'pull_request' || w.event_name === 'pull_request_target';
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({
+        ...w,
+        repository_owner: w.repository.split('/')[0],
+        ref_type: 'branch',
+        run_attempt: '1',
+        job_workflow_ref: `${w.repository}/.github/workflows/${w.workflow ?? 'ci'}.yml@${w.ref}`,
+      })
+        .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+        .setIssuer(issuer)
+        .setAudience(wOpts.audience ?? audience)
+        .setSubject(pr ? `repo:${w.repository}:pull_request` : `repo:${w.repository}:ref:${w.ref}`)
+        .setJti(randomBytes(12).toString('base64url'))
+        .setIssuedAt(now)
+        .setNotBefore(now - 5)
+        .setExpirationTime(now + (wOpts.ttlSec ?? accessTokenTtl))
+        .sign(privateKey);
+    },
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -421,7 +478,14 @@ function interactionRouter(provider: Provider, usersByEmail: Map<string, DemoUse
       if (!user || !constantTimeEqual(form.get('password') ?? '', DEMO_PASSWORD)) {
         return sendPage(res, 401, loginHtml(details, [...usersByEmail.values()], 'Wrong email or password.'));
       }
-      return provider.interactionFinished(req, res, { login: { accountId: user.sub } }, { mergeWithLastSubmission: false });
+      // The second factor is optional here, so a test can sign in with and without it; the token says which.
+      const otp = form.get('otp') ?? '';
+      if (otp && !constantTimeEqual(otp, DEMO_OTP)) {
+        return sendPage(res, 401, loginHtml(details, [...usersByEmail.values()], 'Wrong one-time code.'));
+      }
+      const [weak, strong] = DEMO_ACR_VALUES;
+      const login = otp ? { accountId: user.sub, amr: ['pwd', 'otp', 'mfa'], acr: strong } : { accountId: user.sub, amr: ['pwd'], acr: weak };
+      return provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
     }
 
     if (step === 'consent' && details.prompt.name === 'consent') {
@@ -493,6 +557,7 @@ function loginHtml(details: Interaction, users: DemoUser[], error?: string): str
 <form id="login" method="post" action="/interaction/${esc(details.uid)}/login">
 <label>User <select name="email">${options}</select></label>
 <label>Password <input type="password" name="password" autocomplete="current-password"></label>
+<label>One-time code (optional) <input type="text" name="otp" autocomplete="one-time-code" inputmode="numeric"></label>
 <button type="submit">Sign in</button></form>`);
 }
 
@@ -507,6 +572,14 @@ function consentHtml(details: Interaction): string {
 
 function errorHtml(title: string, message: string): string {
   return page('error', title, `<p class="error">${esc(message)}</p>`);
+}
+
+/** The fields of a device code or refresh token that say how the person signed in. */
+interface GrantSource {
+  amr?: string[];
+  acr?: string;
+  sessionUid?: string;
+  sid?: string;
 }
 
 type Ctx = { body: unknown; type?: string; oidc: { client?: { clientId: string } } };
@@ -552,7 +625,7 @@ class Browser {
   readonly #cookies = new Map<string, string>();
   constructor(readonly origin: string) {}
 
-  async approveDevice(userCode: string, email: string, password: string, deny: boolean): Promise<void> {
+  async approveDevice(userCode: string, email: string, password: string, deny: boolean, otp?: string): Promise<void> {
     let at = await this.#go('GET', `${this.origin}/device`);
     let denied = false;
     for (let steps = 0; steps < 10; steps++) {
@@ -566,7 +639,7 @@ class Browser {
           break;
         case 'login':
           if (steps > 0 && /class="error"/.test(at.html)) throw new Error(`login refused: ${pageMessage(at.html)}`);
-          at = await this.#submit(at, 'login', { email, password });
+          at = await this.#submit(at, 'login', { email, password, ...(otp ? { otp } : {}) });
           break;
         case 'consent':
           at = await this.#submit(at, 'consent', { decision: deny ? 'deny' : 'allow' });

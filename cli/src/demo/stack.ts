@@ -25,6 +25,14 @@ export const DEMO_MASKING = {
   'public.patients.phone': 'redact',
   'public.patients.date_of_birth': 'null',
 } as const;
+/**
+ * What `hoopctl demo` masks: the above, and the visits' free-text notes, which repeat names, MRNs and
+ * dates of birth as real clinical notes do. (The tests' stacks keep the notes in clear: they use them as
+ * markers a write changes.)
+ */
+export const DEMO_POLICY_MASKING = { ...DEMO_MASKING, 'public.visits.notes': 'redact' } as const;
+/** Text columns the demo leaves in clear on purpose (silences the agent's start-up lint for them). */
+export const DEMO_UNMASKED = ['public.patients.full_name', 'public.patients.diagnosis', 'public.visits.department'];
 
 /** The CI identity the demo connects as (client credentials, group data-eng). */
 export const DEMO_CLIENT = { id: 'ci-nightly', secret: 'ci-nightly-secret' };
@@ -36,8 +44,13 @@ export interface DemoStackOptions {
   pgVersion?: 15 | 18;
   /** Number of sample patients. */
   patients?: number;
+  /** Masked columns (default DEMO_MASKING). */
+  masking?: Record<string, string | { partial: number }>;
   /** How long a held statement waits for an approver (default 15m). */
   approvalTimeout?: string;
+  /** approval.mode of the demo connection (default statement), and its transactionTimeout. */
+  approvalMode?: 'statement' | 'transaction';
+  transactionTimeout?: string;
   agentLog?: Logger;
   /** Overrides for the agent (gate, audit…), for tests. */
   agent?: Partial<Omit<AgentOptions, 'config'>>;
@@ -52,6 +65,8 @@ export interface DemoStack {
   agent: RunningAgent;
   client: TunnelClient;
   listener: LocalListener;
+  /** The agent's data directory (its audit trail): `hoopctl audit verify` takes it. Removed at stop. */
+  dataDir: string;
   /** libpq URL of the tunnel's local port. */
   tunnelUrl: string;
   /** Direct superuser URL of the demo database (for tests and the benchmark's baseline). */
@@ -92,8 +107,14 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
           [DEMO_CONNECTION]: {
             postgres: { host: pg.host, port: pg.port, database: DEMO_DATABASE, user: 'gw_agent', passwordEnv: 'HOOP_DEMO_DB_PASSWORD' },
             access: [{ groups: ['data-eng'] }, { groups: ['compliance'] }],
-            masking: DEMO_MASKING,
-            approval: { approvers: { groups: ['compliance'] }, ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}) },
+            masking: opts.masking ?? DEMO_MASKING,
+            unmasked: DEMO_UNMASKED,
+            approval: {
+              approvers: { groups: ['compliance'] },
+              ...(opts.approvalTimeout ? { timeout: opts.approvalTimeout } : {}),
+              ...(opts.approvalMode ? { mode: opts.approvalMode } : {}),
+              ...(opts.transactionTimeout ? { transactionTimeout: opts.transactionTimeout } : {}),
+            },
           },
         },
       },
@@ -117,6 +138,7 @@ export async function startDemoStack(opts: DemoStackOptions = {}): Promise<DemoS
       agent,
       client,
       listener,
+      dataDir,
       tunnelUrl: `postgres://noop@${listener.host}:${listener.port}/${DEMO_CONNECTION}`,
       directUrl: pg.url(DEMO_DATABASE),
       agentDbPassword,

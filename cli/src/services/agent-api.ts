@@ -1,6 +1,6 @@
 // Calls to the agent's HTTP API with the caller's token. The token never travels in clear: ws/http is
 // accepted only for an agent on this machine.
-import { request } from 'undici';
+import { request } from './http.js';
 import type { ApiErrorBody } from '../../../shared/errors.js';
 import { ExitCode, UserError } from '../errors.js';
 

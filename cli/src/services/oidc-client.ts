@@ -8,7 +8,7 @@
 //   hoopctl ── POST token_endpoint (device_code) every `interval` s ─▶ pending … slow_down (+5 s) … tokens
 //
 // Time comes from an injected Clock so tests can run a ten-minute device code to expiry in milliseconds.
-import { request } from 'undici';
+import { request } from './http.js';
 import { decodeJwt } from 'jose';
 import { ExitCode, UserError } from '../errors.js';
 import type { Env } from './settings.js';

@@ -30,8 +30,10 @@ export interface Settings {
 export const DEFAULT_CLIENT_ID = 'hoopctl';
 export const DEFAULT_AUDIENCE = 'hoop-agent';
 
-/** `$XDG_CONFIG_HOME/hoopctl`, or `~/.config/hoopctl`. */
+/** `$HOOPCTL_CONFIG_DIR`, `$XDG_CONFIG_HOME/hoopctl`, or `~/.config/hoopctl`. */
 export function configDir(env: Env = process.env): string {
+  // A private config for one shell (the demo's approver) without moving every program's XDG config.
+  if (env.HOOPCTL_CONFIG_DIR && env.HOOPCTL_CONFIG_DIR.startsWith('/')) return env.HOOPCTL_CONFIG_DIR;
   const base = env.XDG_CONFIG_HOME && env.XDG_CONFIG_HOME.startsWith('/') ? env.XDG_CONFIG_HOME : join(env.HOME || homedir(), '.config');
   return join(base, 'hoopctl');
 }

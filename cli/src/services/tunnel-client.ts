@@ -1,6 +1,12 @@
 // The CLI end of the tunnel: one WebSocket per `hoopctl connect` process, kept open with reconnect and
 // backoff, and a stream inside it for every local TCP connection. Services print nothing; they report
 // state through callbacks and throw UserErrors the command turns into sentences.
+//
+// Renewal in place: before the token the tunnel runs on expires (a third of its life before, at most a
+// minute), the client asks getToken() for a fresh one and sends it in a RENEW frame; the agent answers
+// `token_renewed` with the new expiry, and the open streams (a long pg_dump, a psql session) go on. If no
+// fresher token can be had the client retries until the deadline; after that the agent closes the tunnel
+// and says why (an EVENT), and the reconnect loop takes over like after any drop.
 import net from 'node:net';
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES, type TunnelEvent } from '../../../shared/tunnel/frame.js';
@@ -9,6 +15,7 @@ import type { ApiErrorBody } from '../../../shared/errors.js';
 import { ExitCode, UserError } from '../errors.js';
 import { CLI_VERSION } from '../version.js';
 import { refuseLocalClient } from './local-refusal.js';
+import { decodeClaims } from './oidc-client.js';
 
 export type TunnelState =
   | { state: 'connecting'; attempt: number }
@@ -18,8 +25,12 @@ export type TunnelState =
 export interface TunnelClientOptions {
   agentUrl: string;
   connection: string;
-  /** Called for every (re)connect, so a refreshed token is picked up. */
+  /** Called for every (re)connect and before the token expires, so a refreshed token is picked up. */
   getToken(): Promise<string> | string;
+  /** The purpose of this tunnel (`--reason`), recorded in every session's audit and shown to approvers. */
+  reason?: string;
+  /** Wall clock, ms (tests). */
+  now?: () => number;
   /** Allow ws:// to a host other than loopback (never needed in production). */
   allowInsecure?: boolean;
   /** CA certificate (PEM) to trust for the agent's TLS, in addition to the system store. */
@@ -31,6 +42,12 @@ export interface TunnelClientOptions {
 }
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000, 15000];
+/** Renew this long before expiry at most (less for short-lived tokens: a third of their life). */
+const RENEW_MARGIN_MS = 60_000;
+/** After a failed attempt to get a fresher token, try again this soon (until the token expires). */
+const RENEW_RETRY_MS = 2_000;
+/** The header the stated purpose travels in (percent-encoded UTF-8), read by agent/src/identity/purpose.ts. */
+export const REASON_HEADER = 'x-hoopctl-reason';
 
 export class TunnelClient {
   private ws?: WebSocket;
@@ -42,6 +59,9 @@ export class TunnelClient {
   private waiters: Array<() => void> = [];
   private readonly url: URL;
   private lastError?: UserError;
+  private renewTimer?: NodeJS.Timeout;
+  /** The expiry (ms) of the token the open tunnel runs on. */
+  private tokenExpiresAt?: number;
 
   constructor(private readonly opts: TunnelClientOptions) {
     this.url = tunnelUrl(opts.agentUrl, opts.connection, opts.allowInsecure ?? false);
@@ -104,6 +124,7 @@ export class TunnelClient {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.renewTimer);
     const ws = this.ws;
     if (!ws || ws.readyState === ws.CLOSED) return;
     await new Promise<void>((resolve) => {
@@ -119,8 +140,10 @@ export class TunnelClient {
   private async open(): Promise<void> {
     this.opts.onState?.({ state: 'connecting', attempt: this.attempt });
     const token = await this.opts.getToken();
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'user-agent': `hoopctl/${CLI_VERSION}` };
+    if (this.opts.reason) headers[REASON_HEADER] = encodeURIComponent(this.opts.reason);
     const ws = new WebSocket(this.url, {
-      headers: { authorization: `Bearer ${token}`, 'user-agent': `hoopctl/${CLI_VERSION}` },
+      headers,
       perMessageDeflate: false,
       maxPayload: MAX_FRAME_BYTES,
       handshakeTimeout: 10_000,
@@ -142,10 +165,56 @@ export class TunnelClient {
     ws.on('error', () => {}); // 'close' follows; reconnect handles it
     this.attempt = 0;
     this.lastError = undefined;
-    this.mux = new TunnelMux(ws, { onEvent: (e) => this.opts.onEvent?.(e) });
-    ws.once('close', () => (this.mux = undefined));
+    this.mux = new TunnelMux(ws, {
+      onEvent: (e) => {
+        if (e.type === 'token_renewed') this.scheduleRenewal(Date.parse(String(e.data?.expiresAt)));
+        this.opts.onEvent?.(e);
+      },
+    });
+    ws.once('close', () => {
+      this.mux = undefined;
+      clearTimeout(this.renewTimer);
+    });
+    this.scheduleRenewal(expiryOf(token));
     this.opts.onState?.({ state: 'connected' });
     for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Arms the renewal of the tunnel's token, which expires at `expiresAt` (ms). */
+  private scheduleRenewal(expiresAt: number | undefined): void {
+    clearTimeout(this.renewTimer);
+    if (expiresAt === undefined || !Number.isFinite(expiresAt)) return;
+    this.tokenExpiresAt = expiresAt;
+    const left = expiresAt - this.now();
+    const inMs = Math.max(0, left - Math.min(RENEW_MARGIN_MS, left / 3));
+    this.renewTimer = setTimeout(() => void this.renew(), Math.min(inMs, 2 ** 31 - 1));
+    this.renewTimer.unref?.();
+  }
+
+  private async renew(): Promise<void> {
+    const mux = this.mux;
+    const current = this.tokenExpiresAt;
+    if (!mux || this.stopped || current === undefined) return;
+    let token: string | undefined;
+    try {
+      token = await this.opts.getToken();
+    } catch {
+      token = undefined; // the issuer is unreachable, or the login is gone: retry until the deadline
+    }
+    const next = token === undefined ? undefined : expiryOf(token);
+    if (token !== undefined && next !== undefined && next > current) {
+      if (this.mux === mux) mux.renew(token); // the agent answers token_renewed, which re-arms the timer
+      return;
+    }
+    // No fresher token yet (still cached, or an explicit --token that cannot be renewed).
+    if (this.now() + RENEW_RETRY_MS < current && this.mux === mux) {
+      this.renewTimer = setTimeout(() => void this.renew(), RENEW_RETRY_MS);
+      this.renewTimer.unref?.();
+    }
+  }
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
   }
 
   private scheduleReconnect(): void {
@@ -217,6 +286,12 @@ export function tunnelUrl(agentUrl: string, connection: string, allowInsecure: b
   return u;
 }
 
+/** A JWT's `exp` in ms (unverified: only to know when to renew). */
+function expiryOf(token: string): number | undefined {
+  const exp = decodeClaims(token)?.exp;
+  return typeof exp === 'number' ? exp * 1000 : undefined;
+}
+
 function refusalError(status: number, body: string, connection: string): UserError {
   let parsed: ApiErrorBody['error'] | undefined;
   try {
@@ -225,6 +300,18 @@ function refusalError(status: number, body: string, connection: string): UserErr
     /* not our agent, or a proxy page */
   }
   const message = parsed?.message ?? `the agent answered HTTP ${status}`;
+  if (parsed?.code === 'REASON_REQUIRED' || parsed?.code === 'BAD_REASON') {
+    return new UserError(parsed.code, message, {
+      hint: parsed.code === 'REASON_REQUIRED' ? 'Pass --reason "why you need this data" (or set HOOPCTL_REASON), e.g. --reason "ticket OPS-123"' : parsed.hint,
+      exitCode: ExitCode.Usage,
+    });
+  }
+  if (parsed?.code === 'INSUFFICIENT_ASSURANCE') {
+    return new UserError('INSUFFICIENT_ASSURANCE', message, {
+      hint: 'Run `hoopctl login` again and complete multi-factor authentication.',
+      exitCode: ExitCode.Forbidden,
+    });
+  }
   switch (status) {
     case 401:
       return new UserError('NOT_AUTHENTICATED', `the agent did not accept your token: ${message}`, {

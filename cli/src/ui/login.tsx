@@ -3,6 +3,10 @@
 import React, { useEffect, useState } from 'react';
 import { Box, Text } from 'ink';
 import type { DeviceStatus } from '../services/oidc-client.js';
+import { formatDuration } from './duration.js';
+
+// Kept importable from here for the login command.
+export { formatDuration };
 
 export type ScreenStatus = DeviceStatus['state'] | 'starting';
 
@@ -95,17 +99,4 @@ export function statusLine(s: DeviceStatus): string | undefined {
     default:
       return undefined;
   }
-}
-
-/** `3h 2m`, `14m 5s`, `42s`. */
-export function formatDuration(totalSec: number): string {
-  const s = Math.abs(Math.round(totalSec));
-  const d = Math.floor(s / 86400);
-  const h = Math.floor((s % 86400) / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const sec = s % 60;
-  if (d) return `${d}d ${h}h`;
-  if (h) return `${h}h ${m}m`;
-  if (m) return `${m}m ${sec}s`;
-  return `${sec}s`;
 }

@@ -1,7 +1,7 @@
 // Embedded store specifics: crash safety (SIGKILL mid-write, torn tail), segment rotation, the
-// single-writer lock, and a read-only directory (fail closed, recovery).
+// single-writer lock, a read-only directory (fail closed, recovery), and start-up from segment indexes.
 import { spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -129,6 +129,138 @@ describe('JsonlStore', () => {
     const events = await s.sessionEvents('s-park');
     expect(events.map((e) => (e.type === 'statement' ? e.data.sql : e.type))).toEqual(['SELECT 1', 'statement_result', 'SELECT 3']);
     expect(await s.verify()).toMatchObject({ ok: true });
+  });
+
+  describe('start-up from segment indexes', () => {
+    /** Four sessions over many 2 KiB segments, two of them spanning most of the trail. */
+    async function trail() {
+      const f = fixture(2048);
+      const s = await f.open();
+      for (let i = 0; i < 80; i++) {
+        const sessionId = i < 40 ? `s${i % 2}` : `s${2 + (i % 2)}`;
+        await s.append(makeStatementEvent({ sessionId, who: i % 2 ? who : { sub: 'bob', issuer: 'https://idp.test' }, connection: i % 4 ? 'c' : 'd', sql: `select ${i}`, decision: i % 5 ? 'allow' : 'block' }));
+        if (i % 7 === 0) await s.append(makeRefusedEvent({ reason: `no access ${i}` }));
+        f.t.advance(1000);
+      }
+      const dir = auditDirOf(s);
+      const before = { page: await s.querySessions({ limit: 100 }), s1: await s.sessionEvents('s1'), s3: await s.sessionEvents('s3') };
+      await s.close();
+      stores.pop();
+      const segs = readdirSync(dir).filter((n) => n.startsWith('agent-a.') && n.endsWith('.jsonl')).sort();
+      return { ...f, dir, before, segs };
+    }
+    const idxOf = (seg: string) => seg.replace(/\.jsonl$/, '.idx');
+
+    it('indexes every sealed segment and restarts to the same sessions and events', async () => {
+      const { open, dir, before, segs } = await trail();
+      expect(segs.length).toBeGreaterThan(5);
+      // Every segment but the one still being written has its index.
+      expect(readdirSync(dir).filter((n) => n.endsWith('.idx')).sort()).toEqual(segs.slice(0, -1).map(idxOf));
+      const s = await open();
+      expect(await s.querySessions({ limit: 100 })).toEqual(before.page);
+      expect(await s.sessionEvents('s1')).toEqual(before.s1);
+      expect((await s.sessionEvents('s3')).map((e) => e.data.sql)).toEqual(Array.from({ length: 20 }, (_, k) => `select ${41 + 2 * k}`));
+      expect(await s.querySessions({ limit: 10, sub: 'bob' })).toMatchObject({ sessions: [{ sessionId: 's2' }, { sessionId: 's0' }] });
+      // The chain goes on from the head the indexes and the last segment gave.
+      const next = await s.append(makeRefusedEvent({ reason: 'after restart' }));
+      expect(await s.verify()).toEqual({ ok: true, events: next.seq });
+      expect(await s.verify()).toMatchObject({ ok: true });
+    });
+
+    it("finds a session's events within its seq range, in the segment being written and in sealed ones", async () => {
+      const f = fixture(300_000); // about 700 events a segment: several sparse offsets in each
+      let s = await f.open();
+      const sessionOf = (i: number) => (i === 5 || i === 2990 ? 'span' : i < 20 ? 'early' : i >= 1500 && i < 1510 ? 'mid' : `bulk-${i % 50}`);
+      for (let base = 0; base < 3000; base += 100) {
+        await Promise.all(Array.from({ length: 100 }, (_, k) => s.append(makeStatementEvent({ sessionId: sessionOf(base + k), who, connection: 'c', sql: `select ${base + k}`, decision: 'allow' }))));
+      }
+      const expected = async (id: string) => {
+        const all: AuditEvent[] = [];
+        for await (const l of s.exportEvents({}, 'jsonl')) all.push(JSON.parse(l) as AuditEvent);
+        return all.filter((e) => e.sessionId === id);
+      };
+      const check = async () => {
+        for (const id of ['span', 'early', 'mid', 'bulk-7']) {
+          const want = await expected(id);
+          expect(want.length).toBeGreaterThan(1);
+          expect(await s.sessionEvents(id)).toEqual(want);
+        }
+      };
+      expect(readdirSync(auditDirOf(s)).filter((n) => n.endsWith('.idx')).length).toBeGreaterThan(2);
+      await check();
+      await s.close();
+      stores.pop();
+      s = await f.open();
+      await check();
+    });
+
+    it('opens a trail written without indexes (an older agent) and indexes it', async () => {
+      const { open, dir, before, segs } = await trail();
+      for (const n of readdirSync(dir).filter((x) => x.endsWith('.idx') || x.endsWith('.sessions'))) rmSync(path.join(dir, n));
+      const s = await open();
+      expect(await s.querySessions({ limit: 100 })).toEqual(before.page);
+      expect(await s.sessionEvents('s1')).toEqual(before.s1);
+      expect(readdirSync(dir).filter((n) => n.endsWith('.idx')).sort()).toEqual(segs.slice(0, -1).map(idxOf));
+      expect(readdirSync(dir)).toContain('agent-a.sessions');
+    });
+
+    it('rebuilds the summaries when the sessions snapshot is stale or damaged', async () => {
+      const f = fixture(2048);
+      let s = await f.open();
+      const dir = auditDirOf(s);
+      const add = async (from: number, to: number) => {
+        for (let i = from; i < to; i++) await s.append(makeStatementEvent({ sessionId: `s${i % 3}`, who, connection: 'c', sql: `select ${i}`, decision: i % 4 ? 'allow' : 'block' }));
+      };
+      await add(0, 30);
+      await s.close();
+      stores.pop();
+      const stale = readFileSync(path.join(dir, 'agent-a.sessions'));
+      s = await f.open();
+      await add(30, 60);
+      const want = await s.querySessions({ limit: 10 });
+      expect(want.sessions.map((x) => x.statements)).toEqual([20, 20, 20]);
+      await s.close();
+      stores.pop();
+      // A snapshot from before the last rotations (as a crash right after one leaves it).
+      writeFileSync(path.join(dir, 'agent-a.sessions'), stale);
+      s = await f.open();
+      expect(await s.querySessions({ limit: 10 })).toEqual(want);
+      await s.close();
+      stores.pop();
+      writeFileSync(path.join(dir, 'agent-a.sessions'), stale.subarray(0, 40));
+      s = await f.open();
+      expect(await s.querySessions({ limit: 10 })).toEqual(want);
+      expect(await s.verify()).toEqual({ ok: true, events: 60 });
+    });
+
+    it('reads a sealed segment again when it no longer matches its index, and verify reports the change', async () => {
+      const { open, dir, segs } = await trail();
+      // The last event of a sealed segment cut off: the index still lists it, the file does not.
+      const victim = path.join(dir, segs[2]);
+      const text = readFileSync(victim, 'utf8');
+      const cut = text.slice(0, text.lastIndexOf('\n', text.length - 2) + 1);
+      const gone = JSON.parse(text.slice(cut.length)) as AuditEvent;
+      writeFileSync(victim, cut);
+      const s = await open();
+      const all = [...(await s.sessionEvents('s0')), ...(await s.sessionEvents('s1'))];
+      expect(all.some((e) => e.seq === gone.seq)).toBe(false);
+      expect(await s.verify()).toMatchObject({ ok: false, brokenAt: gone.seq });
+    });
+
+    it('shows an in-place edit of a sealed segment as stored (events are read from the segment, not the index), and verify reports it', async () => {
+      const { open, dir, segs } = await trail();
+      // A sealed segment ending with a statement; its SQL edited: same size, different content.
+      const lastOf = (text: string) => text.slice(text.lastIndexOf('\n', text.length - 2) + 1);
+      const victim = segs.slice(0, -1).map((n) => path.join(dir, n)).find((f) => lastOf(readFileSync(f, 'utf8')).includes('"type":"statement"'))!;
+      const text = readFileSync(victim, 'utf8');
+      const at = text.lastIndexOf('select ');
+      writeFileSync(victim, text.slice(0, at) + 'SELECT ' + text.slice(at + 7));
+      const edited = JSON.parse(lastOf(text)) as AuditEvent;
+      const s = await open();
+      const events = await s.sessionEvents(edited.sessionId!);
+      expect(events.find((e) => e.seq === edited.seq)?.data.sql).toMatch(/^SELECT /);
+      expect(await s.verify()).toMatchObject({ ok: false, brokenAt: edited.seq });
+    });
   });
 
   it('reads a segment file as plain JSON Lines (greppable, one event per line)', async () => {

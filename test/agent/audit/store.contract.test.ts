@@ -229,6 +229,24 @@ describe.each(kinds)('StateStore contract: %s', (kind) => {
       await expect(store.appendRecording('../../etc/passwd', { sql: 'x' })).rejects.toThrow(/invalid session id/);
     });
 
+    it('writes a batch of entries in order, capped like single ones, and says when the budget is spent', async () => {
+      await store.close();
+      store = await open({ recording: { maxRowsPerStatement: 2, maxBytesPerSession: 400 } });
+      const entry = (i: number) => ({ seq: i, sql: `select ${i}`, columns: ['x'], rows: [['a'.repeat(20)], ['b'], ['c']], ts: `2025-03-01T09:00:0${i}.000Z` });
+      expect(await store.appendRecording('s2', entry(1), entry(2))).toBe(true);
+      expect(await store.appendRecording('s2', entry(3), entry(4), entry(5), entry(6))).toBe(false);
+      expect(await store.appendRecording('s2', entry(7))).toBe(false);
+      const rec = await store.readRecording('s2');
+      // Each entry keeps the time it was made (not the batch's), rows cut to 2; the marker ends it.
+      expect(rec.slice(0, 2)).toMatchObject([
+        { seq: 1, sql: 'select 1', ts: '2025-03-01T09:00:01.000Z', rows: [['a'.repeat(20)], ['b']], truncated: { rowsOmitted: 1 } },
+        { seq: 2, sql: 'select 2', ts: '2025-03-01T09:00:02.000Z' },
+      ]);
+      // Entry 3 does not fit: the marker takes its place, and nothing after it is kept.
+      expect(rec).toHaveLength(3);
+      expect(rec[2]).toMatchObject({ seq: 3, note: expect.stringMatching(/cap reached/), truncated: { session: true } });
+    });
+
     it('deletes old recordings and keeps the chain verifiable', async () => {
       await session('old', alice, 'prod-db', 2);
       await store.appendRecording('old', { seq: 2, sql: 'select 1', rows: [[1]] });

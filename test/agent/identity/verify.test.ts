@@ -156,10 +156,11 @@ describe('token age (corpus AU-010)', () => {
     await expectRejected(sign({ iat: String(now()) }), 'TOKEN_INVALID', /issue time/);
   });
 
-  it('rejects a token minted to live longer than the maximum age, even when fresh', async () => {
+  it('rejects a token minted to live longer than the maximum age (default 1 h), even when fresh', async () => {
     const t = now();
-    await expectRejected(sign({ iat: t, exp: t + 86_400 + 1 }), 'TOKEN_INVALID', /longer than this agent accepts/);
-    await expect(verifier.verify(sign({ iat: t, exp: t + 86_400 }))).resolves.toMatchObject({ sub: 'u-alice' });
+    await expectRejected(sign({ iat: t, exp: t + 3600 + 1 }), 'TOKEN_INVALID', /longer than this agent accepts/);
+    await expectRejected(sign({ iat: t, exp: t + 86_400 }), 'TOKEN_INVALID', /longer than this agent accepts/);
+    await expect(verifier.verify(sign({ iat: t, exp: t + 3600 }))).resolves.toMatchObject({ sub: 'u-alice' });
   });
 
   it('uses maxTokenAgeSec per issuer, by the injected clock, with the clock tolerance', async () => {

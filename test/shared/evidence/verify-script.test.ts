@@ -78,3 +78,17 @@ describe("verify.mjs agrees with shared/audit", () => {
     expect(mjs.csvCell('say "hi"')).toBe('"say ""hi"""');
   });
 });
+
+describe('the sessions table', () => {
+  it('carries each session\'s stated purpose (issue 16), empty when none was stated', async () => {
+    const fx = mjs as unknown as { newFigures(c?: string): { add(e: unknown): void; result(): { tables: Record<string, { columns: string[]; rows: unknown[][] }> } } };
+    const f = fx.newFigures();
+    const base = { agentId: 'a', prev: '0'.repeat(64), hash: '1'.repeat(64), connection: 'db', identity: { sub: 'u-alice', issuer: 'https://idp' } };
+    f.add({ ...base, seq: 1, ts: '2026-12-07T00:00:00.000Z', type: 'session_start', sessionId: 's1', data: { purpose: 'OPS-7: fix visit dates' } });
+    f.add({ ...base, seq: 2, ts: '2026-12-07T00:00:01.000Z', type: 'session_start', sessionId: 's2', data: {} });
+    const { columns, rows } = f.result().tables.sessions;
+    const purpose = columns.indexOf('purpose');
+    expect(purpose).toBeGreaterThan(-1);
+    expect(rows.map((r) => [r[0], r[purpose]])).toEqual([['s1', 'OPS-7: fix visit dates'], ['s2', '']]);
+  });
+});
