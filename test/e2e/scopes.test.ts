@@ -155,8 +155,9 @@ describe('P11 scopes through node-postgres', () => {
     for await (const line of scoped.agent.store.chainLines()) events.push(JSON.parse(line));
     const e = events.find((x) => x.type === 'statement' && x.data.sql?.includes('audited'));
     expect(e?.data).toMatchObject({ decision: 'block', rule: 'P11.scope' });
-    // allowed statements carry the scope they were judged by
+    // allowed statements carry the scope they were judged by, and each session the scope it runs under
     expect(events.some((x) => x.type === 'statement' && x.data.decision === 'allow' && x.data.scope === 'nightly-etl')).toBe(true);
+    expect(events.some((x) => x.type === 'session_start' && x.data.scope === 'nightly-etl')).toBe(true);
   });
 });
 

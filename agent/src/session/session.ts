@@ -347,6 +347,7 @@ export class PgSession {
         cliVersion: this.meta.cliVersion,
         applicationName: this.applicationName,
         purpose: this.meta.purpose,
+        scope: this.deps.scope?.applied.name,
       }),
     );
     started.then(
