@@ -214,6 +214,8 @@ connections:
     postgres: { host: ${s.pg.host}, port: ${s.pg.port}, database: bench, user: gw_agent, passwordEnv: BENCH_DB_PASSWORD }
     access: [ { groups: [data-eng] } ]
     masking: { public.bench_masked.name: redact, public.bench_masked.email: { partial: 4 } }
+    # the bulk reads are one result of ${ROWS} rows: above the default row threshold (P11), which pauses for an approver
+    approval: { exportRowLimit: ${ROWS + 1} }
 `;
   const configFile = path.join(s.tmp, 'hoop-agent.yaml');
   await writeFile(configFile, config);

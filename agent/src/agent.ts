@@ -257,7 +257,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       [...config.connections].map(async ([name, c]) => {
         checks[`${name}.upstream`] = await reachable(c.postgres.host, c.postgres.port);
         const m = maskers.get(name)!;
-        if (m.enabled) checks[`${name}.catalog`] = await withTimeout(m.current(), READY_TIMEOUT_MS).then(() => 'ok', (err) => `not loaded (${causeClass(err)})`);
+        if (m.enabled || c.scopes) checks[`${name}.catalog`] = await withTimeout(m.current(), READY_TIMEOUT_MS).then(() => 'ok', (err) => `not loaded (${causeClass(err)})`);
       }),
     );
     return { ready: Object.values(checks).every((v) => v === 'ok'), checks };

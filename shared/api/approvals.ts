@@ -35,6 +35,10 @@ export const ApprovalView = z.object({
   /** Parameters as stored: masked values already redacted by the session. */
   params: z.array(z.unknown()).optional(),
   statementSeq: z.number().int().optional(),
+  /** The policy rule that asked for approval (P4.write, P4.export, P11.rows…). */
+  rule: z.string().optional(),
+  /** P11 row threshold: the result is paused after this many rows (replay them: hoopctl sessions replay SESSION). */
+  rowsSoFar: z.number().int().optional(),
   transaction: TransactionDetail.optional(),
   createdAt: z.string(),
   expiresAt: z.string(),

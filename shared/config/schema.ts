@@ -141,6 +141,43 @@ const PolicyOverrides = z.strictObject({
   maxEqualityValues: z.number().int().min(1).max(100_000).default(100),
 });
 
+// A name as PostgreSQL stores it: plain (`visits`), or double-quoted for any other spelling (`"Mixed Case"`).
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^."\s(),]+)`;
+const GRANT = new RegExp(String.raw`^(${IDENT})\.(${IDENT})(?:\s*\(\s*(${IDENT}(?:\s*,\s*${IDENT})*)\s*\))?$`);
+const unquote = (n: string) => (n.startsWith('"') ? n.slice(1, -1).replace(/""/g, '"') : n);
+
+/** `schema.table` or `schema.table(col, col)` → catalog key `schema.table` and columns (undefined: all). */
+export function parseReadGrant(text: string): { relation: string; columns?: string[] } | undefined {
+  const m = GRANT.exec(text.trim());
+  if (!m) return undefined;
+  const relation = `${unquote(m[1])}.${unquote(m[2])}`;
+  if (m[3] === undefined) return { relation };
+  return { relation, columns: [...m[3].matchAll(new RegExp(IDENT, 'g'))].map((c) => unquote(c[0])) };
+}
+
+const ReadGrant = z.string().refine((g) => parseReadGrant(g) !== undefined, 'expected schema.table or schema.table(col, col) (double-quote other spellings: public."Mixed Case")');
+const TableName = z.string().refine((g) => parseReadGrant(g)?.columns === undefined, 'expected schema.table');
+const ColumnName = z.string().regex(/^[^.\s]+\.[^.\s]+\.[^.\s]+$/, 'expected schema.table.column');
+
+/**
+ * P11 (SECURITY-POLICY.md): what one kind of identity may read and write on a connection. The first scope
+ * whose `match` fits the identity applies; with scopes configured, an identity no scope matches reads nothing.
+ */
+const Scope = z.strictObject({
+  /** Shown by `hoopctl whoami` and recorded in the audit trail. */
+  name: z.string().min(1).max(64).optional(),
+  /** The same matcher as an access rule: every field given must match. */
+  match: AccessRule,
+  /** Relations (all columns) or some of their columns; views are expanded to what they read unless named here. */
+  read: z.array(ReadGrant).default([]),
+  /** Relations this identity may even ask approval to write (INSERT, UPDATE, DELETE, MERGE, COPY FROM). */
+  write: z.array(TableName).default([]),
+  /** Results longer than this pause for approval (instead of approval.exportRowLimit). */
+  maxRows: z.number().int().positive().optional(),
+  /** Masked columns this identity reads in clear: an explicit exception, recorded on every statement that reads them. */
+  unmask: z.array(ColumnName).default([]),
+});
+
 const Connection = z.strictObject({
   postgres: PostgresTarget,
   /** Every session must state its purpose (`hoopctl connect --reason`; in CI built from the job's claims). */
@@ -154,6 +191,8 @@ const Connection = z.strictObject({
   unmasked: z.array(z.string().regex(/^[^.]+\.[^.]+\.[^.]+$/, 'expected schema.table.column')).default([]),
   approval: Approval.prefault({}),
   policy: PolicyOverrides.prefault({}),
+  /** P11: per-identity scopes; absent, every identity the access rules admit reads what the policy allows. */
+  scopes: z.array(Scope).optional(),
 });
 export type ConnectionConfig = z.infer<typeof Connection>;
 

@@ -266,7 +266,7 @@ describe('node-postgres (extended protocol)', () => {
     expect(pids.size).toBe(20);
   });
 
-  it('a 100,000-row result arrives whole and equal to direct execution', async () => {
+  it('a 100,000-row result arrives whole and equal to direct execution (approved at the row threshold)', async () => {
     const sql = 'SELECT g, md5(g::text) AS h FROM generate_series(1, 100000) g';
     const checksum = (rows: Array<{ g: number; h: string }>) => {
       const h = createHash('sha256');
@@ -276,7 +276,10 @@ describe('node-postgres (extended protocol)', () => {
     const c = await tunnelClient(s.get());
     let viaTunnel: Array<{ g: number; h: string }>;
     try {
-      viaTunnel = (await c.query<{ g: number; h: string }>(sql)).rows;
+      // past approval.exportRowLimit (10,000) the result pauses for an approver (P11); approved, the rest flows
+      const q = c.query<{ g: number; h: string }>(sql);
+      await decideNextApproval(s.get(), 'approve');
+      viaTunnel = (await q).rows;
     } finally {
       await c.end();
     }

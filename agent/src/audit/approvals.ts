@@ -32,6 +32,8 @@ export interface ApprovalRequest {
   statementSeq?: number;
   /** The policy rule that held the statement (shown to approvers and in notifications). */
   rule?: string;
+  /** P11 row threshold: the statement already ran and its result paused after this many rows; approving lets the rest flow. */
+  rowsSoFar?: number;
   /** The session's stated purpose (`--reason`, or built from CI claims). */
   purpose?: string;
   /** approval.mode transaction: the COMMIT of this transaction, its statements and rows changed. */

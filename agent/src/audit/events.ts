@@ -114,7 +114,7 @@ function isPrincipal(w: Principal | Identity): w is Principal {
 }
 
 export function makeSessionStartEvent(
-  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string; purpose?: string },
+  f: SessionFacts & { clientAddr?: string; cliVersion?: string; applicationName?: string; purpose?: string; scope?: string },
 ): EventInput {
   // The token's id (jti) ties the session to one issued credential without storing the credential.
   const jti = isPrincipal(f.who) && typeof f.who.claims.jti === 'string' ? f.who.claims.jti : undefined;
@@ -123,7 +123,8 @@ export function makeSessionStartEvent(
     sessionId: f.sessionId,
     identity: ident(f.who),
     connection: f.connection,
-    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti, purpose: f.purpose },
+    // scope: the P11 scope that applies to the whole session (its grants are in the policy_loaded event)
+    data: { clientAddr: f.clientAddr, cliVersion: f.cliVersion, applicationName: f.applicationName, jti, purpose: f.purpose, scope: f.scope },
   };
 }
 
@@ -160,6 +161,10 @@ export interface StatementFacts extends SessionFacts {
   bytes?: number;
   durationMs?: number;
   sqlstate?: string;
+  /** P11: the name of the scope the statement was judged by. */
+  scope?: string;
+  /** P11: masked columns it read in clear under the scope's `unmask` exception. */
+  unmasked?: string[];
 }
 
 export function makeStatementEvent(f: StatementFacts): EventInput {

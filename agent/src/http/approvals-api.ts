@@ -104,6 +104,8 @@ export function approvalsApi(store: StateStore, config: ResolvedConfig, opts: Ap
       ...displayOf(a.sql),
       params: a.params,
       statementSeq: a.statementSeq,
+      rule: a.rule,
+      rowsSoFar: a.rowsSoFar,
       transaction: a.transaction,
       createdAt: a.createdAt,
       expiresAt: a.expiresAt,

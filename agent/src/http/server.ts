@@ -10,6 +10,7 @@ import { WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../../../shared/tunnel/frame.js';
 import type { ApiErrorBody } from '../../../shared/errors.js';
 import { WhoamiResponse } from '../../../shared/api/whoami.js';
+import { scopeFor } from '../policy/scope.js';
 import type { Logger } from '../log.js';
 import type { ResolvedConfig } from '../config.js';
 import { canUse, type Principal } from '../identity/access.js';
@@ -173,7 +174,9 @@ export function createHttpServer(deps: HttpDeps): http.Server {
             identity: { sub: who.sub, email: who.email, groups: who.groups, issuer: who.issuer },
             connections: [...config.connections].map(([name, conn]) => {
               const a = canUse(conn, name, who);
-              return a.allowed ? { name, allowed: true } : { name, allowed: false, reason: a.reason };
+              if (!a.allowed) return { name, allowed: false, reason: a.reason };
+              const scope = scopeFor(conn, who);
+              return { name, allowed: true, ...(scope ? { scope: { name: scope.name, ...scope.config } } : {}) };
             }),
           })),
         (err: HttpRefusal) => send(err.status, { error: { code: err.code, message: err.message, hint: err.hint } } satisfies ApiErrorBody),

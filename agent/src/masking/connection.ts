@@ -34,6 +34,35 @@ export class ConnectionMasking {
     return this.lineage;
   }
 
+  /**
+   * The analyser for an identity whose scope reads `unmask` columns in clear (P11): the same catalog,
+   * without those rules. Built once per catalog and set of columns.
+   */
+  async currentFor(unmask: readonly string[]): Promise<Lineage> {
+    const base = await this.current();
+    if (unmask.length === 0) return base;
+    return this.derived(base, `unmask:${[...unmask].sort().join(',')}`, () => {
+      const rules = new Map([...this.rules].filter(([col]) => !unmask.includes(col)));
+      return new Lineage(base.catalog, rules, base.options);
+    });
+  }
+
+  /** The reads-mode analyser over the current catalog (P11 scopes: what each statement reads and writes). */
+  async currentReads(): Promise<Lineage> {
+    const base = await this.current();
+    return this.derived(base, 'reads', () => new Lineage(base.catalog, new Map(), { ...base.options, reads: true }));
+  }
+
+  private readonly derivedOf = new WeakMap<Lineage, Map<string, Lineage>>();
+
+  private derived(base: Lineage, key: string, make: () => Lineage): Lineage {
+    let m = this.derivedOf.get(base);
+    if (!m) this.derivedOf.set(base, (m = new Map()));
+    let l = m.get(key);
+    if (!l) m.set(key, (l = make()));
+    return l;
+  }
+
   /** The analyser over the last catalog loaded, without waiting (undefined before the first load). */
   loaded(): Lineage | undefined {
     return this.ready;

@@ -104,6 +104,35 @@ export interface LineageOptions {
   trustedFunctions?: ReadonlySet<string>;
   /** P7: how many constants or parameters one statement may compare masked values with by equality (default 100) */
   maxEqualityValues?: number;
+  /**
+   * Reads mode (P11 scopes, policy/scope.ts): every column of every user relation is a source, and
+   * `reads()` reports what a statement reads and writes. The plans of such a Lineage are not for masking.
+   */
+  reads?: boolean;
+}
+
+/**
+ * What one statement reads and writes (reads mode), by catalog key (`schema.name`). Each read is a
+ * relation's rows (`public.visits`), one of its columns (readColumn), or something the analysis cannot
+ * see into (`?function:public.f`, `?relation:x`). A read through a view or materialized view carries the
+ * view before it (`public.v` VIA …): the view's own columns are reads too, so a scope may grant the view
+ * itself or everything it reads.
+ */
+export type StatementReads = { ok: true; reads: string[]; writes: string[] } | { ok: false; reason: string };
+
+/** Separates a view from what it reads, in a read's path. */
+export const VIA = '\u0001';
+const COLUMN_SEP = '\u0000';
+
+/** The read of one column of a relation (catalog key `schema.name`). */
+export function readColumn(relation: string, column: string): string {
+  return `${relation}${COLUMN_SEP}${column}`;
+}
+
+/** A read's last step: a relation with or without a column, or an unknown (`?…`). */
+export function splitRead(step: string): { relation: string; column?: string } {
+  const i = step.indexOf(COLUMN_SEP);
+  return i < 0 ? { relation: step } : { relation: step.slice(0, i), column: step.slice(i + 1) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,9 +370,14 @@ class Analysis {
 
   /** some expression read a configured masked column (not only an unknown source) */
   readsRealMasked = false;
+  /** reads mode: every source an evaluated expression used, and every relation whose rows were read */
+  readonly reads = new Set<string>();
+  /** reads mode: relations written (DML targets, COPY FROM, SELECT INTO / CREATE TABLE AS) */
+  readonly writes = new Set<string>();
 
   touch(t: T): T {
     if (t) {
+      if (this.lin.options.reads) for (const src of t.sources) this.reads.add(src);
       this.readsMasked = true;
       if (!this.readsRealMasked) for (const s of t.sources) if (!s.startsWith('?')) this.readsRealMasked = true;
     }
@@ -542,7 +576,7 @@ class Analysis {
     const ctes = this.withClause(s.withClause, outer, parentCtes);
     const returning = isObj(s.returningClause) ? arr(s.returningClause.exprs) : arr(s.returningList);
     const rv = isObj(s.relation) ? s.relation : {};
-    const target = this.rangeVar(rv, ctes);
+    const target = this.rangeVar(rv, ctes, true);
     const cols = target.cols.map((c) => ({ ...c }));
     const scope: Scope = { items: [], entries: [], parent: outer, ctes };
     let rows: T = null;
@@ -722,7 +756,8 @@ class Analysis {
     return aliased(b.alias, cols, 'json_table', doc);
   }
 
-  rangeVar(b: Obj, ctes: CteEnv): Item {
+  /** A relation named in FROM (or the `target` of a write): a CTE, a catalog relation, or unknown. */
+  rangeVar(b: Obj, ctes: CteEnv, target = false): Item {
     const relname = String(b.relname ?? '');
     const schema = b.schemaname === undefined ? undefined : String(b.schemaname);
     const alias = isObj(b.alias) ? b.alias : undefined;
@@ -742,14 +777,28 @@ class Analysis {
       if (rel) {
         cols = this.lin.relationCols(rel);
         rows = this.lin.relationRows(rel);
+        if (this.lin.options.reads) this.readRelation(rel, target);
       } else {
         rows = unknownTaint(`relation:${schema ? `${schema}.` : ''}${relname}`);
         cols = [{ name: '?column?', taint: rows, spread: true }];
+        if (this.lin.options.reads) this.touch(rows);
       }
     }
     const renamed = renameCols(cols, alias ? names(alias.colnames) : []);
     const refname = alias ? String(alias.aliasname) : relname;
     return { entries: [{ refname, schema: alias ? undefined : schema, relname: alias ? undefined : relname, cols: renamed }], cols: renamed, rows };
+  }
+
+  /** Reads mode: a relation's rows are read (a view's: what its definition reads), or it is written. */
+  readRelation(rel: CatalogRelation, target: boolean): void {
+    if (rel.schema === 'pg_catalog' || rel.schema === 'information_schema') return;
+    const key = `${rel.schema}.${rel.name}`;
+    if (target) {
+      this.writes.add(key);
+      return;
+    }
+    this.reads.add(key);
+    if (rel.kind === 'v' || rel.kind === 'm') for (const r of this.lin.viewReads(rel)) this.reads.add(r);
   }
 
   rangeFunction(b: Obj, scope: Scope): Item {
@@ -1398,7 +1447,10 @@ export class Lineage {
     switch (kind) {
       case 'SelectStmt': {
         const rel = a.select(body, undefined, top);
-        if (body.intoClause) return { kind: 'none', readsMasked: a.readsMasked || rel.cols.some((c) => c.taint) };
+        if (body.intoClause) {
+          this.created(a, body.intoClause);
+          return { kind: 'none', readsMasked: a.readsMasked || rel.cols.some((c) => c.taint) };
+        }
         return rows(rel);
       }
       case 'InsertStmt':
@@ -1415,7 +1467,10 @@ export class Lineage {
         if (body.ismove === true) return { kind: 'none', readsMasked: true };
         return { kind: 'fetch', cursor: String(body.portalname), readsMasked: true };
       case 'CopyStmt': {
-        if (body.is_from === true) return { kind: 'none', readsMasked: false };
+        if (body.is_from === true) {
+          if (this.options.reads && isObj(body.relation)) a.rangeVar(body.relation, top, true);
+          return { kind: 'none', readsMasked: false };
+        }
         if (body.filename !== undefined || body.is_program === true) return { kind: 'unknown', reason: 'COPY to a file or program', readsMasked: true };
         const copy = copyOptions(arr(body.options));
         if (!copy) return { kind: 'unknown', reason: 'COPY options not understood', readsMasked: true };
@@ -1429,6 +1484,7 @@ export class Lineage {
             rows: item.rows,
           };
         }
+        if (this.options.reads) for (const c of rel.cols) a.touch(c.taint);
         return rows(rel, { copy });
       }
       case 'ExplainStmt': {
@@ -1444,7 +1500,9 @@ export class Lineage {
       }
       case 'PrepareStmt': {
         const inner = unwrap(body.query);
-        const plan: LineagePlan = inner ? this.analyze({ kind: inner[0], body: inner[1] }) : { kind: 'unknown', reason: 'PREPARE without query', readsMasked: true };
+        // reads mode: what the prepared statement reads is read by this analysis (it is refused now, not at EXECUTE)
+        const plan: LineagePlan = !inner ? { kind: 'unknown', reason: 'PREPARE without query', readsMasked: true }
+          : this.options.reads ? this.planOf(a, inner[0], inner[1]) : this.analyze({ kind: inner[0], body: inner[1] });
         return { kind: 'prepare', name: String(body.name), plan, readsMasked: plan.readsMasked };
       }
       case 'ExecuteStmt': {
@@ -1454,6 +1512,7 @@ export class Lineage {
       }
       case 'CreateTableAsStmt': {
         a.query(body.query, undefined, top);
+        this.created(a, body.into);
         return { kind: 'none', readsMasked: true };
       }
       case 'VariableShowStmt':
@@ -1474,6 +1533,75 @@ export class Lineage {
         return { kind: 'unknown', reason: `statement ${kind}`, readsMasked: true };
     }
   }
+
+  /** Reads mode: SELECT INTO / CREATE TABLE AS write a new relation (unqualified: the first schema of the path). */
+  private created(a: Analysis, into: unknown): void {
+    if (!this.options.reads || !isObj(into) || !isObj(into.rel)) return;
+    const rv = into.rel;
+    const temp = rv.relpersistence === 't';
+    const schema = rv.schemaname !== undefined ? String(rv.schemaname) : temp ? 'pg_temp' : (this.catalog.searchPath[0] ?? 'public');
+    a.writes.add(`${schema}.${String(rv.relname ?? '')}`);
+  }
+
+  /**
+   * Reads mode: what a statement reads and writes. Anything the analysis does not model (a node type, a
+   * statement kind, a construct it cannot follow) makes the answer not ok: the caller refuses (fail closed).
+   */
+  reads(stmt: Pick<ParsedStatement, 'kind' | 'body'>): StatementReads {
+    try {
+      const a = new Analysis(this);
+      const plan = this.planOf(a, stmt.kind, stmt.body);
+      if (plan.kind === 'unknown') return { ok: false, reason: plan.reason };
+      if (a.poison) return { ok: false, reason: `not understood: ${a.poison}` };
+      return { ok: true, reads: [...a.reads], writes: [...a.writes] };
+    } catch (err) {
+      return { ok: false, reason: `analysis failed: ${err instanceof Error ? err.message : String(err)}` };
+    }
+  }
+
+  /** Parses `sql` (one statement) and reports what it reads; cached by text. */
+  readsSql(sql: string): StatementReads {
+    const hit = this.readCache.get(sql);
+    if (hit) return hit;
+    const p = parseStatements(sql);
+    const out: StatementReads = !p.ok ? { ok: false, reason: p.error } : p.statements.length !== 1 ? { ok: false, reason: 'expected one statement' } : this.reads(p.statements[0]);
+    if (sql.length <= 64 * 1024) this.readCache.set(sql, out);
+    return out;
+  }
+
+  private readonly readCache = new Lru<StatementReads>(5000);
+
+  /**
+   * Reads mode: what a view's (or materialized view's) definition reads, each behind the view
+   * (`view` VIA read), memoised. A definition that cannot be analysed reads an unknown.
+   */
+  viewReads(rel: CatalogRelation): string[] {
+    const memo = this.viewReadMemo.get(rel.oid);
+    if (memo) return memo;
+    const key = `${rel.schema}.${rel.name}`;
+    let inner: string[];
+    if (this.inProgress.has(rel.oid)) return [`${key}${VIA}?view:${rel.name}:recursive`];
+    const p = rel.definition ? parseStatements(rel.definition) : undefined;
+    if (!p?.ok || p.statements.length !== 1 || p.statements[0].kind !== 'SelectStmt') inner = [`?view:${rel.name}:unparsable`];
+    else {
+      this.inProgress.add(rel.oid);
+      try {
+        const a = new Analysis(this);
+        a.select(p.statements[0].body, undefined, { map: new Map() });
+        inner = [...a.reads];
+        if (a.poison) inner.push(`?view:${rel.name}:${a.poison}`);
+      } catch (err) {
+        inner = [`?view:${rel.name}:${err instanceof Error ? err.message : 'error'}`];
+      } finally {
+        this.inProgress.delete(rel.oid);
+      }
+    }
+    const out = inner.map((r) => `${key}${VIA}${r}`);
+    this.viewReadMemo.set(rel.oid, out);
+    return out;
+  }
+
+  private readonly viewReadMemo = new Map<number, string[]>();
 
   planColumn(c: Col): PlanColumn {
     const out: PlanColumn = { name: c.name, mask: this.maskOf(c.taint) };
@@ -1542,9 +1670,9 @@ export class Lineage {
     if (system && SENSITIVE_CATALOGS.has(rel.name)) {
       return rel.columns.map((c) => ({ name: c.name, taint: unknownTaint(`catalog:${rel.name}`), typeOid: c.typeOid }));
     }
-    if (!system && (rel.kind === 'v' || rel.kind === 'm')) return this.viewColumns(rel);
+    if (!system && (rel.kind === 'v' || rel.kind === 'm')) return this.options.reads ? this.viewReadColumns(rel) : this.viewColumns(rel);
     return rel.columns.map((c) => {
-      const src = system ? undefined : this.ruleSource(rel, c.name);
+      const src = system ? undefined : this.options.reads ? readColumn(`${rel.schema}.${rel.name}`, c.name) : this.ruleSource(rel, c.name);
       return {
         name: c.name,
         taint: src ? { sources: new Set([src]), plain: true } : null,
@@ -1559,9 +1687,26 @@ export class Lineage {
     const system = rel.schema === 'pg_catalog' || rel.schema === 'information_schema';
     if (system) return SENSITIVE_CATALOGS.has(rel.name) ? unknownTaint(`catalog:${rel.name}`) : null;
     if (rel.kind !== 'v' && rel.kind !== 'm') return null;
+    if (this.options.reads) return null; // reads mode: viewReads says what the view reads
     this.viewColumns(rel);
     const view = this.viewRel.get(rel.oid);
     return view ? view.rows : unknownTaint(`view:${rel.name}`);
+  }
+
+  /** Reads mode: a view's column is itself, and everything the view's definition reads. */
+  private viewReadColumns(rel: CatalogRelation): Col[] {
+    const memo = this.viewRel.get(rel.oid);
+    if (memo) return memo.cols;
+    const key = `${rel.schema}.${rel.name}`;
+    const via = this.viewReads(rel);
+    const cols = rel.columns.map((c) => ({
+      name: c.name,
+      taint: { sources: new Set([readColumn(key, c.name), ...via]), plain: true },
+      origin: { relation: key, attnum: c.attnum },
+      typeOid: c.typeOid,
+    }));
+    this.viewRel.set(rel.oid, { cols, rows: null });
+    return cols;
   }
 
   private viewColumns(rel: CatalogRelation): Col[] {

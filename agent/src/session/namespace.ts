@@ -39,6 +39,16 @@ export interface Portal {
   readonly bind?: Extract<FrontendMessage, { type: 'Bind' }>;
   /** From a Describe of this portal, once the server sent it. */
   fields?: RowField[];
+  /** P11 row threshold: rows this cursor or portal passed to the client over all its FETCHes and Executes. */
+  counter?: RowCounter;
+}
+
+/** Rows one result, cursor or portal passed to the client; `approved` once an approver let the rest flow. */
+export interface RowCounter {
+  delivered: number;
+  approved?: boolean;
+  /** What the approver is shown when the rows are a cursor's (its query, as audited), not the FETCH's text. */
+  sql?: string;
 }
 
 export type Op =

@@ -29,7 +29,7 @@ import { ProtocolError } from '../pgwire/errors.js';
 import type { LineagePlan } from '../masking/lineage.js';
 import { maskCopyData, maskDataRows, type CopyMasker, type RowMasker } from '../masking/rewrite.js';
 import { maskErrorMessage, maskNotification } from '../masking/messages.js';
-import type { Namespace, Portal, Staged } from './namespace.js';
+import type { Namespace, Portal, RowCounter, Staged } from './namespace.js';
 import type { ResultMasker } from './result-masking.js';
 import { UNKNOWN_PLAN } from './result-masking.js';
 import type { InFlight, StatementLog } from './statement-log.js';
@@ -45,6 +45,8 @@ export interface QueryStatement {
   endsTransaction: boolean;
   /** Its errors and notices lose their text fields (it reads masked values, or runs deferred work). */
   redact: boolean;
+  /** FETCH: the cursor's row counter (the threshold counts a cursor's rows over all its FETCHes). */
+  counter?: RowCounter;
 }
 
 export interface Request {
@@ -75,6 +77,28 @@ export interface Request {
   fields?: RowField[];
   rows?: RowMasker;
   copy?: CopyMasker;
+  // ── P11 row threshold ──
+  /** A result of this request pauses after this many rows (DataRows, or CopyData of a COPY … TO) until approved. */
+  rowLimit?: number;
+  /** Execute: the portal's row counter (over all Executes of the portal); else made per result. */
+  counter?: RowCounter;
+  /** The statement was approved as it is (an export held before it ran): no threshold. */
+  rowsApproved?: boolean;
+  /** Rows of the current result passed to the client (the counter may span a cursor's results). */
+  resultRows?: number;
+  /** The rest of the result was refused: its rows are dropped, and its end (cancel error or completion) becomes this error. */
+  stopped?: PgErrorFields;
+}
+
+/** A result that reached its row limit: where it stopped, and the framed bytes after that row (not yet processed). */
+export interface RowPause {
+  request: Request;
+  counter: RowCounter;
+  /** Rows the counter passed (a cursor's: over all its FETCHes): the threshold's count. */
+  rows: number;
+  /** Rows of this result passed to the client. */
+  resultRows: number;
+  rest: Buffer;
 }
 
 export interface PipelineDeps {
@@ -120,6 +144,8 @@ export class Pipeline {
   skipping = false;
   /** The error of a failed Parse/Bind/Describe, for the Execute its run was to run (then skipped). */
   private blame?: { code?: string; note: string };
+  /** Set by process() when a result reached its row limit; the caller takes it, pauses reading and decides. */
+  paused?: RowPause;
 
   push(r: Request): Request {
     if (this.skipping) {
@@ -179,6 +205,8 @@ export class Pipeline {
     };
     const body = (i: number) => buf.subarray(offsets[i] + 5, offsets[i + 1]);
     const d = this.deps;
+    /** Where a row limit stopped the walk: messages from here on wait for the approver (this.paused). */
+    let end = count;
 
     for (let i = 0; i < count; i++) {
       const t = types[i];
@@ -257,6 +285,14 @@ export class Pipeline {
           if (!r.fields && r.portal?.fields && d.recording) d.recording.fields((r.fields = r.portal.fields));
           let j = i + 1;
           while (j < count && types[j] === Backend.DataRow) j++;
+          if (r.stopped) {
+            replace(i, j, EMPTY); // refused rows of a cancelled result: dropped until its end arrives
+            i = j - 1;
+            break;
+          }
+          const limited = this.rowBudget(r, i, j);
+          if (limited < j) end = j = limited;
+          if (j === i) break;
           const masker = this.rowMasker(r, (buf[offsets[i] + 5] << 8) | buf[offsets[i] + 6]);
           const out = masker?.active ? maskDataRows(buf, types, offsets, i, j, masker) : undefined;
           if (out) replace(i, j, out);
@@ -272,10 +308,16 @@ export class Pipeline {
         case Backend.CopyData: {
           // Only a COPY … TO STDOUT sends CopyData; without a masker nothing needs rewriting.
           this.expectResult(r, t);
-          if (!r.copy) break;
           let j = i + 1;
           while (j < count && types[j] === Backend.CopyData) j++;
-          replace(i, j, maskCopyData(buf, types, offsets, i, j, r.copy));
+          if (r.stopped) {
+            replace(i, j, EMPTY);
+            i = j - 1;
+            break;
+          }
+          const limited = this.rowBudget(r, i, j);
+          if (limited < j) end = j = limited;
+          if (j > i && r.copy) replace(i, j, maskCopyData(buf, types, offsets, i, j, r.copy));
           i = j - 1;
           break;
         }
@@ -290,7 +332,12 @@ export class Pipeline {
           break;
         case Backend.CommandComplete:
           this.expectResult(r, t);
-          this.commandComplete(r, body(i));
+          // A refused result that completed before the cancel reached the server ends with the refusal all the same.
+          if (r.stopped) {
+            replace(i, i + 1, this.stoppedEnd(r));
+            r.errored = true;
+            this.commandComplete(r, body(i), false);
+          } else this.commandComplete(r, body(i));
           break;
         case Backend.EmptyQueryResponse:
           this.expectResult(r, t);
@@ -314,14 +361,49 @@ export class Pipeline {
         default:
           throw new ProtocolError(`unexpected message '${String.fromCharCode(t)}' from the database`);
       }
+      if (end < count) {
+        // The row limit: the rest waits, unread, for the approver (bounded: one read's worth of bytes).
+        const counter = this.counterOf(r!);
+        this.paused = { request: r!, counter, rows: counter.delivered, resultRows: r!.resultRows ?? 0, rest: buf.subarray(offsets[end], offsets[count]) };
+        break;
+      }
     }
-    if (!parts) return buf.subarray(offsets[0], offsets[count]);
-    parts.push(buf.subarray(run, offsets[count]));
+    if (!parts) return buf.subarray(offsets[0], offsets[end]);
+    parts.push(buf.subarray(run, offsets[end]));
     const filled = parts.filter((p) => p.length > 0);
     return filled.length === 1 ? filled[0] : Buffer.concat(filled);
   }
 
   // ── per message ────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * P11 row threshold: of the rows [i, j) of `r`'s current result, where the client's share ends (j when
+   * all of them may pass). Counts what passes.
+   */
+  private rowBudget(r: Request, i: number, j: number): number {
+    const c = this.counterOf(r);
+    let stop = j;
+    if (r.rowLimit !== undefined && !r.rowsApproved && !c.approved) stop = Math.min(j, i + Math.max(0, r.rowLimit - c.delivered));
+    c.delivered += stop - i;
+    r.resultRows = (r.resultRows ?? 0) + (stop - i);
+    return stop;
+  }
+
+  /** What counts the rows now arriving: the cursor's (FETCH), the portal's (Execute), or the statement's own. */
+  private counterOf(r: Request): RowCounter {
+    if (r.kind === 'query') {
+      const s = r.statements?.[r.at ?? 0];
+      if (s) return (s.counter ??= { delivered: 0 });
+    }
+    return (r.counter ??= { delivered: 0 });
+  }
+
+  /** The error a refused result ends with (its rows so far delivered, the rest refused); later ones say nothing more. */
+  private stoppedEnd(r: Request): Buffer {
+    const e = r.stopped!;
+    r.stopped = undefined;
+    return errorResponse(e);
+  }
 
   private expect(r: Request, kind: RequestKind, t: number): void {
     if (r.kind !== kind) throw lost(r, t);
@@ -337,12 +419,13 @@ export class Pipeline {
     this.shift();
   }
 
-  private commandComplete(r: Request, body: Buffer): void {
+  /** `counts`: false when the client did not get the rows (a refused result): the log keeps the rows it got. */
+  private commandComplete(r: Request, body: Buffer, counts = true): void {
     const { tag, rows } = parseCommandComplete(body);
     r.copy?.end();
     r.copy = undefined;
     this.copyIn = false;
-    if (r.log) r.log.rows += rows ?? 0;
+    if (r.log && counts) r.log.rows += rows ?? 0;
     if (r.kind === 'execute') {
       this.deps.ns.confirm(r.changes);
       this.transactionTag(tag);
@@ -366,6 +449,7 @@ export class Pipeline {
     r.at = (r.at ?? 0) + 1;
     r.fields = undefined;
     r.rows = undefined;
+    r.resultRows = 0;
   }
 
   private finishExecute(r: Request, facts: { tag?: string; rowCount?: number; note?: string }): void {
@@ -406,7 +490,8 @@ export class Pipeline {
   private onError(r: Request | undefined, buf: Buffer, start: number, end: number, body: Buffer): Buffer {
     const fields = parseErrorFields(body);
     // The agent's own refusal: the server's syntax error quotes the sentinel's word.
-    const own = r?.refusal && (fields.message ?? '').includes(r.sentinel ?? '\0') ? r.refusal : undefined;
+    const own = r?.refusal && (fields.message ?? '').includes(r.sentinel ?? '\0') ? r.refusal : r?.stopped;
+    if (r?.stopped) r.stopped = undefined; // the cancel's error (or any error) ends a refused result: say why instead
     let out: Buffer;
     if (own) out = errorResponse(own);
     else {

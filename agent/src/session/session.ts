@@ -34,14 +34,15 @@ import type { LineagePlan } from '../masking/lineage.js';
 import { StatementLog, auditParams, type InFlight } from './statement-log.js';
 import { NO_PLAN, ResultMasker, UNKNOWN_PLAN } from './result-masking.js';
 import { SessionRecording, type RecordingOptions } from './recording.js';
-import { Namespace, stepPortal, stepStatement, type Op, type Portal, type Statement } from './namespace.js';
-import { Pipeline, type QueryStatement, type Request } from './pipeline.js';
+import { Namespace, stepPortal, stepStatement, type Op, type Portal, type RowCounter, type Statement } from './namespace.js';
+import { Pipeline, type QueryStatement, type Request, type RowPause } from './pipeline.js';
 import {
   AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, REVIEW_COMMIT_ALONE, REVIEW_ESCAPES, refusalFields, sentinel, type Refusal,
 } from './refusals.js';
 import { singleTextValue, TransactionReview, type ReviewEntry, type TransactionDetail } from './review.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
+import type { SessionScope } from '../policy/scope.js';
 import { Frontend, TxStatus } from '../pgwire/codes.js';
 import { ProtocolError } from '../pgwire/errors.js';
 import {
@@ -95,6 +96,8 @@ export interface SessionDeps {
   audit: Pick<StateStore, 'append' | 'approvals'>;
   /** The connection's masking; absent when it masks no column. */
   masking?: ConnectionMasking;
+  /** P11: the scope of this session's identity; absent when the connection has no scopes. */
+  scope?: SessionScope;
   /** Milliseconds, monotonic enough for durations (injected: tests and replays control time). */
   clock: () => number;
   cancels: CancelRegistry;
@@ -157,6 +160,11 @@ export class PgSession {
   private sentinelSeq = 0;
   /** Aborts the approval wait when the client cancels (CancelRequest). */
   private pendingHold?: AbortController;
+  /**
+   * P11 row threshold: a result paused at its row limit. Reading from PostgreSQL stops (the server blocks
+   * on its socket: memory stays bounded); `rest` is what was framed past the limit, `later` any reads after.
+   */
+  private rowPause?: { rest: Buffer; later: Buffer[] };
   /** The agent's own statements: named hidden statements, so a client's unnamed statement survives them. */
   private readonly switches: { readWrite: Buffer; readOnly: Buffer; blockReadWrite: Buffer; wroteCheck: Buffer; rollback: Buffer };
   /** approval.mode transaction: the block the client opened with a plain BEGIN, until a ReadyForQuery says it ended. */
@@ -242,7 +250,7 @@ export class PgSession {
 
   resume(): void {
     this.paused = false;
-    this.upstream?.resume();
+    if (!this.rowPause) this.upstream?.resume();
   }
 
   /**
@@ -262,12 +270,12 @@ export class PgSession {
       const burst = this.burst;
       this.burst = 0;
       this.burstCounting = false;
-      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || !this.backend.midResult || !this.upstream || this.closed) return;
+      if (burst >= PACE_BELOW_BYTES || this.pacing || this.paused || this.rowPause || !this.backend.midResult || !this.upstream || this.closed) return;
       this.pacing = true;
       this.upstream.pause();
       setTimeout(() => {
         this.pacing = false;
-        if (!this.paused && this.step !== 'Closed') this.upstream?.resume();
+        if (!this.paused && !this.rowPause && this.step !== 'Closed') this.upstream?.resume();
       }, PACE_MS);
     });
   }
@@ -339,6 +347,7 @@ export class PgSession {
         cliVersion: this.meta.cliVersion,
         applicationName: this.applicationName,
         purpose: this.meta.purpose,
+        scope: this.deps.scope?.applied.name,
       }),
     );
     started.then(
@@ -361,9 +370,11 @@ export class PgSession {
 
   /** Masking needs the catalog before the first result: no session runs unmasked (fail closed). */
   private async prepareMasking(): Promise<void> {
+    // P11 too: no statement is judged against a scope before the catalog it needs is loaded.
+    await this.deps.scope?.ready();
     const m = this.deps.masking;
     if (!m) return;
-    this.masker = new ResultMasker(await m.current(), m.hashKey, () => m.invalidate());
+    this.masker = new ResultMasker(await m.currentFor(this.unmask), m.hashKey, () => m.invalidate());
     this.pipeline.useMasker(this.masker);
   }
 
@@ -502,7 +513,7 @@ export class PgSession {
           await this.ns.settled();
           continue;
         }
-        const unknown = this.masker && (msg.type === 'Query' || msg.type === 'Parse') ? this.unknownRelations(msg.sql) : [];
+        const unknown = (this.masker || this.deps.scope) && (msg.type === 'Query' || msg.type === 'Parse') ? this.unknownRelations(msg.sql) : [];
         if (unknown.length) {
           // It names a relation the masking catalog does not know (created since it was loaded): reload
           // it before judging, so the statement is planned on what the database really holds.
@@ -584,7 +595,7 @@ export class PgSession {
 
   /** Relations `sql` names that the masking catalog does not know, not yet reloaded for in this session. */
   private unknownRelations(sql: string): string[] {
-    const catalog = this.masker?.lineage.catalog;
+    const catalog = this.masker?.lineage.catalog ?? this.deps.scope?.catalog;
     if (!catalog) return [];
     const a = this.deps.policy.analyze(sql);
     if (!a.ok) return [];
@@ -606,10 +617,14 @@ export class PgSession {
   private async reloadCatalog(names: string[]): Promise<void> {
     for (const n of names) this.reloadedFor.add(n);
     const m = this.deps.masking;
-    if (!m || !this.masker) return;
+    if (!m || !this.masker) {
+      await this.deps.scope?.reload().catch((err) => this.log.warn('catalog could not be reloaded', { error: (err as Error).message }));
+      return;
+    }
     m.invalidate();
     try {
-      this.masker.useLineage(await m.current());
+      this.masker.useLineage(await m.currentFor(this.unmask));
+      await this.deps.scope?.ready();
       this.log.debug('masking catalog reloaded', { relations: names.length });
     } catch (err) {
       // The old catalog stays: statements on what it does not know are planned as unknown (masked whole).
@@ -728,6 +743,8 @@ export class PgSession {
         const d = this.policy.parse(msg.name, msg.sql);
         const facts = d.statements[0];
         if (d.action !== 'allow' || !facts) return this.refused('Parse', d, msg.sql);
+        const outside = this.deps.scope?.judge(d.statements);
+        if (outside) return this.refused('Parse', outside, msg.sql);
         const entry: Statement = { facts, plan: this.planOf(facts.text) };
         const changes = this.ns.stage([{ op: 'prepare', name: msg.name, entry }], true);
         return { bytes: serializeFrontend(msg), requests: [{ kind: 'parse', changes, redact: false }], extended: true };
@@ -770,6 +787,9 @@ export class PgSession {
     if (typeof review === 'object') return this.refused('Query', review, sql);
     const holdable = d.action === 'hold' && this.deps.connection.approval.approvers !== undefined;
     if (d.action !== 'allow' && !holdable) return this.refused('Query', d, sql);
+    // P11 after the policy: what the statements read and write must be in this identity's scope.
+    const outside = this.deps.scope?.judge(d.statements);
+    if (outside) return this.refused('Query', outside, sql);
     const statements = this.queryStatements(d);
     // Literals are kept out of the trail when they may be compared with masked values; a COMMIT or FETCH
     // that runs a cursor's query has none of its own.
@@ -783,8 +803,8 @@ export class PgSession {
     const unnamed = this.ns.stage([{ op: 'deallocate', name: '' }, ...(d.statements.length ? [{ op: 'close', name: '' } as const] : []), { op: 'endTransaction' }], false);
     const o: Outbound = {
       bytes: serializeFrontend({ type: 'Query', sql }),
-      requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined }],
-      event: this.stmtLog.statementEvent(audited, d.action, d.rule),
+      requests: [{ kind: 'query', statements, changes: unnamed, log, redact: this.masker !== undefined, rowLimit: this.rowLimit }],
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule, undefined, this.scopeFacts(d.statements)),
       log,
       reviewed: { sql: audited, writes: needsReadWrite(d) },
     };
@@ -806,6 +826,8 @@ export class PgSession {
     const holdable = d.action === 'hold' && bind !== undefined && this.deps.connection.approval.approvers !== undefined;
     if ((d.action !== 'allow' && !holdable) || !portal || !facts) return this.refused('Parse', d, sql, bind);
     if (this.review && (facts.commits || facts.controlsTransaction === 'chain')) return this.refused('Parse', REVIEW_COMMIT_ALONE, sql, bind);
+    const outside = this.deps.scope?.judge(d.statements);
+    if (outside) return this.refused('Parse', outside, sql, bind);
     // What the portal runs may itself name statements and cursors (EXECUTE s, FETCH c, PREPARE, DECLARE).
     const run = this.runPlan(portal.plan, facts, d.effects ?? [], 0, new Overlay(this.ns), msg.portal);
     const sensitive = run.plan.readsMasked || this.touchesMasked(facts.relations);
@@ -820,11 +842,13 @@ export class PgSession {
       changes: this.ns.stage(run.ops, true),
       log,
       redact: this.masker !== undefined && (run.plan.readsMasked || defers(facts)),
+      rowLimit: this.rowLimit,
+      counter: (portal.counter ??= { delivered: 0 }),
     };
     const o: Outbound = {
       bytes: serializeFrontend(msg),
       requests: [request],
-      event: this.stmtLog.statementEvent(audited, d.action, d.rule, params),
+      event: this.stmtLog.statementEvent(audited, d.action, d.rule, params, this.scopeFacts(d.statements)),
       log,
       extended: true,
       runs: facts,
@@ -847,6 +871,7 @@ export class PgSession {
         changes: this.ns.stage(run.ops, false),
         endsTransaction: f.endsTransaction === true,
         redact: this.masker !== undefined && (run.plan.readsMasked || defers(f)),
+        counter: this.cursorCounter(f, overlay),
       };
     });
   }
@@ -981,6 +1006,7 @@ export class PgSession {
       const verdict = await this.awaitApproval(o, h);
       if (this.closed) return;
       if (verdict !== true) return this.refuseOutbound(o, verdict);
+      for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
     }
     if (write) this.runAlone(o);
   }
@@ -1059,6 +1085,7 @@ export class PgSession {
         break;
       }
       o.hold = undefined;
+      for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
       readWrite ||= needsReadWrite(h.decision);
     }
     for (const o of held) o.hold = undefined;
@@ -1186,7 +1213,7 @@ export class PgSession {
   }
 
   /** Asks the approvers; true when approved (and consumed), else the refusal to send instead. */
-  private async awaitApproval(o: Outbound, h: ApprovalAsk): Promise<true | Refusal> {
+  private async awaitApproval(o: Pick<Outbound, 'log'>, h: ApprovalAsk): Promise<true | Refusal> {
     const what = h.transaction ? 'transaction' : 'statement';
     const approvals = this.deps.audit.approvals;
     const conn = this.deps.connection;
@@ -1205,9 +1232,11 @@ export class PgSession {
       rule: h.decision.rule,
       purpose: this.meta.purpose,
       transaction: h.transaction,
+      rowsSoFar: h.rowsSoFar,
     });
     await this.deps.audit.append(makeApprovalEvent('approval_requested', { ...who, approvalId: a.id, statementSeq: o.log?.seq, fingerprint }));
-    const text = `hoopctl: ${what} held for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
+    const paused = h.rowsSoFar !== undefined;
+    const text = `hoopctl: ${paused ? `result paused after ${h.rowsSoFar} rows` : `${what} held`} for approval ${a.id} (${h.decision.rule}): ${h.decision.reason}`;
     this.out.send(noticeResponse({ severity: 'NOTICE', code: '01000', message: text, hint: `An approver runs: hoopctl approvals approve ${a.id}   (expires ${a.expiresAt})` }));
     this.out.event({ type: 'approval_requested', streamId: this.meta.streamId, message: text, data: { id: a.id, connection: conn.name, sql: h.sql, expiresAt: a.expiresAt } });
     this.log.info(`${what} held`, { approvalId: a.id, rule: h.decision.rule });
@@ -1240,11 +1269,12 @@ export class PgSession {
     }
     if (status === 'approved') {
       await this.deps.audit.append(makeApprovalEvent('approval_consumed', { ...who, approvalId: a.id, statementSeq: o.log?.seq }));
-      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; ${h.transaction ? 'committing the transaction' : 'running the statement'}`, data: { id: a.id } });
+      this.out.event({ type: 'approved', streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} granted${by}; ${paused ? 'sending the rest of the result' : h.transaction ? 'committing the transaction' : 'running the statement'}`, data: { id: a.id } });
       return true;
     }
     this.out.event({ type: status === 'denied' ? 'denied' : status, streamId: this.meta.streamId, message: `hoopctl: approval ${a.id} ${status}${by}`, data: { id: a.id, status } });
-    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; ${h.transaction ? 'the transaction was rolled back' : 'the statement was not run'}` };
+    const outcome = paused ? `the rest of the result was not sent (stopped after ${h.rowsSoFar} rows)` : h.transaction ? 'the transaction was rolled back' : 'the statement was not run';
+    return { action: 'denied', rule: h.decision.rule, reason: `approval ${a.id} ${status}${by}; ${outcome}` };
   }
 
   /**
@@ -1273,6 +1303,19 @@ export class PgSession {
     }
   }
 
+  /** Masked columns this identity's scope reads in clear (P11 `unmask`). */
+  private get unmask(): readonly string[] {
+    return this.deps.scope?.applied.unmask ?? [];
+  }
+
+  /** For the statement's audit event: the scope it was judged by, and the unmask exception when it applied. */
+  private scopeFacts(statements: readonly StatementFacts[]): { scope: string; unmasked?: string[] } | undefined {
+    const scope = this.deps.scope;
+    if (!scope) return undefined;
+    const unmasked = scope.unmasked(statements);
+    return { scope: scope.applied.name, ...(unmasked.length ? { unmasked } : {}) };
+  }
+
   private touchesMasked(relations: readonly string[] | undefined): boolean {
     if (!relations || this.maskedTables.size === 0) return false;
     return relations.some((r) => this.maskedTables.has(r.split('.').pop()!));
@@ -1287,12 +1330,94 @@ export class PgSession {
 
   /** Backend bytes: framed once, walked once by the pipeline (which masks), one tunnel frame per read. */
   private onUpstreamBytes(chunk: Buffer): void {
+    if (this.rowPause) {
+      this.rowPause.later.push(chunk); // read before the pause took effect: after the paused rest, in order
+      return;
+    }
     const fr = this.backend;
     const count = fr.push(chunk);
     if (count === 0) return;
+    this.relay(fr, count);
+  }
+
+  private relay(fr: BackendFramer, count: number): void {
     const bytes = this.pipeline.process(fr.buffer, fr.types, fr.offsets, count);
     if (bytes.length) this.out.send(bytes);
     this.flushUpstream(); // what a pipeline callback queued (a read-only restore)
+    const p = this.pipeline.paused;
+    if (p) {
+      this.pipeline.paused = undefined;
+      this.rowPause = { rest: p.rest, later: [] };
+      this.upstream?.pause();
+      void this.decideRows(p).catch((err) => this.fatal(err));
+    }
+  }
+
+  /** FETCH c: the cursor's row counter, so a cursor read in many small FETCHes still meets the threshold. */
+  private cursorCounter(f: StatementFacts, names: Overlay): RowCounter | undefined {
+    const p = f.fetchesCursor !== undefined ? names.portal(f.fetchesCursor) : undefined;
+    if (!p) return undefined;
+    return (p.counter ??= { delivered: 0, sql: this.auditSql(p.facts.text, p.plan.readsMasked || this.touchesMasked(p.facts.relations)) });
+  }
+
+  /** The rows over a connection's (or scope's) threshold before a result pauses for approval (P11). */
+  private get rowLimit(): number {
+    return this.deps.scope?.applied.maxRows ?? this.deps.connection.approval.exportRowLimit;
+  }
+
+  /**
+   * P11 row threshold: a result passed its row limit and reading stopped. An approver lets the rest flow;
+   * a denial, an expiry or the client leaving cancels the query at the server, and the client gets an error
+   * where the rest would have been. The audit keeps the rows delivered and why the result stopped.
+   */
+  private async decideRows(p: RowPause): Promise<void> {
+    const r = p.request;
+    const sql = p.counter.sql ?? r.log?.sql ?? '';
+    // What the audit keeps if the result ends here: the rows the client got, and why the rest did not come.
+    const before = r.log?.rows ?? 0;
+    if (r.log) {
+      r.log.rows = before + p.resultRows;
+      r.log.note = `paused after ${p.rows} rows for approval; the session ended before it was decided`;
+    }
+    const source = this.deps.scope?.applied.maxRows !== undefined ? `maxRows of scope ${this.deps.scope.applied.name}` : 'approval.exportRowLimit';
+    const reason = `the result passed ${r.rowLimit} rows (${source}); the rest waits for an approver`;
+    const verdict: true | Refusal = this.deps.connection.approval.approvers
+      ? await this.awaitApproval({ log: r.log }, { decision: { rule: 'P11.rows', reason }, sql, fingerprint: this.fingerprint(`${sql}\0rows after ${p.rows}`), rowsSoFar: p.rows })
+      : { action: 'block', rule: 'P11.rows', reason: `the result passed ${r.rowLimit} rows (${source}) and this connection has no approvers (approval.approvers); stopped after ${p.rows} rows` };
+    if (this.closed) return;
+    if (verdict === true) {
+      p.counter.approved = true; // the rest of this result, cursor or portal flows
+      if (r.log) {
+        r.log.rows = before; // CommandComplete counts the whole result
+        r.log.note = undefined;
+      }
+    } else {
+      r.stopped = refusalFields(verdict);
+      if (r.log) r.log.note = `stopped after ${p.rows} rows: ${verdict.reason}`;
+      this.log.info('result stopped at its row limit', { rows: p.rows, rule: verdict.rule });
+      // The server is blocked writing the rest: cancel, then read on (dropping rows) until the result ends.
+      await this.up?.cancel().catch((err) => this.log.warn('cancel of a refused result failed', { error: (err as Error).message }));
+      if (this.closed) return;
+    }
+    this.resumeRows();
+  }
+
+  /** Reads on after a row pause: the paused rest first (it may pause again), then later reads, then the socket. */
+  private resumeRows(): void {
+    const p = this.rowPause;
+    if (!p) return;
+    this.rowPause = undefined;
+    const fr = new BackendFramer();
+    const n = fr.push(p.rest); // whole messages only: the main framer keeps any partial tail, which follows them
+    if (n) this.relay(fr, n);
+    for (let k = 0; k < p.later.length; k++) {
+      if (this.rowPause) {
+        (this.rowPause as { later: Buffer[] }).later.push(...p.later.slice(k));
+        return;
+      }
+      this.onUpstreamBytes(p.later[k]);
+    }
+    if (!this.rowPause && !this.paused && !this.pacing) this.upstream?.resume();
   }
 
   /** A message outside any statement (a notification, an idle notice, a parameter report): audited and recorded, never with values. */
@@ -1410,12 +1535,14 @@ interface QueryHold {
 
 /** What an approver is asked about: a statement, or a reviewed transaction's COMMIT. */
 interface ApprovalAsk {
-  decision: Decision;
+  decision: Pick<Decision, 'rule' | 'reason'>;
   sql: string;
   params?: unknown[];
   fingerprint: string;
   transaction?: TransactionDetail;
   timeoutMs?: number;
+  /** P11 row threshold: the result already ran and paused after this many rows. */
+  rowsSoFar?: number;
 }
 
 interface ExtHold {

@@ -20,6 +20,8 @@ export interface InFlight {
   /** Refused by the agent: its refusal is the outcome, no statement_result follows. */
   refused?: boolean;
   finished?: boolean;
+  /** Why it stopped early (P11 row threshold: paused, refused, the client left); kept over a generic note. */
+  note?: string;
   /** Recording entries written for it so far. */
   recorded?: number;
 }
@@ -40,7 +42,7 @@ export class StatementLog {
   constructor(private readonly deps: StatementLogDeps) {}
 
   /** The event that must be durable before the statement may reach PostgreSQL. */
-  statementEvent(sql: string, decision: string, rule: string, params?: unknown[]): EventInput {
+  statementEvent(sql: string, decision: string, rule: string, params?: unknown[], scope?: { scope: string; unmasked?: string[] }): EventInput {
     return makeStatementEvent({
       sessionId: this.deps.sessionId,
       who: this.deps.who,
@@ -49,6 +51,7 @@ export class StatementLog {
       params,
       decision,
       rule,
+      ...scope,
     });
   }
 
@@ -77,7 +80,7 @@ export class StatementLog {
         rows: f.rows,
         sqlstate: f.sqlstate ?? '00000',
         durationMs: Math.round((this.deps.clock() - f.startedAt) * 1000) / 1000,
-        note,
+        note: f.note ?? note,
       },
     });
   }

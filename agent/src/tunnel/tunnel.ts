@@ -17,6 +17,7 @@ import type { Principal } from '../identity/access.js';
 import { PgSession, type SessionDeps } from '../session/session.js';
 import type { PolicyEngine } from '../policy/index.js';
 import type { ConnectionMasking } from '../masking/connection.js';
+import { scopeFor, SessionScope } from '../policy/scope.js';
 
 export interface TunnelContext {
   identity: Principal;
@@ -26,7 +27,7 @@ export interface TunnelContext {
   purpose?: string;
   log: Logger;
   /** Everything a session needs except the identity and connection, which come from the upgrade. */
-  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy' | 'masking'>;
+  sessionDeps: Omit<SessionDeps, 'identity' | 'connection' | 'log' | 'policy' | 'masking' | 'scope'>;
   /** The connection's masking (rules, catalog); each session gets its own result tracking. */
   masking: ConnectionMasking;
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
@@ -52,6 +53,10 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
   log.info('tunnel open', { clientAddr: ctx.clientAddr });
   let identity = ctx.identity;
   ctx.onIdentity?.(identity);
+  const sessionScope = (who: Principal): SessionScope | undefined => {
+    const scope = scopeFor(ctx.connection, who);
+    return scope && new SessionScope(scope, ctx.masking);
+  };
   // One renewal at a time; RENEWs arriving meanwhile keep only the latest token (bounded, whatever the peer sends).
   let renewing = false;
   let nextToken: string | undefined;
@@ -78,6 +83,8 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
           ...ctx.sessionDeps,
           policy: ctx.policy,
           masking: ctx.masking.enabled ? ctx.masking : undefined,
+          // P11: the scope of the identity as it is when the session opens (a renewal may bring new claims)
+          scope: sessionScope(identity),
           identity,
           connection: ctx.connection,
           log,

@@ -202,6 +202,7 @@ export function approvalDetail(a: ApprovalView, now: number): string[] {
     ...(a.warnings ?? []).map((w) => `WARNING    ${w}`),
   ];
   if (a.params?.length) lines.push(`parameters ${formatParams(a.params)}`);
+  if (a.rowsSoFar !== undefined) lines.push(`paused     the result passed ${a.rowsSoFar} rows; approving sends the rest (the rows so far: hoopctl sessions replay ${a.sessionId})`);
   for (const v of a.votes) {
     const how = v.amr?.length ? ` [signed in with ${v.amr.join('+')}${v.acr ? `, ${v.acr}` : ''}]` : '';
     lines.push(`vote       ${v.verdict} by ${v.sub}${how} at ${v.at.replace('T', ' ').slice(0, 19)}${v.reason ? `: ${v.reason}` : ''}`);

@@ -1,7 +1,7 @@
 // `hoopctl whoami`: who the stored (or given) token says you are, and, when an agent is known, which
 // connections that agent lets this identity use (GET /api/whoami with the token).
 import type { z } from 'zod';
-import { WhoamiConnection, WhoamiResponse } from '../../../shared/api/whoami.js';
+import { WhoamiConnection, WhoamiResponse, type WhoamiScope } from '../../../shared/api/whoami.js';
 import type { Command } from 'commander';
 import { agentApiUrl } from '../services/agent-api.js';
 import { request } from '../services/http.js';
@@ -141,7 +141,18 @@ export function whoamiText(r: WhoamiResult): string {
     const w = Math.max(...r.agent.connections.map((c) => c.name.length));
     for (const c of r.agent.connections) {
       lines.push(`  ${c.name.padEnd(w)}  ${c.allowed ? 'allowed' : `not allowed${c.reason ? `: ${c.reason}` : ''}`}`);
+      if (c.scope) lines.push(...scopeText(c.scope).map((l) => `  ${' '.repeat(w)}  ${l}`));
     }
   }
   return lines.join('\n');
+}
+
+/** The scope that applies on a connection (P11), one line per kind of grant. */
+function scopeText(s: WhoamiScope): string[] {
+  if (s.name === '(none)') return ['scope: none matches this identity, so it reads no table'];
+  const lines = [`scope ${s.name}`, `  reads:  ${s.read.length ? s.read.join(', ') : '(nothing)'}`];
+  if (s.write.length) lines.push(`  writes (with approval): ${s.write.join(', ')}`);
+  if (s.maxRows !== undefined) lines.push(`  results over ${s.maxRows} rows pause for approval`);
+  if (s.unmask.length) lines.push(`  reads in clear (audited): ${s.unmask.join(', ')}`);
+  return lines;
 }
