@@ -43,6 +43,7 @@ export interface AgentOptions {
   clock?: () => number;
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
+  /** Overrides the config's maxSessionsPerTunnel (tests). */
   maxStreamsPerTunnel?: number;
   /** How often recording retention runs after the pass at start (default hourly). */
   retentionEveryMs?: number;
@@ -174,7 +175,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         connection,
         clientAddr,
         log,
-        maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        maxStreams: opts.maxStreamsPerTunnel ?? config.maxSessionsPerTunnel,
         onSession: opts.onSession,
         sessions,
         policy: engines.get(name)!,

@@ -10,7 +10,7 @@ import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, startDemoStack, type Demo
 import { resolveConfig } from '../../agent/src/config.js';
 import { startAgent, type RunningAgent } from '../../agent/src/agent.js';
 import { silentLogger, type Logger } from '../../agent/src/log.js';
-import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
+import { TunnelClient, type TunnelClientOptions } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 
 /** Starts one stack for the file; the returned object is filled in by beforeAll. */
@@ -90,7 +90,7 @@ export interface ExtraAgent {
  */
 export async function startExtraAgent(
   stack: DemoStack,
-  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown> },
+  o: { agentId: string; state?: { url: string }; approval?: Record<string, unknown>; policy?: Record<string, unknown>; audit?: Record<string, unknown>; log?: Logger; dataDir?: string; config?: Record<string, unknown>; tunnel?: Partial<TunnelClientOptions> },
 ): Promise<ExtraAgent> {
   // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
   const dataDir = o.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hoop-extra-agent-')));
@@ -116,7 +116,7 @@ export async function startExtraAgent(
     { HOOP_DB_PASSWORD: stack.agentDbPassword },
   );
   const agent = await startAgent({ config, agentId: o.agentId, log: o.log ?? silentLogger });
-  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: stack.token });
+  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: stack.token, ...o.tunnel });
   await client.start();
   client.keepAlive();
   const listener = await startLocalListener(client, 0);
