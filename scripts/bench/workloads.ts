@@ -4,9 +4,6 @@
 // The bulk read and the connect loop use a lean wire client (the agent's own upstream connector for the
 // startup, then raw bytes): no row decoding on the client, so the client's CPU does not mask the path's.
 import type net from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { connectUpstream } from '../../agent/src/upstream/connect.js';
 import { run } from './procs.js';
 
@@ -30,37 +27,13 @@ export interface PgbenchOptions {
   threads: number;
   mode: 'simple' | 'prepared';
   seconds: number;
-  /**
-   * `select-only` (-S, the default), `simple-update` (-N: TPC-B without the branch and teller updates), or
-   * `simple-update-autocommit`: -N's three statements without its BEGIN/END (see AUTOCOMMIT_TPCB).
-   */
-  script?: 'select-only' | 'simple-update' | 'simple-update-autocommit';
-}
-
-/** -N's statements (scale 10) as a custom script, each its own transaction. */
-const AUTOCOMMIT_TPCB = `\\set aid random(1, 1000000)
-\\set bid random(1, 10)
-\\set tid random(1, 100)
-\\set delta random(-5000, 5000)
-UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
-INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
-`;
-let autocommitScript: string | undefined;
-function scriptArgs(script: PgbenchOptions['script']): string[] {
-  if (script === 'simple-update') return ['-N'];
-  if (script !== 'simple-update-autocommit') return ['-S'];
-  if (!autocommitScript) {
-    autocommitScript = path.join(mkdtempSync(path.join(os.tmpdir(), 'hoop-bench-script-')), 'tpcb-autocommit.sql');
-    writeFileSync(autocommitScript, AUTOCOMMIT_TPCB);
-    process.on('exit', () => rmSync(path.dirname(autocommitScript!), { recursive: true, force: true }));
-  }
-  return ['-f', autocommitScript];
+  /** `select-only` (-S, the default) or `simple-update` (-N: TPC-B without the branch and teller updates). */
+  script?: 'select-only' | 'simple-update';
 }
 
 /** pgbench -S or -N; throughput is pgbench's own "tps (without initial connection time)". */
 export async function pgbench(t: Target, o: PgbenchOptions): Promise<Measured & { tps: number }> {
-  const args = ['-n', ...scriptArgs(o.script), '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
+  const args = ['-n', o.script === 'simple-update' ? '-N' : '-S', '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
   args.push('-h', t.host, '-p', String(t.port), '-U', t.user, t.database);
   const r = await run('pgbench', args, { env: pgEnv(t), timeoutMs: (o.seconds + 60) * 1000 });
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout);
