@@ -51,6 +51,7 @@ export interface AgentOptions {
   clock?: () => number;
   startupTimeoutMs?: number;
   maxTunnelsPerIdentity?: number;
+  /** Overrides the config's maxSessionsPerTunnel (tests). */
   maxStreamsPerTunnel?: number;
   /** How often recording retention runs after the pass at start (default hourly). */
   retentionEveryMs?: number;
@@ -201,7 +202,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         clientAddr,
         purpose,
         log,
-        maxStreams: opts.maxStreamsPerTunnel ?? 256,
+        maxStreams: opts.maxStreamsPerTunnel ?? config.maxSessionsPerTunnel,
         onSession: opts.onSession,
         sessions,
         policy: engines.get(name)!,

@@ -24,6 +24,12 @@ export function cpuMs(pid: number): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
 }
 
+/** Resident set size of a live process, in bytes (/proc/<pid>/status VmRSS). */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
 export interface Service {
   name: string;
   proc: ChildProcess;
@@ -31,6 +37,8 @@ export interface Service {
   /** Resolves when a stdout line matches `ready` (the service is listening). */
   stop(): Promise<void>;
   cpuMs(): number;
+  /** What the service printed on stdout until it was ready (e.g. the port it chose). */
+  stdout(): string;
 }
 
 /**
@@ -82,6 +90,7 @@ export async function startService(
     pid: proc.pid!,
     cpuMs: () => cpuMs(proc.pid!),
     stop: () => stopProcess(proc),
+    stdout: () => out,
   };
 }
 

@@ -27,11 +27,13 @@ export interface PgbenchOptions {
   threads: number;
   mode: 'simple' | 'prepared';
   seconds: number;
+  /** `select-only` (-S, the default) or `simple-update` (-N: TPC-B without the branch and teller updates). */
+  script?: 'select-only' | 'simple-update';
 }
 
-/** pgbench -S; throughput is pgbench's own "tps (without initial connection time)". */
+/** pgbench -S or -N; throughput is pgbench's own "tps (without initial connection time)". */
 export async function pgbench(t: Target, o: PgbenchOptions): Promise<Measured & { tps: number }> {
-  const args = ['-n', '-S', '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
+  const args = ['-n', o.script === 'simple-update' ? '-N' : '-S', '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
   args.push('-h', t.host, '-p', String(t.port), '-U', t.user, t.database);
   const r = await run('pgbench', args, { env: pgEnv(t), timeoutMs: (o.seconds + 60) * 1000 });
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout);
@@ -119,6 +121,43 @@ export async function bulkRead(t: Target, sql: string): Promise<Measured> {
   } finally {
     c.socket.end(TERMINATE);
   }
+}
+
+export interface IdleSessions {
+  opened: number;
+  failed: number;
+  /** Wall time until every connection was open (or had failed). */
+  seconds: number;
+  /** Median time of one connect (startup through the first ReadyForQuery). */
+  connectP50Ms: number;
+  firstError?: string;
+  close(): void;
+}
+
+/** Opens `n` connections at once and keeps them idle (after their first ReadyForQuery) until close(). */
+export async function openIdle(t: Target, n: number): Promise<IdleSessions> {
+  const t0 = process.hrtime.bigint();
+  const times: number[] = [];
+  const settled = await Promise.allSettled(
+    Array.from({ length: n }, async () => {
+      const s = process.hrtime.bigint();
+      const c = await open(t);
+      times.push(Number(process.hrtime.bigint() - s) / 1e6);
+      return c;
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const sockets = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value.socket] : []));
+  const errors = settled.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message ?? r.reason)] : []));
+  times.sort((a, b) => a - b);
+  return {
+    opened: sockets.length,
+    failed: errors.length,
+    seconds,
+    connectP50Ms: times[Math.floor(times.length / 2)] ?? 0,
+    firstError: errors[0],
+    close: () => sockets.forEach((s) => s.end(TERMINATE)),
+  };
 }
 
 /** `n` sequential connections, each: startup (+ SCRAM where the path needs it), SELECT 1, Terminate. */

@@ -203,6 +203,8 @@ export const AgentConfig = z.strictObject({
   /** Origins allowed to open the tunnel from a browser; the CLI sends none. */
   allowedOrigins: z.array(z.string()).default([]),
   maxMessageBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(16 * 1024 * 1024),
+  /** Concurrent sessions one `hoopctl connect` may hold; the next is refused with 53300 and logged on both sides. */
+  maxSessionsPerTunnel: z.number().int().min(1).max(100_000).default(256),
   identity: z.strictObject({ issuers: z.array(Issuer).min(1) }),
   state: z.strictObject({ url: z.string().optional() }).prefault({}),
   /** Who may read every session's audit trail (`hoopctl sessions`); anyone else sees only their own. */

@@ -10,7 +10,7 @@ import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, startDemoStack, type Demo
 import { resolveConfig } from '../../agent/src/config.js';
 import { startAgent, type RunningAgent } from '../../agent/src/agent.js';
 import { silentLogger, type Logger } from '../../agent/src/log.js';
-import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
+import { TunnelClient, type TunnelClientOptions } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener, type LocalListener } from '../../cli/src/services/local-listener.js';
 
 /** Starts one stack for the file; the returned object is filled in by beforeAll. */
@@ -105,6 +105,7 @@ export async function startExtraAgent(
     getToken?: () => Promise<string>;
     /** The tunnel's stated purpose. */
     reason?: string;
+    tunnel?: Partial<TunnelClientOptions>;
   },
 ): Promise<ExtraAgent> {
   // A dataDir the caller passes outlives the agent (restarts, tampering); the default one is removed at stop.
@@ -132,7 +133,7 @@ export async function startExtraAgent(
     { HOOP_DB_PASSWORD: stack.agentDbPassword },
   );
   const agent = await startAgent({ config, agentId: o.agentId, log: o.log ?? silentLogger });
-  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: o.getToken ?? stack.token, reason: o.reason });
+  const client = new TunnelClient({ agentUrl: agent.url, connection: DEMO_CONNECTION, getToken: o.getToken ?? stack.token, reason: o.reason, ...o.tunnel });
   await client.start();
   client.keepAlive();
   const listener = await startLocalListener(client, 0);

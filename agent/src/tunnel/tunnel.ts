@@ -10,7 +10,8 @@
 import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { OpenPayload, decodeJson } from '../../../shared/tunnel/frame.js';
-import { TunnelMux } from '../../../shared/tunnel/mux.js';
+import { TunnelMux, type StreamEnd } from '../../../shared/tunnel/mux.js';
+import { StartupRefusal, fatalErrorResponse } from '../../../shared/pgwire/startup-refusal.js';
 import type { Logger } from '../log.js';
 import type { ResolvedConnection } from '../config.js';
 import type { Principal } from '../identity/access.js';
@@ -32,6 +33,7 @@ export interface TunnelContext {
   masking: ConnectionMasking;
   /** The connection's policy; each session gets its own state (prepared statements, portals). */
   policy: PolicyEngine;
+  /** Concurrent sessions one tunnel may hold (config `maxSessionsPerTunnel`); more are refused with 53300. */
   maxStreams: number;
   /** Test hook: each session as it is created (the model-based test compares its namespace with the server's). */
   onSession?(s: PgSession): void;
@@ -47,6 +49,10 @@ export interface TunnelContext {
 export const CLOSE_TOKEN = 4401;
 
 const PING_EVERY_MS = 20_000;
+/** Refused streams still answering their client (a few ms each) that may be open beside the sessions. */
+const REFUSALS_IN_FLIGHT = 256;
+/** A refused client that never sends its startup packet is dropped after this long. */
+const REFUSAL_TIMEOUT_MS = 5000;
 
 export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
   const log = ctx.log.child({ tunnel: randomUUID().slice(0, 8), sub: ctx.identity.sub, connection: ctx.connection.name });
@@ -60,8 +66,10 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
   // One renewal at a time; RENEWs arriving meanwhile keep only the latest token (bounded, whatever the peer sends).
   let renewing = false;
   let nextToken: string | undefined;
+  let refusing = 0;
   const mux: TunnelMux = new TunnelMux(ws, {
-    maxStreams: ctx.maxStreams,
+    // Beyond this the mux closes streams bare: only a CLI opening refused streams in a loop gets there.
+    maxStreams: ctx.maxStreams + REFUSALS_IN_FLIGHT,
     onRenew({ token }) {
       nextToken = token;
       if (renewing) return;
@@ -78,6 +86,10 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     },
     onOpen(streamId, payload) {
       const open = decodeJson(OpenPayload, payload);
+      if (mux.size - refusing >= ctx.maxStreams) {
+        refusing++;
+        return refuseSession(mux, streamId, ctx.maxStreams, log, open.clientAddr ?? ctx.clientAddr, () => refusing--);
+      }
       const session: PgSession = new PgSession(
         {
           ...ctx.sessionDeps,
@@ -163,4 +175,40 @@ export function serveTunnel(ws: WebSocket, ctx: TunnelContext): TunnelMux {
     log.info('tunnel closed', { code });
   });
   return mux;
+}
+
+/**
+ * The tunnel holds its limit of sessions: this stream gets no session and no upstream connection, only
+ * a FATAL 53300 its client prints, and the person running `hoopctl connect` is told why.
+ */
+function refuseSession(mux: TunnelMux, streamId: number, limit: number, log: Logger, clientAddr: string, done: () => void): StreamEnd {
+  const message =
+    `hoopctl: this tunnel already holds ${limit} sessions, its limit (maxSessionsPerTunnel in the agent's config); ` +
+    'close idle connections, or run another `hoopctl connect`, or ask the agent operator to raise the limit';
+  log.warn('session refused: tunnel session limit reached', { streamId, limit, clientAddr });
+  mux.event(streamId, { type: 'session-refused', streamId, message, data: { limit, sqlstate: '53300' } });
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(timer);
+    done();
+  };
+  const refusal = new StartupRefusal(
+    fatalErrorResponse('53300', message),
+    (b) => mux.send(streamId, b),
+    (error) => {
+      mux.send(streamId, error);
+      mux.close(streamId, 'session limit reached');
+      end();
+    },
+  );
+  const timer = setTimeout(() => refusal.end(), REFUSAL_TIMEOUT_MS);
+  timer.unref();
+  return {
+    write: (data) => (refusal.feed(data), true),
+    pause() {},
+    resume() {},
+    close: end,
+  };
 }
