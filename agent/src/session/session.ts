@@ -811,7 +811,7 @@ export class PgSession {
     const locksRows = d.statements.some((f) => f.locksRows);
     if (review) {
       o.hold = { query: { decision: d, sql: audited, fingerprint: '', approve: false, locksRows: false, review } };
-    } else if (holdable || locksRows) {
+    } else if (holdable || locksRows || needsReadWrite(d)) {
       o.hold = { query: { decision: d, sql: audited, fingerprint: holdable ? this.fingerprint(sql) : '', approve: holdable, locksRows } };
     }
     return o;
@@ -854,9 +854,10 @@ export class PgSession {
       runs: facts,
       reviewed: { sql: audited, params, writes: needsReadWrite(d) },
     };
-    if (holdable) {
-      // P4 in the extended protocol: held at its Execute, with the parameters it was bound to.
-      o.hold = { ext: { decision: d, sql: audited, params, fingerprint: this.fingerprint(sql, bind), copies: facts.kind === 'CopyStmt' } };
+    if (holdable || needsReadWrite(d)) {
+      // P4 in the extended protocol: held at its Execute, with the parameters it was bound to (an
+      // approval-free write is asked nothing, but runs read-write like an approved one).
+      o.hold = { ext: { decision: d, sql: audited, params, fingerprint: this.fingerprint(sql, bind), copies: facts.kind === 'CopyStmt', approve: holdable } };
     }
     return o;
   }
@@ -1078,14 +1079,14 @@ export class PgSession {
     let readWrite = false;
     for (const o of held) {
       const h = o.hold!.ext!;
-      const verdict = await this.awaitApproval(o, h);
+      const verdict = h.approve ? await this.awaitApproval(o, h) : true;
       if (this.closed) return;
       if (verdict !== true) {
         this.refuseOutbound(o, verdict);
         break;
       }
       o.hold = undefined;
-      for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
+      if (h.approve) for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
       readWrite ||= needsReadWrite(h.decision);
     }
     for (const o of held) o.hold = undefined;
@@ -1553,6 +1554,8 @@ interface ExtHold {
   fingerprint: string;
   /** A COPY (FROM STDIN would stop the run mid-way). */
   copies: boolean;
+  /** Needs an approver; false for a write approved in advance (P4.approval-free). */
+  approve: boolean;
 }
 
 /** Names as one text sees them while it is judged: the namespace plus the text's own earlier changes. */
@@ -1622,9 +1625,12 @@ function leavesTransactionOpen(statements: readonly StatementFacts[]): boolean {
   return open;
 }
 
-/** Whether a held decision writes (anything held other than a bulk export), so it must run read-write. */
+/**
+ * Whether a decision writes, so it must run read-write: anything held other than a bulk export, and a
+ * write the connection approves in advance (P4.approval-free), which runs as an approved one does.
+ */
 function needsReadWrite(d: Decision): boolean {
-  return d.statements.some((f) => f.action === 'hold' && f.rule !== 'P4.export');
+  return d.statements.some((f) => (f.action === 'hold' && f.rule !== 'P4.export') || f.rule === 'P4.approval-free');
 }
 
 const EMPTY = Buffer.alloc(0);
