@@ -4,6 +4,9 @@
 // The bulk read and the connect loop use a lean wire client (the agent's own upstream connector for the
 // startup, then raw bytes): no row decoding on the client, so the client's CPU does not mask the path's.
 import type net from 'node:net';
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { connectUpstream } from '../../agent/src/upstream/connect.js';
 import { run } from './procs.js';
 
@@ -27,13 +30,35 @@ export interface PgbenchOptions {
   threads: number;
   mode: 'simple' | 'prepared';
   seconds: number;
-  /** `select-only` (-S, the default) or `simple-update` (-N: TPC-B without the branch and teller updates). */
-  script?: 'select-only' | 'simple-update';
+  /**
+   * `select-only` (-S, the default), `simple-update` (-N: TPC-B without the branch and teller updates),
+   * or `simple-update-autocommit`: -N's statements without its BEGIN … END (a block stays read-only
+   * through hoopctl in statement mode; each write runs read-write on its own).
+   */
+  script?: 'select-only' | 'simple-update' | 'simple-update-autocommit';
+}
+
+/** pgbench's built-in -N script, each statement in its own transaction. */
+const SIMPLE_UPDATE_AUTOCOMMIT = `\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+`;
+
+async function scriptArgs(script: PgbenchOptions['script']): Promise<string[]> {
+  if (script === 'simple-update') return ['-N'];
+  if (script !== 'simple-update-autocommit') return ['-S'];
+  const file = path.join(os.tmpdir(), 'hoop-bench-tpcb-autocommit.sql');
+  await writeFile(file, SIMPLE_UPDATE_AUTOCOMMIT);
+  return ['-f', file];
 }
 
 /** pgbench -S or -N; throughput is pgbench's own "tps (without initial connection time)". */
 export async function pgbench(t: Target, o: PgbenchOptions): Promise<Measured & { tps: number }> {
-  const args = ['-n', o.script === 'simple-update' ? '-N' : '-S', '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
+  const args = ['-n', ...(await scriptArgs(o.script)), '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds)];
   args.push('-h', t.host, '-p', String(t.port), '-U', t.user, t.database);
   const r = await run('pgbench', args, { env: pgEnv(t), timeoutMs: (o.seconds + 60) * 1000 });
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout);
