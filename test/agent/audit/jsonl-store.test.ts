@@ -186,7 +186,10 @@ describe('JsonlStore', () => {
           expect(await s.sessionEvents(id)).toEqual(want);
         }
       };
-      expect(readdirSync(auditDirOf(s)).filter((n) => n.endsWith('.idx')).length).toBeGreaterThan(2);
+      // Indexes of sealed segments are written in the background (close() waits for them): wait until they are there.
+      const indexes = () => readdirSync(auditDirOf(s)).filter((n) => n.endsWith('.idx')).length;
+      for (let i = 0; i < 200 && indexes() <= 2; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(indexes()).toBeGreaterThan(2);
       await check();
       await s.close();
       stores.pop();
