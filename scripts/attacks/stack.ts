@@ -350,7 +350,9 @@ export async function startAttackStack(opts: StackOptions): Promise<AttackStack>
               { issuer: issuer.issuer, sub: approverSub },
               { issuer: GH_ISSUER, claims: { repository: 'org/app', ref: 'refs/heads/main' } },
             ],
-            approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s', mode: opts.approvalMode ?? 'statement' },
+            // exportRowLimit: above the corpus's largest result (PR-032, 600k rows, is judged on masking while
+            // streaming); the row threshold itself is tested end to end in test/e2e/row-threshold*.test.ts.
+            approval: { approvers: { groups: ['compliance'] }, timeout: opts.mode === 'auto-approve' ? '60s' : '2s', mode: opts.approvalMode ?? 'statement', exportRowLimit: 1_000_000 },
             masking,
             // The corpus judges masked columns in the strict profile (SECURITY-POLICY P7). get_patient() is
             // a STABLE SQL function a job calls: allowlisted as an operator would (P4 holds user-defined
