@@ -359,7 +359,7 @@ export function parseRowDescription(body: Buffer): RowField[] {
   return out;
 }
 
-/** For tests and tools; the relay never decodes DataRows wholesale. */
+/** For tests, tools and the agent's own one-row questions; the relay never decodes DataRows wholesale. */
 export function parseDataRow(body: Buffer): (Buffer | null)[] {
   r.reset(body, 'DataRow');
   const n = r.count();

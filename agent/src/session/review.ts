@@ -32,11 +32,8 @@ export class TransactionReview {
   confirmed = false;
   private readonly entries: ReviewEntry[] = [];
 
-  constructor(
-    /** Clock milliseconds when the block began (for approval.transactionTimeout). */
-    readonly startedMs: number,
-    readonly startedAt: string,
-  ) {}
+  /** `startedMs`: the session clock (epoch milliseconds) when the block began, for approval.transactionTimeout. */
+  constructor(readonly startedMs: number) {}
 
   add(e: ReviewEntry): void {
     this.entries.push(e);
@@ -44,7 +41,7 @@ export class TransactionReview {
 
   detail(): TransactionDetail {
     const statements = this.entries.map((e) => ({ sql: e.sql, params: e.params, writes: e.writes, rows: e.log.rows, sqlstate: e.log.sqlstate }));
-    return { startedAt: this.startedAt, statements, rowsChanged: statements.reduce((n, s) => n + (s.writes && !s.sqlstate ? s.rows : 0), 0) };
+    return { startedAt: new Date(this.startedMs).toISOString(), statements, rowsChanged: statements.reduce((n, s) => n + (s.writes && !s.sqlstate ? s.rows : 0), 0) };
   }
 
   /** The text approvers read, one line per statement. */
@@ -61,11 +58,4 @@ export class TransactionReview {
   fingerprint(sessionId: string, d = this.detail()): string {
     return createHash('sha256').update(`${sessionId}\0transaction\0${JSON.stringify(d.statements)}`).digest('hex');
   }
-}
-
-/** The value of a one-column DataRow in text format (`t`, `f`), or null. */
-export function singleTextValue(dataRowBody: Buffer): string | null {
-  if (dataRowBody.length < 6 || dataRowBody.readInt16BE(0) !== 1) return null;
-  const len = dataRowBody.readInt32BE(2);
-  return len < 0 ? null : dataRowBody.toString('utf8', 6, 6 + len);
 }

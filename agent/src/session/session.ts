@@ -39,7 +39,7 @@ import { Pipeline, type QueryStatement, type Request, type RowPause } from './pi
 import {
   AUDIT_DOWN, FUNCTION_CALL, IN_PIPELINE, IN_TRANSACTION, READ_WRITE_ALONE, REVIEW_COMMIT_ALONE, REVIEW_ESCAPES, refusalFields, sentinel, type Refusal,
 } from './refusals.js';
-import { singleTextValue, TransactionReview, type ReviewEntry, type TransactionDetail } from './review.js';
+import { TransactionReview, type ReviewEntry, type TransactionDetail } from './review.js';
 import { normalizeSync } from 'libpg-query';
 import type { ConnectionMasking } from '../masking/connection.js';
 import type { SessionScope } from '../policy/scope.js';
@@ -64,6 +64,7 @@ import {
   errorResponse,
   noticeResponse,
   parameterStatus,
+  parseDataRow,
   readyForQuery,
   negotiateProtocolVersion,
   type PgErrorFields,
@@ -996,7 +997,7 @@ export class PgSession {
     await this.pipeline.idle();
     if (this.closed) return;
     if (h.review === 'begin') return this.openReview(o);
-    if (h.review === 'commit') return this.decideCommit(o, h);
+    if (h.review === 'commit') return this.decideCommit(o);
     if ((write || h.approve) && this.inReviewedBlock()) return this.runInReview(o, h);
     if (write && this.pipeline.status !== TxStatus.Idle) {
       if (h.approve && needsReadWrite(h.decision)) this.refuseOutbound(o, IN_TRANSACTION);
@@ -1124,7 +1125,7 @@ export class PgSession {
   /** BEGIN outside a block: the agent's SET TRANSACTION READ WRITE follows it; confirmed at its ReadyForQuery. */
   private openReview(o: Outbound): void {
     if (this.pipeline.status !== TxStatus.Idle) return; // already in a block: PostgreSQL only warns
-    const review = new TransactionReview(this.deps.clock(), new Date().toISOString());
+    const review = new TransactionReview(this.deps.clock());
     this.review = review;
     o.reviewed = undefined; // the list starts after the BEGIN
     o.bytes = Buffer.concat([o.bytes, this.switches.blockReadWrite]);
@@ -1141,7 +1142,7 @@ export class PgSession {
 
   /** A held Query inside a reviewed block: runs in it (its COMMIT is reviewed), unless a rollback could not take it back. */
   private async runInReview(o: Outbound, h: QueryHold): Promise<void> {
-    if (h.decision.statements.some((f) => f.escapesRollback)) return this.refuseOutbound(o, REVIEW_ESCAPES);
+    if (escapesRollback(h.decision)) return this.refuseOutbound(o, REVIEW_ESCAPES);
     if (!h.approve || needsReadWrite(h.decision)) return;
     // A bulk export is a read: asked for as anywhere.
     const verdict = await this.awaitApproval(o, h);
@@ -1152,8 +1153,7 @@ export class PgSession {
   private async runHeldInReview(held: Outbound[]): Promise<void> {
     for (const o of held) {
       const h = o.hold!.ext!;
-      o.hold = undefined;
-      if (h.decision.statements.some((f) => f.escapesRollback)) {
+      if (escapesRollback(h.decision)) {
         this.refuseOutbound(o, REVIEW_ESCAPES);
         break;
       }
@@ -1173,7 +1173,7 @@ export class PgSession {
    * nothing (the server assigned it no transaction id) has nothing to review: both go as they are.
    * Otherwise an approver sees every statement and its rows; anything but approval rolls back.
    */
-  private async decideCommit(o: Outbound, h: QueryHold): Promise<void> {
+  private async decideCommit(o: Outbound): Promise<void> {
     const review = this.review;
     if (!review?.confirmed || this.pipeline.status !== TxStatus.InTransaction) return;
     const wrote = await this.transactionWrote();
@@ -1181,7 +1181,7 @@ export class PgSession {
     const approval = this.deps.connection.approval;
     const detail = review.detail();
     const left = durationMs(approval.transactionTimeout) - (this.deps.clock() - review.startedMs);
-    const decision = { ...h.decision, rule: 'P4.transaction', reason: `the transaction changed ${detail.rowsChanged} row(s) in ${detail.statements.length} statement(s); its COMMIT needs approval` };
+    const decision = { rule: 'P4.transaction', reason: `the transaction changed ${detail.rowsChanged} row(s) in ${detail.statements.length} statement(s); its COMMIT needs approval` };
     const verdict = left <= 0
       ? { action: 'denied' as const, rule: 'P4.transaction', reason: 'the transaction was open longer than approval.transactionTimeout; the transaction was rolled back' }
       : await this.awaitApproval(o, { decision, sql: review.render(detail), fingerprint: review.fingerprint(this.meta.sessionId, detail), transaction: detail, timeoutMs: Math.min(durationMs(approval.timeout), left) });
@@ -1199,7 +1199,7 @@ export class PgSession {
       this.pipeline.push({
         kind: 'hidden',
         redact: false,
-        onRow: (body) => (value = singleTextValue(body)),
+        onRow: (body) => (value = parseDataRow(body)[0]?.toString('utf8') ?? null),
         // No clear "no": treated as written, so it is reviewed (fail closed).
         done: (status, errored) => resolve(errored || status !== TxStatus.InTransaction ? 'failed' : value !== 'f'),
       });
@@ -1623,6 +1623,11 @@ function leavesTransactionOpen(statements: readonly StatementFacts[]): boolean {
     }
   }
   return open;
+}
+
+/** Whether a statement calls what a rollback cannot take back (refused inside a reviewed transaction). */
+function escapesRollback(d: Decision): boolean {
+  return d.statements.some((f) => f.escapesRollback);
 }
 
 /**
