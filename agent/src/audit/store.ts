@@ -258,7 +258,8 @@ export class GroupCommit {
       let ts = this.lastIso;
       if (ts < lastTs) ts = lastTs;
       lastTs = ts;
-      const base = {
+      // One object: the hash is added once the content is known (eventContent reads no `hash`).
+      const event = {
         seq: ++seq,
         ts,
         prev,
@@ -268,11 +269,12 @@ export class GroupCommit {
         identity: input.identity,
         connection: input.connection,
         data: input.data ?? {},
-      };
-      const content = eventContent(base);
+      } as AuditEvent;
+      const content = eventContent(event);
       const hash = sha256(content);
+      event.hash = hash;
       prev = hash;
-      return { event: { ...base, hash }, line: storedLine(content, hash) };
+      return { event, line: storedLine(content, hash) };
     });
   }
 }
