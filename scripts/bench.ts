@@ -20,7 +20,7 @@
 //                    [--soak SECONDS] [--json FILE] [--agent-log-level warn|info] [--only KEY,…] [--no-build]
 //   --only audit_cost: just the cost of auditing (a second agent with audit off, see bench/audit-cost.ts)
 //   --only idle: just the idle sessions; --idle 0 skips them; --soak is off unless given (10 min: 600)
-//   npm run bench -- --profile SECONDS [--profile-workload pgbench|bulk|masked] [--profile-path hoopctl|ws-relay]
+//   npm run bench -- --profile SECONDS [--profile-workload pgbench|prepared16|tpcb|bulk|masked] [--profile-path hoopctl|ws-relay]
 //                    [--profile-keep DIR] (the two processes of that path under --cpu-prof; top self, inclusive
 //                    and per-file time; DIR keeps agent.cpuprofile and cli.cpuprofile)
 import { mkdtemp, mkdir, copyFile, rm, writeFile, readFile, readdir } from 'node:fs/promises';
@@ -532,6 +532,14 @@ async function profile(seconds: number): Promise<void> {
       secs += m.seconds;
     }
     console.log(`${opt['profile-workload']} bulk read via ${opt['profile-path']} under --cpu-prof: ${fmt(bytes / 1e6 / secs)} MB/s, ${fmt(bytes / 1e6)} MB`);
+  } else if (opt['profile-workload'] === 'prepared16') {
+    log(`profiling: pgbench -S, 16 clients, prepared, ${seconds} s`);
+    const m = await pgbench(target, { clients: 16, threads: 2, mode: 'prepared', seconds });
+    console.log(`pgbench -S 16 clients prepared via ${opt['profile-path']} under --cpu-prof: ${fmt(m.tps)} tps, ${m.units} statements`);
+  } else if (opt['profile-workload'] === 'tpcb') {
+    log(`profiling: pgbench -N's statements in autocommit, 8 clients, ${seconds} s`);
+    const m = await pgbench(target, { clients: 8, threads: 2, mode: 'simple', seconds, script: 'simple-update-autocommit' });
+    console.log(`pgbench -N autocommit 8 clients via ${opt['profile-path']} under --cpu-prof: ${fmt(m.tps)} tps, ${m.units} statements`);
   } else {
     log(`profiling: pgbench -S, 1 client, simple, ${seconds} s`);
     const m = await pgbench(target, { clients: 1, threads: 1, mode: 'simple', seconds });
