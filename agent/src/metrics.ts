@@ -86,6 +86,8 @@ export function createMetrics(o: { connections: readonly string[]; health: () =>
       case 'refused':
         break; // counted at the HTTP edge (refused()), where the reason is a code
       default: {
+        // Only approval events are holds (statement_result, async_message, … are not counted here).
+        if (!e.type.startsWith('approval_')) break;
         const outcome = e.type.slice('approval_'.length);
         holds.inc({ connection: c, outcome });
         const id = String(e.data.approvalId ?? '');
