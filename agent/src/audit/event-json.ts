@@ -41,7 +41,15 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 function objectJson(o: Record<string, unknown>): string {
   let out = '';
-  for (const k of Object.keys(o).sort()) {
+  const keys = Object.keys(o);
+  // The event constructors write their data's keys in order already: check instead of sorting.
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1] > keys[i]) {
+      keys.sort();
+      break;
+    }
+  }
+  for (const k of keys) {
     const j = valueJson(o[k]);
     if (j !== undefined) out += (out ? ',' : '') + JSON.stringify(k) + ':' + j;
   }
