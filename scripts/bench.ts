@@ -100,8 +100,9 @@ const tpsWorkload = (key: string, title: string, opts: PgbenchOptions, targets: 
   title,
   unit: 'tps',
   value: (m) => m.units / m.seconds,
-  // pgbench counts transactions: one statement each with -S, five (BEGIN … END) with -N.
-  cpuUnit: opts.script === 'simple-update' ? 'µs/xact' : 'µs/stmt',
+  // pgbench counts transactions: one statement each with -S, five (BEGIN … END) with -N, three with -N's
+  // statements in autocommit.
+  cpuUnit: opts.script === 'simple-update' || opts.script === 'simple-update-autocommit' ? 'µs/xact' : 'µs/stmt',
   cpuPer: (ms, m) => (ms * 1000) / m.units,
   targetVs: 'ws-relay',
   ...targets,
