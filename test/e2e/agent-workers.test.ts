@@ -1,0 +1,243 @@
+// The agent on more than one core (issue 15, config `workers`): the real hoop-agent binary with two
+// worker processes behind one port. Tunnels land on both workers and stay there; every statement of
+// every worker is sealed on the one audit chain before it runs; an approval given through whichever
+// worker the approver's request lands on releases a write held in another; a CancelRequest reaches a
+// session held by another worker; a worker that dies is replaced; SIGTERM drains all and exits 0.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { request } from 'undici';
+import { useStack } from '../harness/stack.js';
+import { Child } from '../harness/child.js';
+import { freePort } from '../../shared/net.js';
+import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, type DemoStack } from '../../cli/src/demo/stack.js';
+import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
+import { startLocalListener } from '../../cli/src/services/local-listener.js';
+import { JsonlStore } from '../../agent/src/audit/jsonl-store.js';
+
+const s = useStack({ patients: 50 });
+
+/** Minutes of counting (150⁵ rows with this stack's visits), allowed by policy (pg_sleep is not, P3). */
+const FOREVER = 'SELECT count(*) FROM visits a CROSS JOIN visits b CROSS JOIN visits c CROSS JOIN visits d CROSS JOIN visits e';
+
+interface Tunnel {
+  worker: number;
+  client(): Promise<pg.Client>;
+  port: number;
+  close(): Promise<void>;
+}
+
+describe('hoop-agent with workers: 2', () => {
+  let dir: string;
+  let dataDir: string;
+  let url: string;
+  let child: Child;
+  const tunnels: Tunnel[] = [];
+
+  const logLines = () =>
+    child.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown> & { msg: string });
+
+  beforeAll(async () => {
+    const stack = s.get();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'hoop-workers-'));
+    const port = await freePort();
+    dataDir = path.join(dir, 'data');
+    const masking = Object.entries(DEMO_MASKING)
+      .map(([col, how]) => `      ${col}: ${JSON.stringify(how)}`)
+      .join('\n');
+    const file = path.join(dir, 'agent.yaml');
+    await writeFile(
+      file,
+      `listen: 127.0.0.1:${port}
+dataDir: ${dataDir}
+workers: 2
+reviewers: { groups: [compliance] }
+shutdown:
+  drainTimeout: 5s
+identity:
+  issuers:
+    - issuer: ${stack.issuer.issuer}
+      audience: ${stack.issuer.audience}
+connections:
+  ${DEMO_CONNECTION}:
+    postgres: { host: ${stack.pg.host}, port: ${stack.pg.port}, database: ${DEMO_DATABASE}, user: gw_agent, passwordEnv: HOOP_E2E_DB_PASSWORD }
+    access: [{ groups: [data-eng] }]
+    approval:
+      approvers: { groups: [compliance] }
+    masking:
+${masking}
+`,
+    );
+    child = new Child(process.execPath, ['--import', 'tsx', 'agent/src/main.ts', '--config', file], { ...process.env, HOOP_E2E_DB_PASSWORD: stack.agentDbPassword });
+    await child.waitFor(() => child.stderr.includes('"agent listening"'), 'agent listening', 90_000);
+    url = `ws://127.0.0.1:${port}`;
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const t of tunnels) await t.close();
+    await child?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Opens a tunnel and reads which worker accepted it from that worker's own log line. */
+  async function openTunnel(stack: DemoStack): Promise<Tunnel> {
+    const before = logLines().filter((l) => l.msg === 'tunnel accepted').length;
+    const client = new TunnelClient({ agentUrl: url, connection: DEMO_CONNECTION, getToken: stack.token });
+    await client.start();
+    const listener = await startLocalListener(client, 0);
+    await child.waitFor(() => logLines().filter((l) => l.msg === 'tunnel accepted').length > before, 'tunnel accepted');
+    const worker = logLines().filter((l) => l.msg === 'tunnel accepted')[before].worker as number;
+    const t: Tunnel = {
+      worker,
+      port: listener.port,
+      async client() {
+        const c = new pg.Client({ host: listener.host, port: listener.port, user: 'noop', database: DEMO_CONNECTION });
+        c.on('error', () => {});
+        await c.connect();
+        return c;
+      },
+      async close() {
+        await listener.close().catch(() => {});
+        await client.stop().catch(() => {});
+      },
+    };
+    tunnels.push(t);
+    return t;
+  }
+
+  it('starts two workers and spreads tunnels over both; each masks and audits', async () => {
+    const stack = s.get();
+    const workers = logLines().filter((l) => l.msg === 'worker listening');
+    expect(new Set(workers.map((l) => l.pid)).size).toBe(2);
+    expect(new Set(workers.map((l) => l.worker))).toEqual(new Set([0, 1]));
+    for (let i = 0; i < 4; i++) await openTunnel(stack);
+    expect(new Set(tunnels.map((t) => t.worker))).toEqual(new Set([0, 1]));
+    for (const t of tunnels) {
+      const c = await t.client();
+      const r = await c.query('SELECT ssn, mrn FROM patients ORDER BY id LIMIT 1');
+      expect(r.rows[0].ssn).not.toMatch(/^\d{3}-\d{2}-\d{4}$/);
+      const blocked = await c.query('DROP TABLE visits').catch((e: { code?: string }) => e);
+      expect((blocked as { code?: string }).code).toBe('42501');
+      await c.end();
+    }
+  }, 60_000);
+
+  it("/metrics, through any worker, sums every worker's registry", async () => {
+    const stack = s.get();
+    const reviewer = (await stack.issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
+    const res = await request(url.replace(/^ws/, 'http') + '/metrics', { headers: { authorization: `Bearer ${reviewer}` } });
+    expect(res.statusCode).toBe(200);
+    const body = await res.body.text();
+    // Sessions ran on both workers (2 each, above): the sum, not one worker's share.
+    const line = body.split('\n').find((l) => l.startsWith(`hoop_sessions_total{connection="${DEMO_CONNECTION}"}`));
+    expect(Number(line?.split(' ').pop())).toBe(4);
+  });
+
+  it('a write held in one worker is approved through the API on any worker, once', async () => {
+    const stack = s.get();
+    const holder = tunnels.find((t) => t.worker === 0)!;
+    const c = await holder.client();
+    const note = `workers-e2e ${process.pid}`;
+    const held = c.query(`UPDATE visits SET notes = '${note}' WHERE id = 1`);
+    const approver = (await stack.issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
+    const api = async (method: 'GET' | 'POST', p: string, body?: unknown) => {
+      const res = await request(url.replace(/^ws/, 'http') + p, {
+        method,
+        headers: { authorization: `Bearer ${approver}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.statusCode, body: (await res.body.json()) as any };
+    };
+    let id: string | undefined;
+    for (let i = 0; i < 100 && !id; i++) {
+      // Each request is a new connection: the workers take turns accepting them, so both forward.
+      id = (await api('GET', '/api/approvals?status=pending')).body.approvals?.[0]?.id;
+      if (!id) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(id).toBeDefined();
+    const ok = await api('POST', `/api/approvals/${id}/approve`, { reason: 'workers e2e' });
+    expect(ok.status).toBe(200);
+    expect((await held).rowCount).toBe(1);
+    const again = await api('POST', `/api/approvals/${id}/approve`, { reason: 'twice' });
+    expect(again.status).toBeGreaterThanOrEqual(400);
+    const [after] = await stack.pg.exec(`SELECT count(*)::int AS n FROM visits WHERE notes = '${note}'`, DEMO_DATABASE);
+    expect(after.rows[0].n).toBe(1);
+    await c.end();
+  }, 60_000);
+
+  it("a CancelRequest sent through another worker's tunnel cancels the statement", async () => {
+    const a = tunnels.find((t) => t.worker === 0)!;
+    const b = tunnels.find((t) => t.worker === 1)!;
+    const c = await a.client();
+    const key = c as unknown as { processID: number; secretKey: number };
+    const running = c.query(FOREVER).then(
+      () => 'finished',
+      (e: { code?: string }) => e.code,
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    await new Promise<void>((resolve, reject) => {
+      const sock = net.connect(b.port, '127.0.0.1', () => {
+        const m = Buffer.alloc(16);
+        m.writeInt32BE(16, 0);
+        m.writeInt32BE(80877102, 4);
+        m.writeInt32BE(key.processID, 8);
+        m.writeInt32BE(key.secretKey, 12);
+        sock.end(m);
+      });
+      sock.on('close', () => resolve());
+      sock.on('error', reject);
+    });
+    expect(await running).toBe('57014');
+    await c.end();
+  }, 60_000);
+
+  it('a worker that dies is replaced and the agent serves on', async () => {
+    const stack = s.get();
+    const victim = logLines().find((l) => l.msg === 'worker listening' && l.worker === 1)!.pid as number;
+    process.kill(victim, 'SIGKILL');
+    await child.waitFor(() => child.stderr.includes('agent worker exited; starting another'), 'worker restart');
+    await child.waitFor(() => logLines().filter((l) => l.msg === 'worker listening').length === 3, 'a third worker listening', 60_000);
+    for (let i = 0; i < 2; i++) {
+      const t = await openTunnel(stack);
+      const c = await t.client();
+      expect((await c.query('SELECT count(*)::int AS n FROM patients')).rows[0].n).toBe(50);
+      await c.end();
+    }
+  }, 90_000);
+
+  it('SIGTERM drains every worker and exits 0; one intact chain holds every session of both', async () => {
+    for (const t of tunnels.splice(0)) await t.close();
+    child.signal('SIGTERM');
+    const exit = await Promise.race([child.terminated, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    const store = await JsonlStore.open({ dataDir, agentId: 'verify-only', clock: Date.now });
+    try {
+      expect(await store.verify()).toMatchObject({ ok: true });
+    } finally {
+      await store.close();
+    }
+    const auditDir = path.join(dataDir, 'audit');
+    const files = (await readdir(auditDir)).filter((f) => f.startsWith('agent-') && f.endsWith('.jsonl'));
+    const events = (await Promise.all(files.map((f) => readFile(path.join(auditDir, f), 'utf8'))))
+      .join('')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { type: string; agentId: string; seq: number; sessionId?: string });
+    // One chain: one agent id, seq 1..n with no gap, whichever worker ran the statement.
+    expect(new Set(events.map((e) => e.agentId)).size).toBe(1);
+    expect(events.map((e) => e.seq).sort((a, b) => a - b)).toEqual(events.map((_, i) => i + 1));
+    // 4 tunnels' sessions + the held write + the cancelled statement + 2 after the restart; every session
+    // that ended cleanly has its end (the killed worker's idle tunnels ended with it).
+    const starts = events.filter((e) => e.type === 'session_start').length;
+    expect(starts).toBeGreaterThanOrEqual(8);
+    expect(events.filter((e) => e.type === 'session_end').length).toBeGreaterThanOrEqual(starts - 2);
+    // The held write: asked in worker 0, decided through the primary's API, used once; all on the chain.
+    for (const type of ['approval_requested', 'approval_decided', 'approval_consumed']) expect(events.filter((e) => e.type === type)).toHaveLength(1);
+  }, 60_000);
+});
