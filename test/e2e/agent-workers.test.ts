@@ -85,6 +85,27 @@ ${masking}
     await rm(dir, { recursive: true, force: true });
   });
 
+  async function api(method: 'GET' | 'POST', p: string, body?: unknown) {
+    const approver = (await s.get().issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
+    const res = await request(url.replace(/^ws/, 'http') + p, {
+      method,
+      headers: { authorization: `Bearer ${approver}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as any };
+  }
+
+  /** The first pending approval request, once it exists. */
+  async function pending(): Promise<string> {
+    for (let i = 0; i < 100; i++) {
+      // Each request is a new connection: the workers take turns accepting them, so both forward.
+      const id = (await api('GET', '/api/approvals?status=pending')).body.approvals?.[0]?.id;
+      if (id) return id;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('no approval request appeared');
+  }
+
   /** Opens a tunnel and reads which worker accepted it from that worker's own log line. */
   async function openTunnel(stack: DemoStack): Promise<Tunnel> {
     const before = logLines().filter((l) => l.msg === 'tunnel accepted').length;
@@ -145,22 +166,7 @@ ${masking}
     const c = await holder.client();
     const note = `workers-e2e ${process.pid}`;
     const held = c.query(`UPDATE visits SET notes = '${note}' WHERE id = 1`);
-    const approver = (await stack.issuer.mintDeviceFlowToken('dave@clinic.example')).accessToken;
-    const api = async (method: 'GET' | 'POST', p: string, body?: unknown) => {
-      const res = await request(url.replace(/^ws/, 'http') + p, {
-        method,
-        headers: { authorization: `Bearer ${approver}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return { status: res.statusCode, body: (await res.body.json()) as any };
-    };
-    let id: string | undefined;
-    for (let i = 0; i < 100 && !id; i++) {
-      // Each request is a new connection: the workers take turns accepting them, so both forward.
-      id = (await api('GET', '/api/approvals?status=pending')).body.approvals?.[0]?.id;
-      if (!id) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(id).toBeDefined();
+    const id = await pending();
     const ok = await api('POST', `/api/approvals/${id}/approve`, { reason: 'workers e2e' });
     expect(ok.status).toBe(200);
     expect((await held).rowCount).toBe(1);
@@ -197,11 +203,24 @@ ${masking}
     await c.end();
   }, 60_000);
 
-  it('a worker that dies is replaced and the agent serves on', async () => {
+  it('a worker that dies is replaced; its sessions are closed in the audit and their held writes withdrawn', async () => {
     const stack = s.get();
+    const c = await tunnels.find((t) => t.worker === 1)!.client();
+    const held = c.query(`UPDATE visits SET notes = 'never' WHERE id = 2`).then(
+      () => 'ran',
+      (e: Error) => e.message,
+    );
+    const id = await pending();
     const victim = logLines().find((l) => l.msg === 'worker listening' && l.worker === 1)!.pid as number;
     process.kill(victim, 'SIGKILL');
     await child.waitFor(() => child.stderr.includes('agent worker exited; starting another'), 'worker restart');
+    expect(await held).not.toBe('ran');
+    for (let i = 0; i < 50 && (await api('GET', `/api/approvals/${id}`)).body.approval.status === 'pending'; i++) await new Promise((r) => setTimeout(r, 100));
+    expect((await api('GET', `/api/approvals/${id}`)).body.approval.status).toBe('withdrawn');
+    // Approving it now changes nothing: the statement is gone with its worker.
+    expect((await api('POST', `/api/approvals/${id}/approve`, { reason: 'late' })).status).toBeGreaterThanOrEqual(400);
+    const [row] = await stack.pg.exec(`SELECT notes FROM visits WHERE id = 2`, DEMO_DATABASE);
+    expect(row.rows[0].notes).not.toBe('never');
     await child.waitFor(() => logLines().filter((l) => l.msg === 'worker listening').length === 3, 'a third worker listening', 60_000);
     for (let i = 0; i < 2; i++) {
       const t = await openTunnel(stack);
@@ -232,12 +251,15 @@ ${masking}
     // One chain: one agent id, seq 1..n with no gap, whichever worker ran the statement.
     expect(new Set(events.map((e) => e.agentId)).size).toBe(1);
     expect(events.map((e) => e.seq).sort((a, b) => a - b)).toEqual(events.map((_, i) => i + 1));
-    // 4 tunnels' sessions + the held write + the cancelled statement + 2 after the restart; every session
-    // that ended cleanly has its end (the killed worker's idle tunnels ended with it).
-    const starts = events.filter((e) => e.type === 'session_start').length;
-    expect(starts).toBeGreaterThanOrEqual(8);
-    expect(events.filter((e) => e.type === 'session_end').length).toBeGreaterThanOrEqual(starts - 2);
+    // 4 tunnels' sessions, the held write, the cancelled statement, the write held when its worker died,
+    // 2 after the restart: every session has its end, the killed worker's written by the primary.
+    const starts = events.filter((e) => e.type === 'session_start');
+    expect(starts.length).toBeGreaterThanOrEqual(9);
+    const ends = events.filter((e) => e.type === 'session_end') as Array<{ sessionId?: string; data?: { reason?: string } }>;
+    expect(new Set(ends.map((e) => e.sessionId))).toEqual(new Set(starts.map((e) => e.sessionId)));
+    expect(ends.filter((e) => e.data?.reason?.startsWith('agent worker exited'))).toHaveLength(1);
     // The held write: asked in worker 0, decided through the primary's API, used once; all on the chain.
-    for (const type of ['approval_requested', 'approval_decided', 'approval_consumed']) expect(events.filter((e) => e.type === type)).toHaveLength(1);
+    for (const type of ['approval_decided', 'approval_consumed']) expect(events.filter((e) => e.type === type)).toHaveLength(1);
+    expect(events.filter((e) => e.type === 'approval_requested')).toHaveLength(2);
   }, 60_000);
 });

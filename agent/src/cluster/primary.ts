@@ -17,6 +17,7 @@ import type { ResolvedConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { startAgent, type DrainReport, type RunningAgent } from '../agent.js';
 import type { StateStore } from '../audit/store.js';
+import { makeSessionEndEvent, type EventInput } from '../audit/events.js';
 import type { Approvals } from '../audit/approvals.js';
 import { openRevocations } from '../audit/revocations.js';
 import { durationMs } from '../../../shared/config/schema.js';
@@ -83,10 +84,21 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   }, HEALTH_PUSH_MS);
   healthPush.unref();
 
+  // Sessions open in each worker, from their session_start and session_end as they pass: a worker that
+  // dies cannot write its sessions' ends, so the primary does, and withdraws their held approvals.
+  const openSessions = new Map<Worker, Map<string, EventInput>>();
+  const closings = new Set<Promise<void>>();
+
   function serveWorker(w: Worker): Channel {
     const ch = new Channel(w as unknown as IpcPort);
+    const open = new Map<string, EventInput>();
+    openSessions.set(w, open);
     ch.handle('hello', () => ({ agentId: store.agentId, health: store.health() }))
-      .handle('append', (e) => store.append(e))
+      .handle('append', (e: EventInput) => {
+        if (e.type === 'session_start' && e.sessionId) open.set(e.sessionId, e);
+        else if (e.type === 'session_end' && e.sessionId) open.delete(e.sessionId);
+        return store.append(e);
+      })
       .handle('appendRecording', (id, ...entries) => store.appendRecording(id, ...entries))
       .handle('revocations.isRevoked', (keys) => revocations.isRevoked(keys))
       .handle('revocations.revoke', (r) => revocations.revoke(r))
@@ -115,6 +127,9 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       w.once('exit', (code, signal) => {
         channels.delete(w);
         ch.close(new Error('agent worker exited'));
+        const closing = closeSessionsOf(w, `agent worker exited (code ${code}, signal ${signal})`);
+        closings.add(closing);
+        void closing.finally(() => closings.delete(closing));
         reject(new Error(`agent worker ${index} exited during start (code ${code}, signal ${signal})`));
         if (draining) return;
         // A worker that dies takes its tunnels with it (clients reconnect); the others serve on.
@@ -126,6 +141,19 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
         setTimeout(() => void fork(index).catch((err) => log.error('agent worker not restarted', { worker: index, error: (err as Error).message })), 1000).unref();
       });
     });
+
+  async function closeSessionsOf(w: Worker, reason: string): Promise<void> {
+    const open = openSessions.get(w);
+    openSessions.delete(w);
+    if (!open?.size) return;
+    log.warn('closing the audit of sessions a worker left open', { sessions: open.size, reason });
+    const held = (await store.approvals.list({ status: 'pending' }).catch(() => [])).filter((a) => open.has(a.sessionId));
+    for (const a of held) await store.approvals.withdraw(a.id).catch(() => {});
+    for (const start of open.values()) {
+      const end = makeSessionEndEvent({ sessionId: start.sessionId!, who: start.identity!, connection: start.connection!, reason });
+      await store.append(end).catch((err) => log.error('audit store unavailable; session end not recorded', { error: (err as Error).message }));
+    }
+  }
 
   async function drain(timeoutMs = durationMs(config.shutdown.drainTimeout)): Promise<DrainReport> {
     draining = true;
@@ -139,6 +167,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     }, timeoutMs + 15_000);
     await Promise.all(gone);
     clearTimeout(late);
+    await Promise.all([...closings, ...[...openSessions.keys()].map((w) => closeSessionsOf(w, 'agent worker stopped'))]);
     clearInterval(healthPush);
     unsubscribeApprovals();
     unsubscribeRevocations();
