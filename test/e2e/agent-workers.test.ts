@@ -4,16 +4,16 @@
 // worker the approver's request lands on releases a write held in another; a CancelRequest reaches a
 // session held by another worker; a worker that dies is replaced; SIGTERM drains all and exits 0.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { request } from 'undici';
 import { useStack } from '../harness/stack.js';
-import { Child } from '../harness/child.js';
-import { freePort } from '../../shared/net.js';
-import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, type DemoStack } from '../../cli/src/demo/stack.js';
+import type { Child } from '../harness/child.js';
+import { readAuditEvents, startAgentBinary } from '../harness/agent-binary.js';
+import { DEMO_CONNECTION, DEMO_DATABASE, type DemoStack } from '../../cli/src/demo/stack.js';
 import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener } from '../../cli/src/services/local-listener.js';
 import { JsonlStore } from '../../agent/src/audit/jsonl-store.js';
@@ -46,37 +46,10 @@ describe('hoop-agent with workers: 2', () => {
   beforeAll(async () => {
     const stack = s.get();
     dir = await mkdtemp(path.join(os.tmpdir(), 'hoop-workers-'));
-    const port = await freePort();
-    dataDir = path.join(dir, 'data');
-    const masking = Object.entries(DEMO_MASKING)
-      .map(([col, how]) => `      ${col}: ${JSON.stringify(how)}`)
-      .join('\n');
-    const file = path.join(dir, 'agent.yaml');
-    await writeFile(
-      file,
-      `listen: 127.0.0.1:${port}
-dataDir: ${dataDir}
-workers: 2
-reviewers: { groups: [compliance] }
-shutdown:
-  drainTimeout: 5s
-identity:
-  issuers:
-    - issuer: ${stack.issuer.issuer}
-      audience: ${stack.issuer.audience}
-connections:
-  ${DEMO_CONNECTION}:
-    postgres: { host: ${stack.pg.host}, port: ${stack.pg.port}, database: ${DEMO_DATABASE}, user: gw_agent, passwordEnv: HOOP_E2E_DB_PASSWORD }
-    access: [{ groups: [data-eng] }]
-    approval:
-      approvers: { groups: [compliance] }
-    masking:
-${masking}
-`,
-    );
-    child = new Child(process.execPath, ['--import', 'tsx', 'agent/src/main.ts', '--config', file], { ...process.env, HOOP_E2E_DB_PASSWORD: stack.agentDbPassword });
-    await child.waitFor(() => child.stderr.includes('"agent listening"'), 'agent listening', 90_000);
-    url = `ws://127.0.0.1:${port}`;
+    ({ child, url, dataDir } = await startAgentBinary(stack, dir, {
+      top: 'workers: 2\nreviewers: { groups: [compliance] }\nshutdown:\n  drainTimeout: 5s',
+      connection: '    approval:\n      approvers: { groups: [compliance] }',
+    }));
   }, 120_000);
 
   afterAll(async () => {
@@ -241,13 +214,7 @@ ${masking}
     } finally {
       await store.close();
     }
-    const auditDir = path.join(dataDir, 'audit');
-    const files = (await readdir(auditDir)).filter((f) => f.startsWith('agent-') && f.endsWith('.jsonl'));
-    const events = (await Promise.all(files.map((f) => readFile(path.join(auditDir, f), 'utf8'))))
-      .join('')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { type: string; agentId: string; seq: number; sessionId?: string });
+    const events = await readAuditEvents<{ type: string; agentId: string; seq: number; sessionId?: string }>(dataDir);
     // One chain: one agent id, seq 1..n with no gap, whichever worker ran the statement.
     expect(new Set(events.map((e) => e.agentId)).size).toBe(1);
     expect(events.map((e) => e.seq).sort((a, b) => a - b)).toEqual(events.map((_, i) => i + 1));
