@@ -80,9 +80,9 @@ describe('hoop-agent with workers: 2', () => {
   }
 
   /** Opens a tunnel and reads which worker accepted it from that worker's own log line. */
-  async function openTunnel(stack: DemoStack): Promise<Tunnel> {
+  async function openTunnel(stack: DemoStack, getToken: () => Promise<string> = stack.token): Promise<Tunnel> {
     const before = logLines().filter((l) => l.msg === 'tunnel accepted').length;
-    const client = new TunnelClient({ agentUrl: url, connection: DEMO_CONNECTION, getToken: stack.token });
+    const client = new TunnelClient({ agentUrl: url, connection: DEMO_CONNECTION, getToken });
     await client.start();
     const listener = await startLocalListener(client, 0);
     await child.waitFor(() => logLines().filter((l) => l.msg === 'tunnel accepted').length > before, 'tunnel accepted');
@@ -176,6 +176,26 @@ describe('hoop-agent with workers: 2', () => {
     await c.end();
   }, 60_000);
 
+  it('a token revoked through the API closes its tunnels on every worker and opens no new one', async () => {
+    const stack = s.get();
+    const token = (await stack.issuer.mintDeviceFlowToken('alice@clinic.example')).accessToken;
+    const mine: Tunnel[] = [];
+    while (new Set(mine.map((t) => t.worker)).size < 2) mine.push(await openTunnel(stack, async () => token));
+    const sessions = await Promise.all(mine.map((t) => t.client()));
+    const ended = sessions.map((c) => new Promise<void>((resolve) => c.once('end', () => resolve())));
+    const res = await request(url.replace(/^ws/, 'http') + '/api/tokens/revoke', { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    await Promise.all(ended);
+    for (const c of sessions) await expect(c.query('SELECT 1')).rejects.toThrow();
+    const replay = new TunnelClient({ agentUrl: url, connection: DEMO_CONNECTION, getToken: async () => token });
+    await expect(replay.start()).rejects.toMatchObject({ code: 'NOT_AUTHENTICATED', message: expect.stringMatching(/revoked/) });
+    for (const t of mine) {
+      tunnels.splice(tunnels.indexOf(t), 1);
+      await t.close();
+    }
+  }, 60_000);
+
   it('a worker that dies is replaced; its sessions are closed in the audit and their held writes withdrawn', async () => {
     const stack = s.get();
     const c = await tunnels.find((t) => t.worker === 1)!.client();
@@ -218,10 +238,10 @@ describe('hoop-agent with workers: 2', () => {
     // One chain: one agent id, seq 1..n with no gap, whichever worker ran the statement.
     expect(new Set(events.map((e) => e.agentId)).size).toBe(1);
     expect(events.map((e) => e.seq).sort((a, b) => a - b)).toEqual(events.map((_, i) => i + 1));
-    // 4 tunnels' sessions, the held write, the cancelled statement, the write held when its worker died,
-    // 2 after the restart: every session has its end, the killed worker's written by the primary.
+    // 4 tunnels' sessions, the held write, the cancelled statement, 2+ revoked, the write held when its
+    // worker died, 2 after the restart: every session has its end, the killed worker's written by the primary.
     const starts = events.filter((e) => e.type === 'session_start');
-    expect(starts.length).toBeGreaterThanOrEqual(9);
+    expect(starts.length).toBeGreaterThanOrEqual(11);
     const ends = events.filter((e) => e.type === 'session_end') as Array<{ sessionId?: string; data?: { reason?: string } }>;
     expect(new Set(ends.map((e) => e.sessionId))).toEqual(new Set(starts.map((e) => e.sessionId)));
     expect(ends.filter((e) => e.data?.reason?.startsWith('agent worker exited'))).toHaveLength(1);
