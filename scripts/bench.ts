@@ -20,6 +20,7 @@
 //                    [--soak SECONDS] [--json FILE] [--agent-log-level warn|info] [--only KEY,…] [--no-build]
 //   --only audit_cost: just the cost of auditing (a second agent with audit off, see bench/audit-cost.ts)
 //   --only idle: just the idle sessions; --idle 0 skips them; --soak is off unless given (10 min: 600)
+//   --agent-workers N: the agent with config `workers: N` (its CPU and RSS include every worker process)
 //   npm run bench -- --profile SECONDS [--profile-workload pgbench|prepared16|tpcb|bulk|masked] [--profile-path hoopctl|ws-relay]
 //                    [--profile-keep DIR] (the two processes of that path under --cpu-prof; top self, inclusive
 //                    and per-file time; DIR keeps agent.cpuprofile and cli.cpuprofile)
@@ -57,6 +58,7 @@ const { values: opt } = parseArgs({
     'profile-workload': { type: 'string', default: 'pgbench' },
     'profile-keep': { type: 'string' },
     only: { type: 'string' },
+    'agent-workers': { type: 'string', default: '1' },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -261,6 +263,7 @@ connections:
     approval: { exportRowLimit: ${ROWS + 1} }
     policy: { approvalFree: ${JSON.stringify(TPCB_WRITES.map((w) => fingerprintOf(w)))} }
 maxSessionsPerTunnel: ${Math.max(256, IDLE + 100)}
+workers: ${Number(opt['agent-workers'])}
 `;
   const configFile = path.join(s.tmp, 'hoop-agent.yaml');
   await writeFile(configFile, config);

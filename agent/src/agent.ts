@@ -5,13 +5,13 @@ import path from 'node:path';
 import { hostname } from 'node:os';
 import type { ResolvedConfig, ResolvedConnection } from './config.js';
 import { createLogger, type Logger } from './log.js';
-import { createHttpServer, type Authenticator } from './http/server.js';
+import { createHttpServer, type Authenticator, type HttpDeps } from './http/server.js';
 import { auditExportApi, sessionsApi } from './http/sessions-api.js';
 import { approvalsApi } from './http/approvals-api.js';
 import { TokenVerifier } from './identity/verify.js';
 import { canUse } from './identity/access.js';
 import { checkingRevocation, revokeOwnToken } from './identity/revocation.js';
-import { FileRevocations, PgRevocations, type Revocations } from './audit/revocations.js';
+import { openRevocations, type Revocations } from './audit/revocations.js';
 import { TunnelRevocationWatch } from './tunnel/revocation-watch.js';
 import { makeTokenRevokedEvent } from './audit/events.js';
 import { CancelRegistry } from './session/cancel.js';
@@ -35,6 +35,9 @@ import { listenMetrics } from './http/metrics-server.js';
 import { connect as netConnect } from 'node:net';
 import { startApprovalWebhooks } from './approvals/webhook.js';
 import type { TunnelMux } from '../../shared/tunnel/mux.js';
+import type { SessionStore } from './cluster/remote.js';
+import { forwardTo } from './cluster/forward.js';
+import { AggregatorRegistry } from 'prom-client';
 
 export interface AgentOptions {
   config: ResolvedConfig;
@@ -61,7 +64,23 @@ export interface AgentOptions {
   agentId?: string;
   /** Test hook: called with each Postgres session as it is created. */
   onSession?: (s: PgSession) => void;
+  /** Listen on this Unix socket instead of config.listen (the cluster primary: its workers forward the API there). */
+  listenPath?: string;
+  /** /metrics body instead of this process's registry (the cluster primary: every worker's, summed). */
+  metricsBody?: () => Promise<{ contentType: string; body: string }>;
+  /** Asked when a CancelRequest names a key no session here issued (the cluster primary asks every worker). */
+  cancelElsewhere?: (pid: number, secret: Buffer, owner: string) => Promise<boolean>;
 }
+
+/** A worker process of a clustered agent (config `workers`): the primary's store, revocations and API. */
+export interface WorkerOptions extends Omit<AgentOptions, 'store' | 'revocations' | 'wrapStore' | 'listenPath' | 'metricsBody'> {
+  store: SessionStore;
+  revocations: Revocations;
+  /** The primary's private socket, where every API request is forwarded. */
+  apiSocket: string;
+}
+
+export type RunningWorker = Omit<RunningAgent, 'store' | 'checkpointer'>;
 
 export interface RunningAgent {
   /** ws:// or wss:// base URL of the agent. */
@@ -73,6 +92,8 @@ export interface RunningAgent {
   checkpointer: Checkpointer;
   /** http:// URL of the separate metrics listener (config metrics.listen), if any. */
   metricsUrl?: string;
+  /** This process's cancel keys (the cluster primary asks a worker's with `cancelHere`). */
+  cancels: CancelRegistry;
   /** Stops at once: tunnels closed, sessions ended (each writes its session_end), store closed. */
   stop(): Promise<void>;
   /**
@@ -96,7 +117,6 @@ export interface DrainReport {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config } = opts;
   const log = opts.log ?? createLogger();
-  const verifier = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
   const clock = opts.clock ?? Date.now;
   const agentId = opts.agentId ?? agentIdFor(config.listen);
   const opened =
@@ -106,16 +126,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       : await JsonlStore.open({ dataDir: config.dataDir, agentId, clock, recording: config.recording }));
   let revocations: Revocations;
   try {
-    revocations =
-      opts.revocations ?? (config.state.url ? await PgRevocations.open(config.state.url, clock) : await FileRevocations.open(config.dataDir, clock));
+    revocations = opts.revocations ?? (await openRevocations(config.state, config.dataDir, clock));
   } catch (err) {
     if (!opts.store) await opened.close().catch(() => {});
     throw err;
   }
   const ownsRevocations = !opts.revocations;
-  // Every token, wherever it is presented, is checked against the revocation list after its signature.
-  const auth = checkingRevocation(verifier, revocations);
-  const revocationWatch = new TunnelRevocationWatch(revocations, log);
   const metrics = createMetrics({ connections: [...config.connections.keys()], health: () => opened.health() });
   const store = metrics.meterStore(!opts.store && opts.wrapStore ? opts.wrapStore(opened) : opened);
   const ownsStore = !opts.store;
@@ -128,9 +144,101 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     await store.append(makePolicyLoadedEvent(config));
   } catch (err) {
     if (ownsStore) await store.close().catch(() => {});
+    if (ownsRevocations) await revocations.close().catch(() => {});
     throw err;
   }
-  const cancels = new CancelRegistry();
+  let webhooks: { close(): Promise<void> } | undefined;
+  let retention: { stop(): void } | undefined;
+  let checkpoints: NodeJS.Timeout | undefined;
+  const core = await serve(opts, {
+    log,
+    clock,
+    metrics,
+    store,
+    revocations,
+    api: () => ({
+      sessions: sessionsApi(store, config.reviewers.groups),
+      auditExport: auditExportApi(store, config.reviewers.groups),
+      auditSigning: auditSigningApi(checkpointer, store, config.reviewers.groups),
+      approvals: approvalsApi(store, config, { log }),
+      async revokeToken(who) {
+        const result = await revokeOwnToken(who, revocations, clock());
+        await store.append(makeTokenRevokedEvent(who, result)).catch((err) => log.error('audit store unavailable; revocation not chained', { error: (err as Error).message }));
+        log.info('token revoked', { sub: who.sub, scope: result.scope });
+        return result;
+      },
+    }),
+    listening(url) {
+      retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
+      checkpoints = setInterval(() => {
+        checkpointer.checkpoint().catch((err) => log.error('audit checkpoint not written', { error: (err as Error).message }));
+      }, durationMs(config.audit.checkpointInterval));
+      checkpoints.unref();
+      // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
+      webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
+    },
+    async stopping() {
+      retention?.stop();
+      clearInterval(checkpoints);
+    },
+    async stopped() {
+      await webhooks?.close();
+      // The last checkpoint covers the session ends just written: a tail cut after shutdown shows.
+      await checkpointer.checkpoint().catch((err) => log.error('audit checkpoint at shutdown not written', { error: (err as Error).message }));
+      if (ownsRevocations) await revocations.close();
+      if (ownsStore) await store.close();
+    },
+  });
+  return { ...core, store, checkpointer };
+}
+
+/** One worker process of a clustered agent (cluster/worker.ts): tunnels and sessions, nothing else. */
+export async function startAgentWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const log = opts.log ?? createLogger();
+  const metrics = createMetrics({ connections: [...opts.config.connections.keys()], health: () => opts.store.health() });
+  // The primary's /metrics asks every worker for this registry (prom-client's cluster support, which
+  // answers those requests once an AggregatorRegistry exists in the process).
+  AggregatorRegistry.setRegistries([metrics.registry]);
+  new AggregatorRegistry();
+  return serve(opts, {
+    log,
+    clock: opts.clock ?? Date.now,
+    metrics,
+    store: metrics.meterStore(opts.store),
+    revocations: opts.revocations,
+    api: () => ({ forward: forwardTo(opts.apiSocket, log) }),
+    listening() {},
+    async stopping() {},
+    async stopped() {},
+  });
+}
+
+/** What differs between one agent process, the cluster primary and a worker (see `serve`). */
+interface ServeParts {
+  log: Logger;
+  clock: () => number;
+  metrics: AgentMetrics;
+  /** Already metered. */
+  store: SessionStore;
+  revocations: Revocations;
+  /** The API this listener serves, or forwards to the primary. */
+  api(): Partial<HttpDeps>;
+  listening(url: string): void;
+  /** At stop, before tunnels close. */
+  stopping(): Promise<void>;
+  /** At stop, after every session ended. */
+  stopped(): Promise<void>;
+}
+
+/** Policy and masking per connection, the HTTP listener, tunnels and sessions, drain and stop. */
+async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Promise<RunningWorker> {
+  const { config } = opts;
+  const { log, clock, metrics, store, revocations } = parts;
+  const verifier = opts.auth ?? new TokenVerifier({ issuers: config.identity.issuers });
+  // Every token, wherever it is presented, is checked against the revocation list after its signature.
+  const auth = checkingRevocation(verifier, revocations);
+  const revocationWatch = new TunnelRevocationWatch(revocations, log);
+  const cancels = new CancelRegistry('cancelElsewhere' in opts ? opts.cancelElsewhere : undefined);
   const tunnels = new Set<TunnelMux>();
   // One policy engine per connection (its overrides and masked columns), loaded before we listen.
   const engines = new Map<string, PolicyEngine>();
@@ -162,24 +270,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   // Upstream connections still open, for the drain's cancel at its deadline.
   const upstreams = new Set<{ socket: import('node:net').Socket; cancel(): Promise<void> }>();
   let draining = false;
+  const ownMetrics = 'metricsBody' in opts && opts.metricsBody ? opts.metricsBody : metricsBody;
 
   const server = createHttpServer({
     config,
     auth,
     log,
     maxTunnelsPerIdentity: opts.maxTunnelsPerIdentity ?? 64,
-    sessions: sessionsApi(store, config.reviewers.groups),
-    auditExport: auditExportApi(store, config.reviewers.groups),
-    auditSigning: auditSigningApi(checkpointer, store, config.reviewers.groups),
-    approvals: approvalsApi(store, config, { log }),
-    async revokeToken(who) {
-      const result = await revokeOwnToken(who, revocations, clock());
-      await store.append(makeTokenRevokedEvent(who, result)).catch((err) => log.error('audit store unavailable; revocation not chained', { error: (err as Error).message }));
-      log.info('token revoked', { sub: who.sub, scope: result.scope });
-      return result;
-    },
+    ...parts.api(),
     draining: () => draining,
-    metrics: config.metrics.listen ? undefined : metricsBody,
+    metrics: config.metrics.listen ? undefined : ownMetrics,
     ready: readiness,
     onRefused(r, clientAddr, connection) {
       metrics.refused(r.code);
@@ -264,51 +364,45 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
   }
 
-  const metricsServer = config.metrics.listen ? await listenMetrics(config.metrics.listen, { metrics: metricsBody, ready: readiness }) : undefined;
+  // A worker's metrics are served by the primary's listener (summed over workers).
+  const metricsServer = config.metrics.listen && !('apiSocket' in opts) ? await listenMetrics(config.metrics.listen, { metrics: ownMetrics, ready: readiness }) : undefined;
   const [host, portText] = splitHostPort(config.listen);
+  const listenPath = 'listenPath' in opts ? opts.listenPath : undefined;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(Number(portText), host, () => {
+    const done = () => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if (listenPath) server.listen(listenPath, done);
+    else server.listen(Number(portText), host, done);
   });
-  const port = (server.address() as AddressInfo).port;
+  const port = listenPath ? Number(portText) : (server.address() as AddressInfo).port;
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info('agent listening', { url, connections: [...config.connections.keys()] });
+  if ('apiSocket' in opts) log.info('worker listening', { url, pid: process.pid });
+  else if (listenPath) log.info('agent primary ready', { api: listenPath });
+  else log.info('agent listening', { url, connections: [...config.connections.keys()] });
   for (const [name, m] of maskers) if (m.enabled) void lintMasking(name, m, config.connections.get(name)!, log);
-  const retention = config.retention.recordings === undefined ? undefined : startRetention(store, durationMs(config.retention.recordings), opts.retentionEveryMs ?? 3_600_000, log);
-  // Approval notifications ride the approvals change feed, off the session path (approvals/webhook.ts).
-  const checkpoints = setInterval(() => {
-    checkpointer.checkpoint().catch((err) => log.error('audit checkpoint not written', { error: (err as Error).message }));
-  }, durationMs(config.audit.checkpointInterval));
-  checkpoints.unref();
-  const webhooks = startApprovalWebhooks({ approvals: store.approvals, connections: config.connections, agentUrl: url.replace(/^ws/, 'http'), log });
+  parts.listening(url);
 
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
       draining = true;
-      retention?.stop();
-      clearInterval(checkpoints);
+      await parts.stopping();
       for (const ws of sockets) ws.close(1001, 'agent shutting down');
       for (const mux of tunnels) mux.shutdown('agent shutting down');
       server.closeAllConnections?.();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       // Sessions append their session_end as they close; give those a moment to land.
       await new Promise((r) => setTimeout(r, 50));
-      await webhooks.close();
-      // The last checkpoint covers the session ends just written: a tail cut after shutdown shows.
-      await checkpointer.checkpoint().catch((err) => log.error('audit checkpoint at shutdown not written', { error: (err as Error).message }));
       refusals.close();
       for (const m of maskers.values()) m.close();
       await metricsServer?.close();
       revocationWatch.close();
-      if (ownsRevocations) await revocations.close();
-      if (ownsStore) await store.close();
+      await parts.stopped();
     })());
-
   async function drain(timeoutMs = durationMs(config.shutdown.drainTimeout)): Promise<DrainReport> {
     const t0 = performance.now();
     draining = true;
@@ -339,7 +433,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     return report;
   }
 
-  return { url, port, tunnels, store, checkpointer, stop, drain, metricsUrl: metricsServer?.url };
+  return { url, port, tunnels, cancels, stop, drain, metricsUrl: metricsServer?.url };
 }
 
 const READY_TIMEOUT_MS = 3_000;

@@ -4,7 +4,11 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config.js';
 import { createLogger } from './log.js';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { startAgent } from './agent.js';
+import { startCluster, WORKER_ENV } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
 import { BENCH_NO_AUDIT_ENV, withoutAudit } from './audit/bench-no-audit.js';
 
 const USAGE = `usage: hoop-agent --config FILE [--log-format json|text]
@@ -70,10 +74,15 @@ async function run(): Promise<number> {
     return 2;
   }
   if (noAudit) log.warn(`${BENCH_NO_AUDIT_ENV}=1: AUDIT IS OFF, statements are not recorded (benchmark only)`);
-  const agent = await startAgent({ config, log, wrapStore: noAudit ? withoutAudit : undefined });
   // A bad input must never take the agent down: log it and keep serving everyone else.
   process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack ?? String(err) }));
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }));
+  // A worker of a clustered agent (config workers): the primary started it and will tell it to drain.
+  // It exits once drained: its channel to the primary would otherwise keep it alive.
+  if (cluster.isWorker) return process.exit(await runWorker(config, createLogger({ pretty: format === 'text' }, { worker: Number(process.env[WORKER_ENV.index]) })));
+  const wrapStore = noAudit ? withoutAudit : undefined;
+  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  const agent = workers > 1 ? await startCluster({ config, log, workers, wrapStore }) : await startAgent({ config, log, wrapStore });
   // The first SIGTERM or SIGINT drains (README, Stopping the agent); a second one exits at once.
   await new Promise<void>((resolve) => {
     let signals = 0;

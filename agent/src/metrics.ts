@@ -10,7 +10,7 @@ import type { EventInput } from './audit/events.js';
 export interface AgentMetrics {
   readonly registry: Registry;
   /** Wraps the store so every append is counted and timed (the store itself is unchanged). */
-  meterStore(store: StateStore): StateStore;
+  meterStore<S extends Pick<StateStore, 'append'>>(store: S): S;
   /** Times one upstream connect; failures are counted by cause class (ECONNREFUSED, 57P03, …). */
   upstreamConnect<T>(connection: string, connect: () => Promise<T>): Promise<T>;
   /** A refused tunnel upgrade or API call, by its refusal code (TOKEN_EXPIRED, NO_TOKEN, …). */

@@ -3,7 +3,7 @@
 // Every child goes into one registry; `killAll()` runs on normal exit, on an uncaught error and on
 // Ctrl-C/SIGTERM, so no agent, CLI, relay or pgbench outlives the benchmark.
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const children = new Set<ChildProcess>();
 
@@ -16,18 +16,50 @@ export const CLK_TCK = (() => {
   }
 })();
 
-/** User + system CPU of a live process, in ms (all its threads: /proc/<pid>/stat fields 14 and 15). */
+/** User + system CPU of a live process and its children, in ms (all threads: /proc/<pid>/stat fields 14 and 15). */
 export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Field 2 (comm) is parenthesised and may hold spaces: count fields after the last ')'.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+  return withChildren(pid).reduce((sum, p) => {
+    const stat = readOr(`/proc/${p}/stat`);
+    if (!stat) return sum;
+    // Field 2 (comm) is parenthesised and may hold spaces: count fields after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return sum + ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+  }, 0);
 }
 
-/** Resident set size of a live process, in bytes (/proc/<pid>/status VmRSS). */
+/** Resident set size of a live process and its children, in bytes (/proc/<pid>/status VmRSS). */
 export function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : 0;
+  return withChildren(pid).reduce((sum, p) => {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readOr(`/proc/${p}/status`));
+    return sum + (m ? Number(m[1]) * 1024 : 0);
+  }, 0);
+}
+
+/** A process and its live descendants (an agent with `workers` forks one process per worker). */
+export function withChildren(pid: number): number[] {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    for (const tid of readdirOr(`/proc/${all[i]}/task`)) {
+      for (const c of readOr(`/proc/${all[i]}/task/${tid}/children`).split(' ')) if (c.trim()) all.push(Number(c));
+    }
+  }
+  return all;
+}
+
+// A child may exit between listing and reading: it then counts for nothing.
+function readOr(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+function readdirOr(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 export interface Service {

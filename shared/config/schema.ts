@@ -205,6 +205,12 @@ export const AgentConfig = z.strictObject({
   maxMessageBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(16 * 1024 * 1024),
   /** Concurrent sessions one `hoopctl connect` may hold; the next is refused with 53300 and logged on both sides. */
   maxSessionsPerTunnel: z.number().int().min(1).max(100_000).default(256),
+  /**
+   * Processes that serve tunnels (the hoop-agent binary): 1 runs everything in one process; more fork
+   * that many workers sharing the listening socket, each tunnel (and its sessions) pinned to one of them,
+   * while one primary keeps the audit chain, approvals, revocations and the API. 'auto': one per core.
+   */
+  workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default(1),
   identity: z.strictObject({ issuers: z.array(Issuer).min(1) }),
   state: z.strictObject({ url: z.string().optional() }).prefault({}),
   /** Who may read every session's audit trail (`hoopctl sessions`); anyone else sees only their own. */

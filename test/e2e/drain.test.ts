@@ -4,15 +4,15 @@
 // withdraws held approvals with a message the client sees, and loses no audit event.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startExtraAgent, useStack, type ExtraAgent } from '../harness/stack.js';
-import { Child } from '../harness/child.js';
+import type { Child } from '../harness/child.js';
+import { readAuditEvents, startAgentBinary } from '../harness/agent-binary.js';
 import { rawUpgrade } from './wire.js';
-import { freePort } from '../../shared/net.js';
-import { DEMO_CONNECTION, DEMO_DATABASE, DEMO_MASKING, type DemoStack } from '../../cli/src/demo/stack.js';
+import { DEMO_CONNECTION, type DemoStack } from '../../cli/src/demo/stack.js';
 import { TunnelClient } from '../../cli/src/services/tunnel-client.js';
 import { startLocalListener } from '../../cli/src/services/local-listener.js';
 import type { AuditEvent } from '../../agent/src/audit/events.js';
@@ -72,35 +72,9 @@ describe('the hoop-agent binary on SIGTERM', () => {
   });
 
   async function startBinary(stack: DemoStack, drainTimeout: string): Promise<{ child: Child; url: string; dataDir: string }> {
-    const port = await freePort();
-    const dataDir = path.join(dir, `agent-${port}`);
-    const masking = Object.entries(DEMO_MASKING)
-      .map(([col, how]) => `      ${col}: ${JSON.stringify(how)}`)
-      .join('\n');
-    const file = path.join(dir, `agent-${port}.yaml`);
-    await writeFile(
-      file,
-      `listen: 127.0.0.1:${port}
-dataDir: ${dataDir}
-shutdown:
-  drainTimeout: ${drainTimeout}
-identity:
-  issuers:
-    - issuer: ${stack.issuer.issuer}
-      audience: ${stack.issuer.audience}
-connections:
-  ${DEMO_CONNECTION}:
-    postgres: { host: ${stack.pg.host}, port: ${stack.pg.port}, database: ${DEMO_DATABASE}, user: gw_agent, passwordEnv: HOOP_E2E_DB_PASSWORD }
-    access: [{ groups: [data-eng] }]
-    masking:
-${masking}
-`,
-    );
-    // node --import tsx, not the tsx wrapper: the signals go to the agent itself, not through a relay.
-    const child = new Child(process.execPath, ['--import', 'tsx', 'agent/src/main.ts', '--config', file], { ...process.env, HOOP_E2E_DB_PASSWORD: stack.agentDbPassword });
-    children.push(child);
-    await child.waitFor(() => child.stderr.includes('agent listening'), 'agent listening', 45_000);
-    return { child, url: `ws://127.0.0.1:${port}`, dataDir };
+    const agent = await startAgentBinary(stack, dir, { top: `shutdown:\n  drainTimeout: ${drainTimeout}` });
+    children.push(agent.child);
+    return agent;
   }
 
   async function tunnelTo(stack: DemoStack, url: string) {
@@ -128,13 +102,7 @@ ${masking}
     expect(JSON.parse(drained!).ms).toBeLessThan(2_000);
     expect(child.stderr).not.toContain('a handle outlived the stop');
     // Its audit trail closes the session it served.
-    const auditDir = path.join(dataDir, 'audit');
-    const files = (await readdir(auditDir)).filter((f) => f.startsWith('agent-') && f.endsWith('.jsonl'));
-    const events = (await Promise.all(files.map((f) => readFile(path.join(auditDir, f), 'utf8'))))
-      .join('')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { type: string });
+    const events = await readAuditEvents<{ type: string }>(dataDir);
     expect(events.filter((e) => e.type === 'session_start')).toHaveLength(1);
     expect(events.filter((e) => e.type === 'session_end')).toHaveLength(1);
   }, 90_000);

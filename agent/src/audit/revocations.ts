@@ -195,3 +195,8 @@ export class PgRevocations implements Revocations {
     await this.pool.end().catch(() => {});
   }
 }
+
+/** The revocation list beside the configured state store: PostgreSQL (state.url) or dataDir's file. */
+export function openRevocations(state: { url?: string }, dataDir: string, clock: () => number): Promise<Revocations> {
+  return state.url ? PgRevocations.open(state.url, clock) : FileRevocations.open(dataDir, clock);
+}

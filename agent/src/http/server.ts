@@ -51,6 +51,11 @@ export interface HttpDeps {
   draining?(): boolean;
   /** Every refused upgrade, for the audit trail (never with the token). */
   onRefused?(r: HttpRefusal, clientAddr: string, connection?: string): void;
+  /**
+   * A worker process (config `workers`): every request but /healthz and the tunnel upgrade goes to the
+   * agent primary, which serves the API over the one state store (cluster/forward.ts).
+   */
+  forward?(req: http.IncomingMessage, res: http.ServerResponse): void;
 }
 
 /** A streamed response body (the audit export). */
@@ -86,6 +91,7 @@ export function createHttpServer(deps: HttpDeps): http.Server {
     const send = (status: number, body: unknown) =>
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
     if (req.method === 'GET' && path === '/healthz') return send(200, { ok: true });
+    if (deps.forward) return deps.forward(req, res);
     if (req.method === 'GET' && path === '/readyz' && deps.ready) return void deps.ready().then((r) => send(r.ready ? 200 : 503, { ready: r.ready }));
     if (req.method === 'GET' && path === '/metrics' && deps.metrics) {
       const metrics = deps.metrics;

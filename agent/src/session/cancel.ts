@@ -13,6 +13,12 @@ interface Entry {
 export class CancelRegistry {
   private readonly entries = new Map<number, Entry>();
 
+  /**
+   * @param elsewhere asked when no session here holds the key: with several worker processes, the
+   *   session may live in another one (cluster/primary.ts asks each of them with `cancelHere`).
+   */
+  constructor(private readonly elsewhere?: (pid: number, secret: Buffer, owner: string) => Promise<boolean>) {}
+
   /** Issues a fresh (pid, secret) for a session; `forward` cancels its upstream query. */
   issue(owner: Principal, forward: () => Promise<void>): { pid: number; secret: Buffer } {
     let pid: number;
@@ -32,9 +38,16 @@ export class CancelRegistry {
    * or foreign key does nothing, and the requester cannot tell which (no oracle).
    */
   async cancel(pid: number, secret: Buffer, requester: Principal): Promise<boolean> {
+    const owner = ownerKey(requester);
+    if (!this.entries.has(pid) && this.elsewhere) return this.elsewhere(pid, secret, owner);
+    return this.cancelHere(pid, secret, owner);
+  }
+
+  /** `cancel` for a session of this process only; `owner` as the key's issuer and subject. */
+  async cancelHere(pid: number, secret: Buffer, owner: string): Promise<boolean> {
     const e = this.entries.get(pid);
     if (!e || e.secret.length !== secret.length || !timingSafeEqual(e.secret, secret)) return false;
-    if (e.owner !== ownerKey(requester)) return false;
+    if (e.owner !== owner) return false;
     await e.forward();
     return true;
   }
