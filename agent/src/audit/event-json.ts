@@ -21,10 +21,17 @@ function valueJson(v: unknown): string | undefined {
     case 'bigint':
       return JSON.stringify(v.toString());
     case 'object':
-      return v === null ? 'null' : canonicalJson(v);
+      if (v === null) return 'null';
+      // Bind parameters: an array of strings, numbers, booleans and nulls is its own canonical JSON.
+      if (Array.isArray(v) && v.every(isScalar)) return JSON.stringify(v);
+      return canonicalJson(v);
     default:
       return undefined; // undefined, function, symbol
   }
+}
+
+function isScalar(x: unknown): boolean {
+  return x === null || typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean';
 }
 
 /** `,"key":value`, or nothing when canonical JSON drops the member. */
