@@ -25,7 +25,7 @@
 //                    [--profile-keep DIR] (the two processes of that path under --cpu-prof; top self, inclusive
 //                    and per-file time; DIR keeps agent.cpuprofile and cli.cpuprofile)
 import { mkdtemp, mkdir, copyFile, rm, writeFile, readFile, readdir } from 'node:fs/promises';
-import { openSync, closeSync, rmSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,7 +37,7 @@ import { installCleanup, run, startService, stopProcess, CLK_TCK, type Service }
 import { bulkRead, connectLoop, pgbench, pgEnv, type Measured, type PgbenchOptions, type Target } from './bench/workloads.js';
 import { AUDIT_COST_KEY, measureAuditCost, renderAuditCost, type AuditCostResult } from './bench/audit-cost.js';
 import { pgbouncerMissing, startPgbouncer } from './bench/pgbouncer.js';
-import { measureIdle, renderIdle, soak, renderSoak, type IdleResult, type SoakResult } from './bench/capacity.js';
+import { measureIdle, renderIdle, soak, renderSoak, type IdleResult, type SoakResult, agentHeapMB } from './bench/capacity.js';
 import { renderTargets, type TargetCheck } from './bench/targets.js';
 import { fingerprintOf } from '../agent/src/policy/parse.js';
 
@@ -163,6 +163,8 @@ interface Stack {
   pg: LocalPostgres;
   issuer: LocalIssuer;
   agent: Service;
+  /** http:// base of hoopctl's agent (its /metrics). */
+  agentUrl: string;
   cli: Service;
   relay: Service;
   wsAgent: Service;
@@ -249,7 +251,7 @@ async function startAgentAndCli(
   profDir?: string,
   /** A second agent of the run (the audit-off arm): its own log files and extra environment. */
   variant: { tag: string; env: NodeJS.ProcessEnv } = { tag: '', env: {} },
-): Promise<{ agent: Service; cli: Service; localPort: number }> {
+): Promise<{ agent: Service; cli: Service; localPort: number; agentUrl: string }> {
   const agentPort = await freePort();
   const config = `listen: 127.0.0.1:${agentPort}
 dataDir: ${path.join(s.tmp, 'agent-data')}
@@ -263,6 +265,8 @@ connections:
     approval: { exportRowLimit: ${ROWS + 1} }
     policy: { approvalFree: ${JSON.stringify(TPCB_WRITES.map((w) => fingerprintOf(w)))} }
 maxSessionsPerTunnel: ${Math.max(256, IDLE + 100)}
+# the soak reads the agent's heap from /metrics (reviewers only) with the benchmark's token
+reviewers: { groups: [data-eng] }
 workers: ${Number(opt['agent-workers'])}
 `;
   const configFile = path.join(s.tmp, 'hoop-agent.yaml');
@@ -270,7 +274,7 @@ workers: ${Number(opt['agent-workers'])}
   const prof = (name: string) =>
     profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name), '--import', path.join(ROOT, 'scripts/bench/exit-after-signal.mjs')] : [];
   const agentLog = openSync(path.join(s.tmp, `agent${variant.tag}.log`), 'a');
-  const agent = await startService('hoop-agent', process.execPath, [...prof('agent'), 'dist/agent/main.js', '--config', configFile], {
+  const agent = await startService('hoop-agent', process.execPath, [...prof('agent'), ...shebangFlags('dist/agent/main.js'), 'dist/agent/main.js', '--config', configFile], {
     cwd: ROOT,
     env: { ...process.env, HOOP_LOG_LEVEL: logLevel, BENCH_DB_PASSWORD: agentPassword, ...variant.env },
     stderrFd: agentLog,
@@ -288,7 +292,13 @@ workers: ${Number(opt['agent-workers'])}
   );
   closeSync(cliLog);
   stops.push(() => cli.stop());
-  return { agent, cli, localPort };
+  return { agent, cli, localPort, agentUrl: `http://127.0.0.1:${agentPort}` };
+}
+
+/** The node flags a binary's `#!/usr/bin/env -S node …` line gives it: run here as users run it. */
+function shebangFlags(file: string): string[] {
+  const first = readFileSync(path.join(ROOT, file), 'utf8').split('\n', 1)[0];
+  return /^#!.*\bnode\b(.*)$/.exec(first)?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
 }
 
 async function startStack(): Promise<Stack & { agentPassword: string; token: string }> {
@@ -305,7 +315,7 @@ async function startStack(): Promise<Stack & { agentPassword: string; token: str
   stops.push(() => issuer.stop());
   const token = await issuer.clientCredentialsToken('ci-nightly', 'ci-nightly-secret');
   log(`starting hoop-agent and hoopctl connect (agent log level ${opt['agent-log-level']})`);
-  const { agent, cli, localPort } = await startAgentAndCli({ pg, issuer, tmp }, agentPassword, token, opt['agent-log-level']!, undefined);
+  const { agent, cli, localPort, agentUrl } = await startAgentAndCli({ pg, issuer, tmp }, agentPassword, token, opt['agent-log-level']!, undefined);
   const relayPort = await freePort();
   const relay = await startService('relay', process.execPath, ['--import', 'tsx', 'scripts/bench/relay.ts', String(relayPort), pg.host, String(pg.port)], {
     cwd: ROOT,
@@ -332,7 +342,7 @@ async function startStack(): Promise<Stack & { agentPassword: string; token: str
     PATHS = PATHS.filter((p) => p !== 'pgbouncer');
   }
   return {
-    pg, issuer, agent, cli, relay, wsAgent, wsCli, pgbouncer, pgbouncerNote, tmp, agentPassword, token,
+    pg, issuer, agent, agentUrl, cli, relay, wsAgent, wsCli, pgbouncer, pgbouncerNote, tmp, agentPassword, token,
     targets: {
       direct,
       relay: { ...direct, port: relayPort },
@@ -645,7 +655,7 @@ async function main(): Promise<void> {
   let soakResult: SoakResult | undefined;
   if (SOAK > 0) {
     log(`soak: pgbench -S c4 for ${SOAK} s through hoopctl`);
-    soakResult = await soak(s.targets.hoopctl, s.agent, path.join(s.tmp, 'agent-data'), SOAK);
+    soakResult = await soak(s.targets.hoopctl, s.agent, path.join(s.tmp, 'agent-data'), SOAK, () => agentHeapMB(s.agentUrl, s.token));
   }
 
   // The cost of auditing: a second agent with audit off, compared with the measured one (audit on).

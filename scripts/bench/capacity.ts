@@ -67,7 +67,22 @@ export interface SoakResult {
   rssSlopeWholeRunMBPerMin: number;
   rssStartMB: number;
   rssEndMB: number;
+  /** The agent's JS heap in use (its /metrics, nodejs_heap_size_used_bytes): what a leak in the code would grow. */
+  heapSlopeMBPerMin?: number;
+  heapStartMB?: number;
+  heapEndMB?: number;
   auditBytesPerStatement: number;
+}
+
+/** The agent's JS heap in use, in MB, from its /metrics (undefined when it cannot be read). */
+export async function agentHeapMB(agentUrl: string, token: string): Promise<number | undefined> {
+  try {
+    const res = await fetch(`${agentUrl}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    const m = /^nodejs_heap_size_used_bytes (\S+)$/m.exec(await res.text());
+    return m ? Number(m[1]) / MB : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function auditBytes(dataDir: string): Promise<number> {
@@ -86,10 +101,15 @@ function slopeOf(xs: Array<[number, number]>): number {
 }
 
 /** pgbench -S, 4 clients, for `seconds` through hoopctl, sampling the agent's RSS every 5 s. */
-export async function soak(target: Target, agent: Service, dataDir: string, seconds: number): Promise<SoakResult> {
+export async function soak(target: Target, agent: Service, dataDir: string, seconds: number, heapMB?: () => Promise<number | undefined>): Promise<SoakResult> {
   const samples: Array<[number, number]> = [];
+  const heap: Array<[number, number]> = [];
   const t0 = Date.now();
-  const sample = () => samples.push([(Date.now() - t0) / 60_000, rssBytes(agent.pid) / MB]);
+  const sample = () => {
+    const at = (Date.now() - t0) / 60_000;
+    samples.push([at, rssBytes(agent.pid) / MB]);
+    void heapMB?.().then((mb) => mb !== undefined && heap.push([at, mb]));
+  };
   sample();
   const timer = setInterval(sample, 5000);
   const bytes0 = await auditBytes(dataDir);
@@ -109,6 +129,7 @@ export async function soak(target: Target, agent: Service, dataDir: string, seco
       rssSlopeWholeRunMBPerMin: slopeOf(samples),
       rssStartMB: samples[0][1],
       rssEndMB: samples[n - 1][1],
+      ...(heap.length > 1 ? { heapSlopeMBPerMin: slopeOf(heap.filter((x) => x[0] >= warm)), heapStartMB: heap[0][1], heapEndMB: heap[heap.length - 1][1] } : {}),
       auditBytesPerStatement: (bytes1 - bytes0) / m.units,
     };
   } finally {
@@ -121,5 +142,8 @@ export function renderSoak(r: SoakResult): string {
     `soak: pgbench -S, 4 clients, -M simple, ${r.seconds} s through hoopctl`,
     `  ${Math.round(r.tps).toLocaleString('en')} tps, ${r.statements.toLocaleString('en')} statements; agent RSS ${r.rssStartMB.toFixed(0)} → ${r.rssEndMB.toFixed(0)} MB, ` +
       `slope ${r.rssSlopeMBPerMin.toFixed(2)} MB/min after the first minute (target ≤ 0.5; ${r.rssSlopeWholeRunMBPerMin.toFixed(2)} over the whole run); audit ${r.auditBytesPerStatement.toFixed(0)} bytes per statement`,
+    ...(r.heapSlopeMBPerMin !== undefined
+      ? [`  JS heap in use ${r.heapStartMB!.toFixed(1)} → ${r.heapEndMB!.toFixed(1)} MB, slope ${r.heapSlopeMBPerMin.toFixed(2)} MB/min after the first minute`]
+      : []),
   ].join('\n');
 }
