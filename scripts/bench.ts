@@ -21,9 +21,10 @@
 //   --only audit_cost: just the cost of auditing (a second agent with audit off, see bench/audit-cost.ts)
 //   --only idle: just the idle sessions; --idle 0 skips them; --soak is off unless given (10 min: 600)
 //   --agent-workers N: the agent with config `workers: N` (its CPU and RSS include every worker process)
-//   npm run bench -- --profile SECONDS [--profile-workload pgbench|bulk|masked] [--profile-path hoopctl|ws-relay]
-//                    (the two processes of that path under --cpu-prof)
-import { mkdtemp, rm, writeFile, readFile, readdir } from 'node:fs/promises';
+//   npm run bench -- --profile SECONDS [--profile-workload pgbench|prepared16|tpcb|bulk|masked] [--profile-path hoopctl|ws-relay]
+//                    [--profile-keep DIR] (the two processes of that path under --cpu-prof; top self, inclusive
+//                    and per-file time; DIR keeps agent.cpuprofile and cli.cpuprofile)
+import { mkdtemp, mkdir, copyFile, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,6 +56,7 @@ const { values: opt } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     profile: { type: 'string' },
     'profile-workload': { type: 'string', default: 'pgbench' },
+    'profile-keep': { type: 'string' },
     only: { type: 'string' },
     'agent-workers': { type: 'string', default: '1' },
   },
@@ -100,8 +102,9 @@ const tpsWorkload = (key: string, title: string, opts: PgbenchOptions, targets: 
   title,
   unit: 'tps',
   value: (m) => m.units / m.seconds,
-  // pgbench counts transactions: one statement each with -S, five (BEGIN … END) with -N.
-  cpuUnit: opts.script === 'simple-update' ? 'µs/xact' : 'µs/stmt',
+  // pgbench counts transactions: one statement each with -S, five (BEGIN … END) with -N, three with -N's
+  // statements in autocommit.
+  cpuUnit: opts.script === 'simple-update' || opts.script === 'simple-update-autocommit' ? 'µs/xact' : 'µs/stmt',
   cpuPer: (ms, m) => (ms * 1000) / m.units,
   targetVs: 'ws-relay',
   ...targets,
@@ -458,29 +461,58 @@ function render(r: ReturnType<typeof summarise>): string {
 // ── Profile mode ──────────────────────────────────────────────────────────────────────────────────
 
 interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;
   samples: number[];
   timeDeltas: number[];
 }
 
-async function topSelfTime(dir: string, n = 15): Promise<string> {
+/** Self time per function, inclusive time per function (counted once per sample even when recursive), and per file. */
+async function topTimes(dir: string, n = 15): Promise<string> {
   const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'));
   if (!files.length) return `  (no profile written in ${dir})`;
+  if (opt['profile-keep']) {
+    await mkdir(opt['profile-keep'], { recursive: true });
+    await copyFile(path.join(dir, files[0]), path.join(opt['profile-keep'], `${path.basename(dir)}.cpuprofile`));
+  }
   const prof = JSON.parse(await readFile(path.join(dir, files[0]), 'utf8')) as CpuProfile;
-  const byId = new Map(prof.nodes.map((nd) => [nd.id, nd.callFrame]));
+  const byId = new Map(prof.nodes.map((nd) => [nd.id, nd]));
+  const parent = new Map<number, number>();
+  for (const nd of prof.nodes) for (const c of nd.children ?? []) parent.set(c, nd.id);
+  const keyOf = (cf: CpuProfile['nodes'][number]['callFrame']) => {
+    const where = cf.url ? ` ${cf.url.replace(/^file:\/\//, '').replace(ROOT + '/', '').replace(/.*node_modules\//, '')}:${cf.lineNumber + 1}` : '';
+    return `${cf.functionName || '(anonymous)'}${where}`;
+  };
+  const fileOf = (cf: CpuProfile['nodes'][number]['callFrame']) =>
+    cf.url ? cf.url.replace(/^file:\/\//, '').replace(ROOT + '/', '').replace(/.*node_modules\//, '') : `(${cf.functionName || 'native'})`;
   const self = new Map<string, number>();
+  const incl = new Map<string, number>();
+  const perFile = new Map<string, number>();
   let total = 0;
   for (let i = 0; i < prof.samples.length; i++) {
-    const cf = byId.get(prof.samples[i])!;
+    const leaf = byId.get(prof.samples[i])!;
     const us = prof.timeDeltas[i + 1] ?? 0;
-    if (cf.functionName === '(idle)') continue;
-    const where = cf.url ? ` ${cf.url.replace(/^file:\/\//, '').replace(ROOT + '/', '').replace(/.*node_modules\//, '')}:${cf.lineNumber + 1}` : '';
-    const key = `${cf.functionName || '(anonymous)'}${where}`;
+    if (leaf.callFrame.functionName === '(idle)') continue;
+    const key = keyOf(leaf.callFrame);
     self.set(key, (self.get(key) ?? 0) + us);
+    perFile.set(fileOf(leaf.callFrame), (perFile.get(fileOf(leaf.callFrame)) ?? 0) + us);
     total += us;
+    const seen = new Set<string>();
+    for (let id: number | undefined = leaf.id; id !== undefined; id = parent.get(id)) {
+      const k = keyOf(byId.get(id)!.callFrame);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      incl.set(k, (incl.get(k) ?? 0) + us);
+    }
   }
-  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, n);
-  return [`  busy ${(total / 1000).toFixed(0)} ms sampled; top self time:`, ...top.map(([k, us]) => `  ${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`)].join('\n');
+  const list = (m: Map<string, number>, k: number) =>
+    [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([key, us]) => `  ${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${key}`);
+  const skip = /^\((root|program|garbage collector)\)$|^\(anonymous\)$/;
+  const inclTop = new Map([...incl].filter(([k]) => !skip.test(k)));
+  return [
+    `  busy ${(total / 1000).toFixed(0)} ms sampled; top self time:`, ...list(self, n),
+    '  top inclusive time:', ...list(inclTop, 2 * n),
+    '  self time per file:', ...list(perFile, n),
+  ].join('\n');
 }
 
 async function profile(seconds: number): Promise<void> {
@@ -514,6 +546,14 @@ async function profile(seconds: number): Promise<void> {
       secs += m.seconds;
     }
     console.log(`${opt['profile-workload']} bulk read via ${opt['profile-path']} under --cpu-prof: ${fmt(bytes / 1e6 / secs)} MB/s, ${fmt(bytes / 1e6)} MB`);
+  } else if (opt['profile-workload'] === 'prepared16') {
+    log(`profiling: pgbench -S, 16 clients, prepared, ${seconds} s`);
+    const m = await pgbench(target, { clients: 16, threads: 2, mode: 'prepared', seconds });
+    console.log(`pgbench -S 16 clients prepared via ${opt['profile-path']} under --cpu-prof: ${fmt(m.tps)} tps, ${m.units} statements`);
+  } else if (opt['profile-workload'] === 'tpcb') {
+    log(`profiling: pgbench -N's statements in autocommit, 8 clients, ${seconds} s`);
+    const m = await pgbench(target, { clients: 8, threads: 2, mode: 'simple', seconds, script: 'simple-update-autocommit' });
+    console.log(`pgbench -N autocommit 8 clients via ${opt['profile-path']} under --cpu-prof: ${fmt(m.tps)} tps, ${m.units} statements`);
   } else {
     log(`profiling: pgbench -S, 1 client, simple, ${seconds} s`);
     const m = await pgbench(target, { clients: 1, threads: 1, mode: 'simple', seconds });
@@ -524,8 +564,8 @@ async function profile(seconds: number): Promise<void> {
   await stopProcess(p.agent.proc, 10_000, 'SIGINT');
   for (const svc of [p.cli, p.agent]) if (svc.proc.signalCode === 'SIGKILL') log(`${svc.name} did not exit within 10 s of SIGINT: no profile`);
   const [agentName, cliName] = opt['profile-path'] === 'ws-relay' ? ['ws-relay agent end', 'ws-relay CLI end'] : ['hoop-agent', 'hoopctl connect'];
-  console.log(`\n${agentName}\n${await topSelfTime(path.join(profDir, 'agent'))}`);
-  console.log(`\n${cliName}\n${await topSelfTime(path.join(profDir, 'cli'))}`);
+  console.log(`\n${agentName}\n${await topTimes(path.join(profDir, 'agent'))}`);
+  console.log(`\n${cliName}\n${await topTimes(path.join(profDir, 'cli'))}`);
 }
 
 /**

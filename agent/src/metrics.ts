@@ -66,6 +66,8 @@ export function createMetrics(o: { connections: readonly string[]; health: () =>
   const refusals = new Counter({ name: 'hoop_refused_total', help: 'Refused tunnel upgrades by reason (token verification failures among them)', labelNames: ['reason'], registers });
   const frames = new Counter({ name: 'hoop_tunnel_frames_total', help: 'Tunnel WebSocket frames', labelNames: ['direction'], registers });
   const bytes = new Counter({ name: 'hoop_tunnel_bytes_total', help: 'Tunnel WebSocket payload bytes', labelNames: ['direction'], registers });
+  // Per frame: the labelled series looked up once, not a label hash per frame.
+  const perDirection = { in: [frames.labels('in'), bytes.labels('in')], out: [frames.labels('out'), bytes.labels('out')] } as const;
   const tunnelsOpen = new Gauge({ name: 'hoop_tunnels_open', help: 'Tunnels (WebSockets) open now', registers });
   // Held requests by id: when they were requested, for the wait histogram (bounded by the approval timeout).
   const heldSince = new Map<string, number>();
@@ -86,6 +88,8 @@ export function createMetrics(o: { connections: readonly string[]; health: () =>
       case 'refused':
         break; // counted at the HTTP edge (refused()), where the reason is a code
       default: {
+        // Only approval events are holds (statement_result, async_message, … are not counted here).
+        if (!e.type.startsWith('approval_')) break;
         const outcome = e.type.slice('approval_'.length);
         holds.inc({ connection: c, outcome });
         const id = String(e.data.approvalId ?? '');
@@ -144,8 +148,9 @@ export function createMetrics(o: { connections: readonly string[]; health: () =>
       refusals.inc({ reason: /^[A-Z_]{1,40}$/.test(code) ? code : 'OTHER' });
     },
     tunnelFrame(direction, n) {
-      frames.inc({ direction });
-      bytes.inc({ direction }, n);
+      const [f, b] = perDirection[direction];
+      f.inc();
+      b.inc(n);
     },
   };
 }

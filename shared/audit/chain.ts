@@ -6,6 +6,7 @@
 // order keys (PostgreSQL, SIEM pipelines and `jq` all reorder), so one verifier works on every copy.
 // Shared by the agent (sealing), the CLI (`audit verify`, `evidence`) and, re-stated in plain
 // JavaScript, by an evidence bundle's verify.mjs.
+import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 
 export const GENESIS = '0'.repeat(64);
@@ -70,8 +71,11 @@ export function hashedContent(e: object & { hash?: string }): string {
   return canonicalJson(rest);
 }
 
+/** One-shot hashing (Node ≥ 20.12): no Hash object per event, a third of the cost on the append path. */
+const oneShot = (crypto as { hash?: (alg: string, data: string | Uint8Array, enc: 'hex' | 'buffer') => string | Buffer }).hash;
+
 export function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
+  return oneShot ? (oneShot('sha256', s, 'hex') as string) : createHash('sha256').update(s).digest('hex');
 }
 
 export function hashEvent(e: object & { hash?: string }): string {
@@ -85,5 +89,12 @@ export function hashEvent(e: object & { hash?: string }): string {
  */
 export function storedLine(content: string, hash: string): string {
   return content === '{}' ? `{"hash":"${hash}"}` : `{"hash":"${hash}",` + content.slice(1);
+}
+
+/** The content `storedLine` spliced its hash into, or undefined when the line is not in that form. */
+export function contentOfStoredLine(line: string): string | undefined {
+  // `{"hash":"` (9) + 64 hex + `",` → the content's members start at 75
+  if (line.length < 76 || !line.startsWith('{"hash":"') || line.charCodeAt(73) !== 34 || line.charCodeAt(74) !== 44) return undefined;
+  return '{' + line.slice(75);
 }
 

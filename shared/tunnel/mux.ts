@@ -9,7 +9,9 @@
 // taken in one wakeup) is framed in the loop's check phase (setImmediate), every stream of the turn in
 // one corked write (one syscall), or as soon as FRAME_DATA_BYTES are pending. A stream whose bytes end
 // at a protocol sync point (a ReadyForQuery answer, a client's Sync or single Query) while no other
-// stream is waiting is framed at once: the peer is idle until it gets them, nothing is gained by waiting.
+// stream is waiting and no other stream's answer is awaited (its peer's last bytes ended with a Sync or
+// Query: only the agent's streams ever are) is framed at once: the peer is idle until it gets them, nothing is gained by waiting. With many busy
+// streams the answers of one turn share one write.
 import type WebSocket from 'ws';
 import {
   FrameType,
@@ -60,6 +62,8 @@ interface StreamState {
   /** DATA sent by the end but not yet framed (coalesced until the loop's check phase). */
   out: Buffer[];
   outBytes: number;
+  /** The peer's last DATA ended with a request (Sync, Query) not answered yet: our answer may come any moment. */
+  awaited: boolean;
 }
 
 export interface MuxHooks {
@@ -87,6 +91,12 @@ const QUERY = 0x51; // 'Q'
 export function endsAtSyncPoint(b: Buffer): boolean {
   const n = b.length;
   if (n >= 6 && b[n - 6] === READY_FOR_QUERY && b[n - 5] === 0 && b[n - 4] === 0 && b[n - 3] === 0 && b[n - 2] === 5) return true;
+  return endsWithRequest(b);
+}
+
+/** True when the bytes end with a client's request for an answer: a Sync, or exactly one simple Query. */
+function endsWithRequest(b: Buffer): boolean {
+  const n = b.length;
   if (n >= 5 && b[n - 5] === SYNC && b[n - 4] === 0 && b[n - 3] === 0 && b[n - 2] === 0 && b[n - 1] === 4) return true;
   return n >= 5 && b[0] === QUERY && b.readUInt32BE(1) + 1 === n;
 }
@@ -95,6 +105,8 @@ export class TunnelMux {
   private readonly streams = new Map<number, StreamState>();
   private wsPaused = false;
   private closed = false;
+  /** Streams whose peer waits for our answer (StreamState.awaited). */
+  private awaitedCount = 0;
   /** Streams with pending DATA, flushed by one setImmediate. */
   private readonly dirty = new Set<number>();
   private flushScheduled = false;
@@ -137,7 +149,13 @@ export class TunnelMux {
         this.frame(streamId, s);
       }
     }
-    if (s.outBytes > 0 && this.dirty.size === 0 && endsAtSyncPoint(data)) this.flush(streamId, s);
+    const answers = endsAtSyncPoint(data);
+    if (answers && s.awaited) {
+      s.awaited = false;
+      this.awaitedCount--;
+    }
+    // Framed at once only when no other stream's answer may come in this turn too (those share one write).
+    if (s.outBytes > 0 && this.dirty.size === 0 && answers && this.awaitedCount === 0) this.flush(streamId, s);
     else if (s.outBytes > 0) {
       this.dirty.add(streamId);
       this.scheduleFlush();
@@ -174,7 +192,7 @@ export class TunnelMux {
     const s = this.streams.get(streamId);
     if (!s) return;
     this.flush(streamId, s); // the stream's last bytes go before its CLOSE
-    this.streams.delete(streamId);
+    this.forget(streamId, s);
     if (!this.closed && this.ws.readyState === this.ws.OPEN) this.sendRaw(encodeClose(streamId, reason));
   }
 
@@ -184,13 +202,19 @@ export class TunnelMux {
     this.closed = true;
     for (const [, s] of this.streams) s.end.close(reason);
     this.streams.clear();
+    this.awaitedCount = 0;
   }
 
   private register(streamId: number, end: StreamEnd): StreamState {
-    const s: StreamState = { end, sendCredit: INITIAL_WINDOW, unreported: 0, pending: 0, pausedForCredit: false, out: [], outBytes: 0 };
+    const s: StreamState = { end, sendCredit: INITIAL_WINDOW, unreported: 0, pending: 0, pausedForCredit: false, out: [], outBytes: 0, awaited: false };
     this.streams.set(streamId, s);
     if (this.wsPaused) end.pause();
     return s;
+  }
+
+  private forget(streamId: number, s: StreamState): void {
+    this.streams.delete(streamId);
+    if (s.awaited) this.awaitedCount--;
   }
 
   /** Frames a stream's pending DATA (one copy into the frame, as before coalescing). */
@@ -270,6 +294,10 @@ export class TunnelMux {
     switch (type) {
       case FrameType.Data: {
         if (!s) return; // raced with a close; the bytes have nowhere to go
+        if (!s.awaited && endsWithRequest(payload)) {
+          s.awaited = true;
+          this.awaitedCount++;
+        }
         // write() always takes the bytes; false only means "slow down", like net.Socket#write.
         const consumed = s.end.write(payload);
         if (!consumed || s.pending > 0) s.pending += payload.length;
@@ -292,7 +320,7 @@ export class TunnelMux {
       }
       case FrameType.Close: {
         if (!s) return;
-        this.streams.delete(streamId);
+        this.forget(streamId, s);
         s.end.close(payload.length ? payload.toString('utf8') : undefined);
         return;
       }

@@ -21,10 +21,17 @@ function valueJson(v: unknown): string | undefined {
     case 'bigint':
       return JSON.stringify(v.toString());
     case 'object':
-      return v === null ? 'null' : canonicalJson(v);
+      if (v === null) return 'null';
+      // Bind parameters: an array of strings, numbers, booleans and nulls is its own canonical JSON.
+      if (Array.isArray(v) && v.every(isScalar)) return JSON.stringify(v);
+      return canonicalJson(v);
     default:
       return undefined; // undefined, function, symbol
   }
+}
+
+function isScalar(x: unknown): boolean {
+  return x === null || typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean';
 }
 
 /** `,"key":value`, or nothing when canonical JSON drops the member. */
@@ -41,7 +48,15 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 function objectJson(o: Record<string, unknown>): string {
   let out = '';
-  for (const k of Object.keys(o).sort()) {
+  const keys = Object.keys(o);
+  // The event constructors write their data's keys in order already: check instead of sorting.
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1] > keys[i]) {
+      keys.sort();
+      break;
+    }
+  }
+  for (const k of keys) {
     const j = valueJson(o[k]);
     if (j !== undefined) out += (out ? ',' : '') + JSON.stringify(k) + ':' + j;
   }

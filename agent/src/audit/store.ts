@@ -174,13 +174,15 @@ export class GroupCommit {
     return new Promise((resolve, reject) => {
       this.queue.push({ input, at, resolve, reject });
       if (this.lazyMs > 0 && AFTER_THE_FACT.has(input.type)) {
-        this.lazyTimer ??= setTimeout(() => {
-          this.lazyTimer = undefined;
-          this.kick();
-        }, this.lazyMs);
+        this.lazyTimer ??= setTimeout(this.lazyKick, this.lazyMs);
       } else this.turnEnd ??= setImmediate(() => this.kick());
     });
   }
+
+  private readonly lazyKick = (): void => {
+    this.lazyTimer = undefined;
+    this.kick();
+  };
 
   /** Writes whatever is queued (after-the-fact events included) and resolves once nothing is in flight. */
   async flush(): Promise<void> {
@@ -215,8 +217,8 @@ export class GroupCommit {
     clearImmediate(this.turnEnd);
     this.turnEnd = undefined;
     if (this.busy || (!this.queue.length && !this.parked.length)) return;
-    clearTimeout(this.lazyTimer);
-    this.lazyTimer = undefined;
+    // The lazy timer is left to run out (then finds nothing, or events queued since, which it writes
+    // no later than lazyMs after they came): one timer per lazyMs, not one per statement.
     this.running = this.run();
   }
 
@@ -258,7 +260,8 @@ export class GroupCommit {
       let ts = this.lastIso;
       if (ts < lastTs) ts = lastTs;
       lastTs = ts;
-      const base = {
+      // One object: the hash is added once the content is known (eventContent reads no `hash`).
+      const event = {
         seq: ++seq,
         ts,
         prev,
@@ -268,11 +271,12 @@ export class GroupCommit {
         identity: input.identity,
         connection: input.connection,
         data: input.data ?? {},
-      };
-      const content = eventContent(base);
+      } as AuditEvent;
+      const content = eventContent(event);
       const hash = sha256(content);
+      event.hash = hash;
       prev = hash;
-      return { event: { ...base, hash }, line: storedLine(content, hash) };
+      return { event, line: storedLine(content, hash) };
     });
   }
 }

@@ -79,7 +79,122 @@ interface ScannedToken {
 }
 
 export function skeletonOf(sql: string): Skeleton | undefined {
-  return knownSkeletons?.get(sql) ?? scanSkeleton(sql);
+  const known = knownSkeletons?.get(sql);
+  if (known) return known;
+  if (sql.length > MAX_TEMPLATE_TEXT) return scanSkeleton(sql);
+  const hint = templateHint(sql);
+  const template = templates?.get(hint);
+  const fast = template && fromTemplate(template, sql);
+  if (fast) return (skeletonStats.template++, fast);
+  skeletonStats.scanned++;
+  const scanned = scanSkeleton(sql);
+  if (scanned) {
+    const t = makeTemplate(sql, scanned);
+    if (t) (templates ??= new Lru(64)).set(hint, t);
+  }
+  return scanned;
+}
+
+// ── Templates: the skeleton of a text that differs from a scanned one only in integer literals ────
+//
+// pgbench, ORMs and jobs send one text over and over with other numbers in it; scanning each costs more
+// than the rest of the decision. A template is a scanned ASCII text whose integer literals (ICONST,
+// decimal digits only) stand between characters that no token can extend across: such a literal is
+// read by the scanner as exactly its run of digits, whatever the digits, and the tokens before and after
+// it are read the same. A text equal to the template outside those runs, each run 1–10 digits within
+// int4 (beyond, the scanner reads a FCONST), therefore has the template's tokens at shifted offsets: the
+// same key, the same token types. Anything else (another byte, a non-ASCII text, a run out of range)
+// falls back to the scanner. literal-cache.test.ts compares this with the scanner on mutated texts.
+
+/** How skeletons were made (tests and the bench read it). */
+export const skeletonStats = { template: 0, scanned: 0 };
+
+/** Texts longer than this are scanned (a template pays off on the short texts sent repeatedly). */
+const MAX_TEMPLATE_TEXT = 8 * 1024;
+/** Bytes that end any token before a digit and that no digit run extends into (ASCII; no `.`, `$`, `_`, letters, quotes). */
+const BOUNDARY = new Uint8Array(128);
+for (const c of ' \t\n\r(),;=<>+-*/[]') BOUNDARY[c.charCodeAt(0)] = 1;
+
+interface Template {
+  /** fixed text before each variable literal, and after the last */
+  fixed: string[];
+  /** the template's own skeleton */
+  skeleton: Skeleton;
+  /** byte offsets of the variable literals in the template: start0, end0, … */
+  spans: number[];
+}
+
+/** The lookup key of a text's template: its digit runs blanked. Only a hint: fromTemplate checks every byte. */
+function templateHint(sql: string): string {
+  return sql.replace(/[0-9]+/g, '0');
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 127) return false;
+  return true;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+function makeTemplate(sql: string, sk: Skeleton): Template | undefined {
+  if (!isAscii(sql)) return undefined;
+  const spans: number[] = [];
+  const fixed: string[] = [];
+  let at = 0;
+  for (const t of sk.tokens) {
+    if (t.tag !== 'LI') continue;
+    const before = t.start === 0 ? 1 : BOUNDARY[sql.charCodeAt(t.start - 1)];
+    const after = t.end === sql.length ? 1 : BOUNDARY[sql.charCodeAt(t.end)];
+    let digits = t.end > t.start;
+    for (let i = t.start; digits && i < t.end; i++) digits = isDigit(sql.charCodeAt(i));
+    if (!before || !after || !digits) continue;
+    fixed.push(sql.slice(at, t.start));
+    spans.push(t.start, t.end);
+    at = t.end;
+  }
+  if (spans.length === 0) return undefined;
+  fixed.push(sql.slice(at));
+  return { fixed, skeleton: sk, spans };
+}
+
+const INT4_MAX = 2147483647;
+
+/** The skeleton of `sql` from a template, or undefined unless `sql` matches it as described above. */
+function fromTemplate(t: Template, sql: string): Skeleton | undefined {
+  const { fixed, spans } = t;
+  // shift[k]: how far offsets from the end of variable literal k on move (from the template to `sql`)
+  const shift: number[] = [];
+  let si = 0;
+  for (let k = 0; k < spans.length / 2; k++) {
+    const f = fixed[k];
+    if (!sql.startsWith(f, si)) return undefined;
+    si += f.length;
+    const from = si;
+    let value = 0;
+    while (si < sql.length && isDigit(sql.charCodeAt(si))) {
+      value = value * 10 + sql.charCodeAt(si) - 48;
+      if (value > INT4_MAX) return undefined;
+      si++;
+    }
+    if (si === from) return undefined;
+    shift.push(si - spans[2 * k + 1]);
+  }
+  const last = fixed[fixed.length - 1];
+  if (sql.length - si !== last.length || !sql.endsWith(last)) return undefined;
+  const map = (offset: number): number => {
+    let k = 0;
+    while (k < shift.length && spans[2 * k + 1] <= offset) k++;
+    return k === 0 ? offset : offset + shift[k - 1];
+  };
+  const sk = t.skeleton;
+  return {
+    key: sk.key,
+    literals: sk.literals.map(map),
+    signs: sk.signs.map((o) => (o < 0 ? o : map(o))),
+    tokens: sk.tokens.map((tok) => ({ start: map(tok.start), end: map(tok.end), tag: tok.tag })),
+  };
 }
 
 /** The skeleton by the scanner, never from a remembered statement (the tests compare both). */
@@ -134,6 +249,8 @@ function skeletonFrom(cut: (a: number, b: number) => string, tokens: readonly Sc
  * on token boundaries are the tokens the scanner reads from that range alone).
  */
 let knownSkeletons: Lru<Skeleton> | undefined;
+/** Templates of texts scanned lately, by templateHint (a hint: fromTemplate checks every byte). */
+let templates: Lru<Template> | undefined;
 
 /** The statement text [start, end) of `sql` (trimmed as parseStatements trims), remembered with its skeleton. */
 export function rememberStatementSkeleton(sql: string, skeleton: Skeleton, start: number, end: number): void {

@@ -164,7 +164,7 @@ export class SessionRecording {
       this.dropped = 0;
     }
     // Its time is when it happened, not when its batch is written.
-    e.ts = new Date().toISOString();
+    e.ts = isoNow();
     this.buffer.push(e);
     this.bufferBytes += size;
     if (this.bufferBytes >= FLUSH_BYTES || this.buffer.length >= FLUSH_ENTRIES) this.flush();
@@ -254,6 +254,18 @@ function decodeBinary(buf: Buffer, at: number, len: number, typeOid: number): un
       if (TEXT_OIDS.has(typeOid)) return buf.toString('utf8', at, at + Math.min(len, MAX_VALUE_CHARS));
       return marker(len);
   }
+}
+
+/** The current time in ISO form, formatted once per millisecond (a busy session writes several per ms). */
+let lastMs = Number.NaN;
+let lastIso = '';
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 function marker(len: number): string {

@@ -13,8 +13,16 @@ export const UNKNOWN_PLAN: LineagePlan = { kind: 'unknown', reason: 'no plan for
 /** The plan of every result on a connection that masks nothing. */
 export const NO_PLAN: LineagePlan = { kind: 'none', readsMasked: false };
 
+/** Maskers kept per plan: a session sends the same few shapes again and again. */
+const MAX_MASKERS_PER_PLAN = 8;
+
 export class ResultMasker {
   private opts: MaskerOptions;
+  /**
+   * Row maskers built for a plan (plans are shared by every text of one skeleton), by the result's
+   * RowDescription and formats. Dropped with the catalog they were checked against.
+   */
+  private built = new WeakMap<LineagePlan, Map<string, RowMasker>>();
 
   constructor(
     public lineage: Lineage,
@@ -29,6 +37,7 @@ export class ResultMasker {
   useLineage(lineage: Lineage): void {
     this.lineage = lineage;
     this.opts = { hashKey: this.hashKey, extraTextOids: lineage.catalog.textTypeOids };
+    this.built = new WeakMap();
   }
 
   /** The lineage of one statement's text (a Parse, one statement of a Query). */
@@ -42,12 +51,23 @@ export class ResultMasker {
    */
   rows(plan: LineagePlan, nf: number, fields: RowField[] | undefined, bindFormats: readonly number[] | undefined): RowMasker {
     if (!fields) return this.blind(nf, planMasks(plan), bindFormats);
+    const key = plan.kind === 'rows' ? fieldsKey(fields, bindFormats) : '';
+    const kept = key ? this.built.get(plan)?.get(key) : undefined;
+    if (kept) return kept;
     const checked = plan.kind === 'rows' ? crossCheck(plan, fields, this.lineage) : 'mismatch';
     if (checked === 'mismatch' && fields.some((f) => f.tableOid && !this.lineage.catalog.byOid.has(f.tableOid))) this.onStale();
     const masks = checked === 'mismatch' ? maskAll(fields.length) : checked;
     // A Describe of a portal already reports the Bind's formats; a simple Query's are all text.
     const formats = fields.map((f, k) => formatOf(bindFormats, k, f.format));
-    return new RowMasker(masks, formats, fields.map((f) => f.typeOid), this.opts);
+    const masker = new RowMasker(masks, formats, fields.map((f) => f.typeOid), this.opts);
+    if (key && checked !== 'mismatch') {
+      // A mismatch is not kept: its reload (onStale) and full masking are decided afresh each time.
+      let byFields = this.built.get(plan);
+      if (!byFields) this.built.set(plan, (byFields = new Map()));
+      if (byFields.size >= MAX_MASKERS_PER_PLAN) byFields.clear();
+      byFields.set(key, masker);
+    }
+    return masker;
   }
 
   /** Without types: masked fields become NULL (decodable in any format); an unknown shape masks all. */
@@ -71,6 +91,13 @@ export class ResultMasker {
 function planMasks(plan: LineagePlan): ColumnMask[] | undefined {
   if (plan.kind !== 'rows' || plan.columns.some((c) => c.spread)) return undefined;
   return plan.columns.map((c) => c.mask);
+}
+
+/** What a RowMasker is built from besides the plan: each field's origin, type and format. */
+function fieldsKey(fields: readonly RowField[], bindFormats: readonly number[] | undefined): string {
+  let key = bindFormats ? bindFormats.join(',') : '';
+  for (const f of fields) key += `|${f.tableOid}.${f.columnAttr}.${f.typeOid}.${f.format}`;
+  return key;
 }
 
 function formatOf(formats: readonly number[] | undefined, k: number, fallback: number): 0 | 1 {

@@ -1010,20 +1010,32 @@ export class PgSession {
       if (verdict !== true) return this.refuseOutbound(o, verdict);
       for (const r of o.requests) r.rowsApproved = true; // approved as it is, export included
     }
-    if (write) this.runAlone(o);
+    if (write) this.runAlone(o, h.decision.statements.some((f) => f.kind === 'CopyStmt'));
   }
 
   /**
    * P8: this Query, and only it, runs outside the read-only default. The agent's read-write switch goes
-   * before it; once its ReadyForQuery came (COPY FROM STDIN data flows meanwhile) the transaction must be
-   * closed, and the read-only default is restored before anything else of the client's is sent.
+   * before it and the read-only restore right behind it, in the same write: the server runs the restore
+   * before anything the client sends next. At the Query's ReadyForQuery the transaction must be closed
+   * (else the session ends: the server rolls the block back), and the restore must succeed. A COPY waits
+   * for its ReadyForQuery before the restore is sent: its FROM STDIN data flows meanwhile, and a message
+   * behind it would end the copy.
    */
-  private runAlone(o: Outbound): void {
+  private runAlone(o: Outbound, copies: boolean): void {
     const q = o.requests[0];
+    const closed = (status: number): void => {
+      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a statement that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
+    };
+    if (!copies) {
+      q.done = closed;
+      o.bytes = Buffer.concat([this.switches.readWrite, o.bytes, this.switches.readOnly]);
+      o.requests = [this.hidden('read-write switch'), q, this.hidden('read-only restore', true)];
+      return;
+    }
     let finished!: () => void;
     const done = new Promise<void>((resolve) => (finished = resolve));
     q.done = (status) => {
-      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a statement that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
+      closed(status);
       finished();
     };
     o.bytes = Buffer.concat([this.switches.readWrite, o.bytes]);

@@ -43,15 +43,16 @@ export class StatementLog {
 
   /** The event that must be durable before the statement may reach PostgreSQL. */
   statementEvent(sql: string, decision: string, rule: string, params?: unknown[], scope?: { scope: string; unmasked?: string[] }): EventInput {
+    // Data members in canonical (sorted) order, so the store's serializer need not sort them.
     return makeStatementEvent({
       sessionId: this.deps.sessionId,
       who: this.deps.who,
       connection: this.deps.connection,
-      sql,
-      params,
       decision,
+      params,
       rule,
       ...scope,
+      sql,
     });
   }
 
@@ -76,11 +77,11 @@ export class StatementLog {
       sessionId: this.deps.sessionId,
       connection: this.deps.connection,
       data: {
-        statementSeq: f.seq,
-        rows: f.rows,
-        sqlstate: f.sqlstate ?? '00000',
         durationMs: Math.round((this.deps.clock() - f.startedAt) * 1000) / 1000,
         note: f.note ?? note,
+        rows: f.rows,
+        sqlstate: f.sqlstate ?? '00000',
+        statementSeq: f.seq,
       },
     });
   }

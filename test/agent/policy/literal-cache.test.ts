@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lineage } from '../../../agent/src/masking/lineage.js';
 import { ConstantReadError } from '../../../agent/src/policy/constants.js';
 import { PolicyEngine, type PolicyOptions } from '../../../agent/src/policy/engine.js';
-import { parseStatements, scanSkeleton, skeletonOf } from '../../../agent/src/policy/parse.js';
+import { parseStatements, scanSkeleton, skeletonOf, skeletonStats } from '../../../agent/src/policy/parse.js';
 import { fixture, RULES, type Fixture } from '../masking/fixture.js';
 import { rng } from '../../harness/rng.js';
 
@@ -134,6 +134,21 @@ function mutate(sql: string, pick: (type: string) => string, only: number): stri
   return Buffer.concat(parts).toString('utf8');
 }
 
+/** The text with each integer literal of its scan replaced by `pick()`. */
+function mutateIntegers(sql: string, pick: () => string): string {
+  const sk = scanSkeleton(sql)!;
+  const buf = Buffer.from(sql, 'utf8');
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (const t of sk.tokens) {
+    if (t.tag !== 'LI') continue;
+    parts.push(buf.subarray(at, t.start), Buffer.from(pick(), 'utf8'));
+    at = t.end;
+  }
+  parts.push(buf.subarray(at));
+  return Buffer.concat(parts).toString('utf8');
+}
+
 function variantsOf(sql: string, random: ReturnType<typeof rng>): string[] {
   const sk = skeletonOf(sql);
   if (!sk) return [];
@@ -222,6 +237,33 @@ describe('literal-free cache', () => {
       expect(d.statements[0].text).toBe(`SELECT abalance FROM pgbench_accounts WHERE aid = ${aid * 7919}`);
     }
     expect(engine.stats).toEqual({ exact: 0, shape: 49, made: 1 });
+  });
+
+  it('takes a skeleton from a template only when the scanner would give the same one', () => {
+    // Integer literals replaced by other digit runs (int4 and beyond, leading zeros), by digits glued to
+    // what follows, and by other kinds of number: every skeleton must be the scanner's.
+    const random = rng(16);
+    const DIGITS = ['0', '7', '00', '0007', '42', '2147483647', '2147483648', '99999999999', '12345678901234567890'];
+    const GLUED = ['5e3', '5.', '5.5', '0x1F', '5_0', '5a', "5'x'", '5$', '1e', '5::int'];
+    const bases = [...new Set([...corpusTexts(), ...sourceTexts(), ...GENERATED])].filter((s) => s.length <= 8 * 1024);
+    const before = { ...skeletonStats };
+    let compared = 0;
+    const mismatches: string[] = [];
+    for (const base of bases) {
+      const sk = scanSkeleton(base);
+      if (!sk || !sk.key.includes('\0LI\0')) continue;
+      skeletonOf(base); // the template
+      const variants = new Set<string>();
+      for (let k = 0; k < 6; k++) variants.add(mutateIntegers(base, () => DIGITS[Math.floor(random.next() * DIGITS.length)]));
+      variants.add(mutateIntegers(base, () => GLUED[Math.floor(random.next() * GLUED.length)]));
+      for (const v of variants) {
+        compared++;
+        if (JSON.stringify(skeletonOf(v)) !== JSON.stringify(scanSkeleton(v))) mismatches.push(v);
+      }
+    }
+    expect(mismatches).toEqual([]);
+    expect(compared).toBeGreaterThan(500);
+    expect(skeletonStats.template - before.template).toBeGreaterThan(300);
   });
 
   it('keeps decisions that read a literal under their exact text only', () => {
