@@ -147,9 +147,10 @@ function makeTemplate(sql: string, sk: Skeleton): Template | undefined {
     if (t.tag !== 'LI') continue;
     const before = t.start === 0 ? 1 : BOUNDARY[sql.charCodeAt(t.start - 1)];
     const after = t.end === sql.length ? 1 : BOUNDARY[sql.charCodeAt(t.end)];
-    let digits = t.end > t.start;
+    let digits = t.end > t.start && t.end - t.start <= 10;
     for (let i = t.start; digits && i < t.end; i++) digits = isDigit(sql.charCodeAt(i));
-    if (!before || !after || !digits) continue;
+    // The template's own literal must be an ICONST too (int4), as every text matched to it is.
+    if (!before || !after || !digits || Number(sql.slice(t.start, t.end)) > INT4_MAX) continue;
     fixed.push(sql.slice(at, t.start));
     spans.push(t.start, t.end);
     at = t.end;

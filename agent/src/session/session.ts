@@ -1015,29 +1015,28 @@ export class PgSession {
 
   /**
    * P8: this Query, and only it, runs outside the read-only default. The agent's read-write switch goes
-   * before it and the read-only restore right behind it, in the same write: the server runs the restore
-   * before anything the client sends next. At the Query's ReadyForQuery the transaction must be closed
-   * (else the session ends: the server rolls the block back), and the restore must succeed. A COPY waits
-   * for its ReadyForQuery before the restore is sent: its FROM STDIN data flows meanwhile, and a message
-   * behind it would end the copy.
+   * before it and the read-only restore right behind it, in the same write. Nothing else of the client's
+   * is sent before the Query's ReadyForQuery, which must say the transaction is closed (else the session
+   * ends: the server rolls the block back); the restore must succeed. A COPY waits for its ReadyForQuery
+   * before the restore is sent: its FROM STDIN data flows meanwhile, and a message behind it would end
+   * the copy.
    */
   private runAlone(o: Outbound, copies: boolean): void {
     const q = o.requests[0];
-    const closed = (status: number): void => {
-      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a statement that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
-    };
-    if (!copies) {
-      q.done = closed;
-      o.bytes = Buffer.concat([this.switches.readWrite, o.bytes, this.switches.readOnly]);
-      o.requests = [this.hidden('read-write switch'), q, this.hidden('read-only restore', true)];
-      return;
-    }
     let finished!: () => void;
     const done = new Promise<void>((resolve) => (finished = resolve));
     q.done = (status) => {
-      closed(status);
+      if (status !== TxStatus.Idle) this.fatal(new ProtocolError('a statement that ran read-write left a transaction open; the session is ended', SqlState.InsufficientPrivilege));
       finished();
     };
+    if (!copies) {
+      o.bytes = Buffer.concat([this.switches.readWrite, o.bytes, this.switches.readOnly]);
+      o.requests = [this.hidden('read-write switch'), q, this.hidden('read-only restore', true)];
+      // Nothing else of the client's goes out before the server has said this statement closed its
+      // transaction: a block left open would keep running read-write whatever the restore says.
+      o.waitAfter = () => done;
+      return;
+    }
     o.bytes = Buffer.concat([this.switches.readWrite, o.bytes]);
     o.requests = [this.hidden('read-write switch'), q];
     o.waitAfter = async () => {
