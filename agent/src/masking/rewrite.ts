@@ -60,21 +60,42 @@ function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffe
   return d;
 }
 
-/** partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters. */
-function writePartial(buf: Buffer, s: number, e: number, keep: number, out: Buffer, pos: number): number {
-  let chars = 0;
-  for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
-  if (chars <= keep) {
-    for (let k = 0; k < chars; k++) out[pos++] = 0x2a;
+const STARS4 = 0x2a2a2a2a;
+
+/** `n` stars ('*') at `out[pos]`, four at a time; returns the new position. */
+function writeStars(out: Buffer, dout: DataView, pos: number, n: number): number {
+  for (; n >= 4; n -= 4, pos += 4) dout.setUint32(pos, STARS4);
+  for (; n > 0; n--) out[pos++] = 0x2a;
+  return pos;
+}
+
+/**
+ * partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters.
+ * ASCII values (the common case) are recognised four bytes at a time and then need no character
+ * count: characters are bytes. Anything else takes the per-byte UTF-8 walk.
+ */
+function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: number, out: Buffer, dout: DataView, pos: number): number {
+  let k = s;
+  let high = 0;
+  for (; k + 4 <= e; k += 4) high |= din.getUint32(k);
+  for (; k < e; k++) high |= buf[k];
+  if ((high & 0x80808080) === 0) {
+    const n = e - s;
+    if (n <= keep) return writeStars(out, dout, pos, n);
+    pos = writeStars(out, dout, pos, n - keep);
+    for (let i = e - keep; i < e; i++) out[pos++] = buf[i];
     return pos;
   }
+  let chars = 0;
+  for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
+  if (chars <= keep) return writeStars(out, dout, pos, chars);
   let cut = e;
   let seen = 0;
   while (seen < keep && cut > s) {
     cut--;
     if ((buf[cut] & 0xc0) !== 0x80) seen++;
   }
-  for (let k = chars - keep; k > 0; k--) out[pos++] = 0x2a;
+  pos = writeStars(out, dout, pos, chars - keep);
   for (let i = cut; i < e; i++) out[pos++] = buf[i];
   return pos;
 }
@@ -102,6 +123,13 @@ class ColumnMaskers {
   readonly partialKeep: Int32Array;
   /** What writeRow does with a non-NULL field of column c: OP_* (0 = pass it through). */
   readonly op: Uint8Array;
+  /**
+   * OP_CONST fields precomputed whole (length word + value), back to back in one buffer: column c's
+   * are `constFields[constAt[c], constAt[c + 1])`, copied as they are.
+   */
+  readonly constFields: Buffer;
+  readonly constAt: Int32Array;
+  readonly constView: DataView;
   /** upper bound of the bytes a row can grow by */
   readonly growth: number;
   readonly active: boolean;
@@ -130,6 +158,20 @@ class ColumnMaskers {
     }
     this.growth = growth;
     this.active = this.masked.some((x) => x === 1);
+    this.constAt = new Int32Array(this.n + 1);
+    const fields: Buffer[] = [];
+    for (let c = 0; c < this.n; c++) {
+      const k = this.op[c] === OP_CONST ? this.consts[c]! : undefined;
+      if (k) {
+        const f = Buffer.allocUnsafe(4 + k.length);
+        f.writeInt32BE(k.length, 0);
+        k.copy(f, 4);
+        fields.push(f);
+      }
+      this.constAt[c + 1] = this.constAt[c] + (k ? 4 + k.length : 0);
+    }
+    this.constFields = Buffer.concat([...fields, Buffer.alloc(0)]);
+    this.constView = viewOf(this.constFields);
   }
 
   /** The replacement of field c (bytes buf[s, e)); null → SQL NULL. */
@@ -226,7 +268,7 @@ export class RowMasker {
       pos = copyRangeDV(buf, din, run, i, out, dout, pos);
       if (o === OP_PARTIAL) {
         const at = pos;
-        pos = writePartial(buf, i + 4, fieldEnd, cols.partialKeep[c], out, pos + 4);
+        pos = writePartial(buf, din, i + 4, fieldEnd, cols.partialKeep[c], out, dout, pos + 4);
         dout.setInt32(at, pos - at - 4);
       } else if (o === OP_WRITE) {
         let n: number;
@@ -243,8 +285,10 @@ export class RowMasker {
         out[pos + 2] = 0xff;
         out[pos + 3] = 0xff;
         pos += 4;
+      } else if (o === OP_CONST) {
+        pos = copyRangeDV(cols.constFields, cols.constView, cols.constAt[c], cols.constAt[c + 1], out, dout, pos);
       } else {
-        const rep = o === OP_CONST ? cols.consts[c]! : cols.replace(c, buf, i + 4, fieldEnd);
+        const rep = cols.replace(c, buf, i + 4, fieldEnd);
         if (rep === null) {
           putI32(out, pos, -1);
           pos += 4;

@@ -110,6 +110,21 @@ describe('DataRow rewrite in place', () => {
     });
   }
 
+  it('partial(keep) gives maskValue\'s bytes for ASCII and UTF-8 values of every length around keep and the 4-byte word', () => {
+    for (const keep of [0, 1, 3, 4, 5, 8]) {
+      const strategy = parseStrategy({ partial: keep });
+      const masker = new RowMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [0], [INT4, TEXT, TEXT], {});
+      for (let n = 0; n <= 24; n++) {
+        for (const v of ['x'.repeat(n), 'é'.repeat(n), `${'a'.repeat(n)}é`, `é${'b'.repeat(n)}`]) {
+          const row = dataRow(['1', v, 'tail']);
+          const got = fieldsOf(masker.rewrite(row, 0, row.length));
+          expect(got[1]!.toString('hex'), `keep ${keep}, value ${JSON.stringify(v)}`).toBe(maskValue(strategy, TEXT, 0, Buffer.from(v))!.toString('hex'));
+          expect(got[2]!.toString()).toBe('tail');
+        }
+      }
+    }
+  });
+
   it('hash of text is the hex HMAC-SHA-256 of the value under the connection key', () => {
     const masker = new RowMasker([{ masked: true, strategy: parseStrategy('hash'), sources: ['t.c'] }], [0], [TEXT], { hashKey: KEY });
     const row = dataRow(['p12@example.org']);
