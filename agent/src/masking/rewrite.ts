@@ -48,25 +48,43 @@ function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): n
   return d + n;
 }
 
-/** copyRange with 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). */
+/**
+ * Bytes the DataRow writer may write past the end of what it returns: it moves whole 4-byte words, so
+ * a copy or a run of stars can spill up to 3 bytes that the next write covers (or that lie past the
+ * returned range). Output buffers have this much room beyond their bound.
+ */
+export const WORD_SLACK = 4;
+/** Longer ranges go to Buffer#copy (its per-call cost is paid back only past a few hundred bytes). */
+const LONG = 256;
+
+/**
+ * copyRange in 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). The
+ * last word may read up to 3 bytes past `e` (inside src) and write them past the range's end in dst
+ * (WORD_SLACK): writes go forward only, so the next write, or the end of the returned range, covers them.
+ * Near the end of src, the tail is copied byte by byte instead.
+ */
 function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number): number {
-  let n = e - s;
-  if (n >= SHORT) {
+  const n = e - s;
+  if (n >= LONG) {
     src.copy(dst, d, s, e);
     return d + n;
   }
-  for (; n >= 4; n -= 4, s += 4, d += 4) dv.setUint32(d, sv.getUint32(s));
-  for (; n > 0; n--) dst[d++] = src[s++];
+  if (e + 3 < src.length) {
+    for (let k = 0; k < n; k += 4) dv.setUint32(d + k, sv.getUint32(s + k));
+    return d + n;
+  }
+  let m = n;
+  for (; m >= 4; m -= 4, s += 4, d += 4) dv.setUint32(d, sv.getUint32(s));
+  for (; m > 0; m--) dst[d++] = src[s++];
   return d;
 }
 
 const STARS4 = 0x2a2a2a2a;
 
-/** `n` stars ('*') at `out[pos]`, four at a time; returns the new position. */
-function writeStars(out: Buffer, dout: DataView, pos: number, n: number): number {
-  for (; n >= 4; n -= 4, pos += 4) dout.setUint32(pos, STARS4);
-  for (; n > 0; n--) out[pos++] = 0x2a;
-  return pos;
+/** `n` stars ('*') at `out[pos]`, four at a time (up to 3 more spill into WORD_SLACK); returns the new position. */
+function writeStars(dout: DataView, pos: number, n: number): number {
+  for (let k = 0; k < n; k += 4) dout.setUint32(pos + k, STARS4);
+  return pos + n;
 }
 
 /**
@@ -81,21 +99,21 @@ function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: nu
   for (; k < e; k++) high |= buf[k];
   if ((high & 0x80808080) === 0) {
     const n = e - s;
-    if (n <= keep) return writeStars(out, dout, pos, n);
-    pos = writeStars(out, dout, pos, n - keep);
+    if (n <= keep) return writeStars(dout, pos, n);
+    pos = writeStars(dout, pos, n - keep);
     for (let i = e - keep; i < e; i++) out[pos++] = buf[i];
     return pos;
   }
   let chars = 0;
   for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
-  if (chars <= keep) return writeStars(out, dout, pos, chars);
+  if (chars <= keep) return writeStars(dout, pos, chars);
   let cut = e;
   let seen = 0;
   while (seen < keep && cut > s) {
     cut--;
     if ((buf[cut] & 0xc0) !== 0x80) seen++;
   }
-  pos = writeStars(out, dout, pos, chars - keep);
+  pos = writeStars(dout, pos, chars - keep);
   for (let i = cut; i < e; i++) out[pos++] = buf[i];
   return pos;
 }
@@ -170,7 +188,7 @@ class ColumnMaskers {
       }
       this.constAt[c + 1] = this.constAt[c] + (k ? 4 + k.length : 0);
     }
-    this.constFields = Buffer.concat([...fields, Buffer.alloc(0)]);
+    this.constFields = Buffer.concat([...fields, Buffer.alloc(WORD_SLACK)]); // word reads stay inside
     this.constView = viewOf(this.constFields);
   }
 
@@ -231,14 +249,14 @@ export class RowMasker {
 
   /** One DataRow message `buf[start, end)` (type byte included) → the masked message. */
   rewrite(buf: Buffer, start: number, end: number): Buffer {
-    const out = Buffer.allocUnsafe(end - start + this.cols.growth);
+    const out = Buffer.allocUnsafe(end - start + this.cols.growth + WORD_SLACK);
     const n = this.writeRow(buf, start, end, out, 0);
     return out.subarray(0, n);
   }
 
   /**
    * Writes the masked form of DataRow `buf[start, end)` into `out` at `pos` (room for
-   * `end - start + maxGrowth` bytes is the caller's); returns the new position. `din`/`dout` are
+   * `end - start + maxGrowth + WORD_SLACK` bytes is the caller's); returns the new position. `din`/`dout` are
    * DataViews of `buf`/`out`, made once per chunk by the caller (length words and short runs move as
    * 32-bit words through them).
    */
@@ -322,7 +340,7 @@ export function maskDataRows(buf: Buffer, types: Uint8Array, offsets: Uint32Arra
   let rows = 0;
   for (let m = from; m < to; m++) if (types[m] === DATA_ROW) rows++;
   if (rows === 0) return buf.subarray(start, stop);
-  const need = stop - start + rows * masker.maxGrowth;
+  const need = stop - start + rows * masker.maxGrowth + WORD_SLACK;
   const slab = masker.take(need);
   const out = slab.buf;
   let pos = slab.at;
