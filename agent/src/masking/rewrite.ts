@@ -415,20 +415,22 @@ class TextCopyMasker implements CopyMasker {
     // Nothing to rewrite: the rows pass as they are, but each must still have the plan's width (a plan
     // that disagrees with the server's output is not trusted to say what is clear).
     if (!this.cols.active && !this.headerLeft) return this.checkWidths(buf);
-    const parts: Buffer[] = [];
+    const out = new CopyOut(buf.length + 256);
     let i = 0;
     while (i < buf.length) {
       const eol = this.rowEnd(buf, i);
       if (eol < 0) break;
-      const line = buf.subarray(i, eol + 1);
       if (this.headerLeft) {
         this.headerLeft = false;
-        parts.push(line);
-      } else parts.push(this.csv ? this.csvRow(line) : this.textRow(line));
+        out.bytes(buf, i, eol + 1);
+      } else if (this.csv) {
+        const row = this.csvRow(buf.subarray(i, eol + 1));
+        out.bytes(row, 0, row.length);
+      } else this.textRow(buf, i, eol, out);
       i = eol + 1;
     }
     if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    return out.result();
   }
 
   end(): void {
@@ -488,33 +490,46 @@ class TextCopyMasker implements CopyMasker {
     return -1;
   }
 
-  /** text format: fields split on the delimiter, backslash escapes, `\N` for NULL. */
-  private textRow(line: Buffer): Buffer {
-    const out: (Buffer | string)[] = [];
+  /**
+   * text format: fields split on the delimiter, backslash escapes, `\N` for NULL. The row `buf[start, eol]`
+   * (eol: its newline) goes to `out` with clear bytes copied by range and each masked field replaced
+   * by its escaped mask: only masked fields allocate (their unescaped value, when it has escapes).
+   */
+  private textRow(buf: Buffer, start: number, eol: number, out: CopyOut): void {
+    const cols = this.cols;
     let c = 0;
-    let fs = 0;
-    const end = line.length - 1; // the newline
-    for (let k = 0; k <= end; k++) {
-      const b = line[k];
-      if (b === 0x5c && k < end) {
+    let fs = start;
+    let run = start; // clear bytes not yet copied
+    for (let k = start; k <= eol; k++) {
+      const b = buf[k];
+      if (b === 0x5c && k < eol) {
         k++;
         continue;
       }
-      if (b === this.delim || k === end) {
-        const field = line.subarray(fs, k);
-        if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
-        if (this.cols.masked[c] && !field.equals(this.nullStr)) {
-          const raw = unescapeText(field);
-          const rep = this.cols.replace(c, raw, 0, raw.length);
-          out.push(rep === null ? this.nullStr : escapeText(rep, this.delim));
-        } else out.push(field);
-        out.push(line.subarray(k, k + 1));
+      if (b === this.delim || k === eol) {
+        if (c >= cols.n) throw new MaskingError('COPY row has more fields than the plan');
+        if (cols.masked[c] && !this.isNull(buf, fs, k)) {
+          out.bytes(buf, run, fs);
+          const raw = unescapeText(buf.subarray(fs, k));
+          const rep = cols.replace(c, raw, 0, raw.length);
+          if (rep === null) out.bytes(this.nullStr, 0, this.nullStr.length);
+          else out.escaped(rep, this.delim);
+          run = k; // the delimiter or newline after it goes with the next clear run
+        }
         c++;
         fs = k + 1;
       }
     }
-    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
-    return Buffer.concat(out.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
+    if (c !== cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${cols.n}`);
+    out.bytes(buf, run, eol + 1);
+  }
+
+  /** Whether `buf[s, e)` is the NULL string. */
+  private isNull(buf: Buffer, s: number, e: number): boolean {
+    const n = this.nullStr;
+    if (e - s !== n.length) return false;
+    for (let k = 0; k < n.length; k++) if (buf[s + k] !== n[k]) return false;
+    return true;
   }
 
   /** csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. */
@@ -587,17 +602,47 @@ export function unescapeText(f: Buffer): Buffer {
   return Buffer.from(out);
 }
 
-function escapeText(v: Buffer, delim: number): Buffer {
-  const out: number[] = [];
-  for (const b of v) {
-    if (b === 0x5c) out.push(0x5c, 0x5c);
-    else if (b === 0x0a) out.push(0x5c, 0x6e);
-    else if (b === 0x0d) out.push(0x5c, 0x72);
-    else if (b === 0x09) out.push(0x5c, 0x74);
-    else if (b === delim) out.push(0x5c, b);
-    else out.push(b);
+/** One output buffer per COPY payload, grown when rows do not fit (masked values are usually shorter). */
+class CopyOut {
+  private buf: Buffer;
+  private pos = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
   }
-  return Buffer.from(out);
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+
+  bytes(src: Buffer, s: number, e: number): void {
+    this.room(e - s);
+    this.pos = copyRange(src, s, e, this.buf, this.pos);
+  }
+
+  /** `v` in COPY text escapes: backslash, newline, carriage return, tab and the delimiter. */
+  escaped(v: Buffer, delim: number): void {
+    this.room(2 * v.length);
+    const out = this.buf;
+    let p = this.pos;
+    for (let k = 0; k < v.length; k++) {
+      const b = v[k];
+      if (b === 0x5c) (out[p++] = 0x5c), (out[p++] = 0x5c);
+      else if (b === 0x0a) (out[p++] = 0x5c), (out[p++] = 0x6e);
+      else if (b === 0x0d) (out[p++] = 0x5c), (out[p++] = 0x72);
+      else if (b === 0x09) (out[p++] = 0x5c), (out[p++] = 0x74);
+      else if (b === delim) (out[p++] = 0x5c), (out[p++] = b);
+      else out[p++] = b;
+    }
+    this.pos = p;
+  }
+
+  result(): Buffer {
+    return this.buf.subarray(0, this.pos);
+  }
 }
 
 function quoteCsv(v: Buffer, q: number, esc: number): Buffer {

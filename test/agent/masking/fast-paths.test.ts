@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createHmac, randomBytes } from 'node:crypto';
 import { BackendFramer, commandComplete, dataRow, READY_IDLE } from '../../../agent/src/pgwire/backend.js';
 import type { ColumnMask } from '../../../agent/src/masking/lineage.js';
-import { maskDataRows, MaskingError, RowMasker } from '../../../agent/src/masking/rewrite.js';
+import { copyMasker, maskDataRows, MaskingError, RowMasker, unescapeText } from '../../../agent/src/masking/rewrite.js';
 import { maskValue, parseStrategy, type Strategy } from '../../../agent/src/masking/strategies.js';
 import { HmacSha256 } from '../../../agent/src/masking/hmac.js';
 import { decodeFrame, encodeDataParts, FrameType } from '../../../shared/tunnel/frame.js';
@@ -144,6 +144,52 @@ describe('DataRow rewrite in place', () => {
     row.writeInt32BE(1000, 7); // a field length past the end of the message
     expect(() => masker.rewrite(row, 0, row.length)).toThrow(MaskingError);
   });
+});
+
+describe('COPY text rewrite into one buffer per payload', () => {
+  const CHARS = ['a', 'Z', '7', '@', ' ', 'é', '😀', '\\', '\t', '\n', '\r', '|', '\b', 'N'];
+
+  /** COPY text escaping as PostgreSQL writes it (CopyAttributeOutText), for a delimiter. */
+  function escapeAsServer(v: string, delim: string): string {
+    let o = '';
+    for (const ch of v) {
+      if (ch === '\\') o += '\\\\';
+      else if (ch === '\n') o += '\\n';
+      else if (ch === '\r') o += '\\r';
+      else if (ch === '\t') o += '\\t';
+      else if (ch === '\b') o += '\\b';
+      else if (ch === delim) o += '\\' + ch;
+      else o += ch;
+    }
+    return o;
+  }
+
+  /** The masked field the slow, obvious way: unescape, maskValue, escape (backslash, \n, \r, \t, delimiter). */
+  function reference(field: string, strategy: Strategy, delim: string, nullStr: string): string {
+    if (field === nullStr) return nullStr;
+    const v = maskValue(strategy, TEXT, 0, unescapeText(Buffer.from(field)), { hashKey: KEY });
+    if (v === null) return nullStr;
+    let o = '';
+    for (const ch of v.toString()) o += ch === '\\' ? '\\\\' : ch === '\n' ? '\\n' : ch === '\r' ? '\\r' : ch === '\t' ? '\\t' : ch === delim ? '\\' + ch : ch;
+    return o;
+  }
+
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial3: parseStrategy({ partial: 3 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    for (const fmt of [{ delim: '\t', nullStr: '\\N' }, { delim: '|', nullStr: 'nil' }]) {
+      it(`${name}, delimiter ${JSON.stringify(fmt.delim)}: every masked field as unescape → maskValue → escape, clear fields byte for byte, rows split anywhere`, () => {
+        const r = rng(name.length * 131 + fmt.delim.charCodeAt(0));
+        const field = () => (r() < 0.1 ? fmt.nullStr : escapeAsServer(Array.from({ length: Math.floor(r() * 12) }, () => CHARS[Math.floor(r() * CHARS.length)]).join(''), fmt.delim));
+        const rows = Array.from({ length: 2000 }, () => [field(), field(), field()]);
+        const input = Buffer.from(rows.map((f) => f.join(fmt.delim) + '\n').join(''));
+        const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [TEXT, TEXT, TEXT], { format: 'text', delimiter: fmt.delim, null: fmt.nullStr }, { hashKey: KEY });
+        const out: Buffer[] = [];
+        for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+        masker.end();
+        const want = rows.map(([a, b, c]) => [a, reference(b, strategy, fmt.delim, fmt.nullStr), c].join(fmt.delim) + '\n').join('');
+        expect(Buffer.concat(out).toString()).toBe(want);
+      });
+    }
+  }
 });
 
 describe('HmacSha256', () => {
