@@ -423,10 +423,8 @@ class TextCopyMasker implements CopyMasker {
       if (this.headerLeft) {
         this.headerLeft = false;
         out.bytes(buf, i, eol + 1);
-      } else if (this.csv) {
-        const row = this.csvRow(buf.subarray(i, eol + 1));
-        out.bytes(row, 0, row.length);
-      } else this.textRow(buf, i, eol, out);
+      } else if (this.csv) this.csvRow(buf, i, eol, out);
+      else this.textRow(buf, i, eol, out);
       i = eol + 1;
     }
     if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
@@ -532,46 +530,66 @@ class TextCopyMasker implements CopyMasker {
     return true;
   }
 
-  /** csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. */
-  private csvRow(line: Buffer): Buffer {
-    const out: Buffer[] = [];
+  /**
+   * csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. Like textRow: clear bytes
+   * copied by range, only masked fields decoded and written quoted.
+   */
+  private csvRow(buf: Buffer, start: number, eol: number, out: CopyOut): void {
+    const cols = this.cols;
     let c = 0;
-    let k = 0;
-    const end = line.length - 1;
-    const q = this.quote;
-    const esc = this.escape;
-    while (k <= end) {
+    let k = start;
+    let run = start;
+    while (k <= eol) {
       const fs = k;
-      let quoted = false;
-      const value: number[] = [];
-      while (k < end && line[k] !== this.delim) {
-        if (line[k] === q) {
-          quoted = true;
-          k++;
-          while (k < end) {
-            if (line[k] === esc && k + 1 < end && (line[k + 1] === q || line[k + 1] === esc) && (esc !== q || line[k + 1] === q)) {
-              value.push(line[k + 1]);
-              k += 2;
-            } else if (line[k] === q) {
-              k++;
-              break;
-            } else value.push(line[k++]);
-          }
-        } else value.push(line[k++]);
+      const masked = cols.masked[c] === 1;
+      const value: number[] | undefined = masked ? [] : undefined;
+      k = this.csvField(buf, k, eol, value);
+      if (c >= cols.n) throw new MaskingError('COPY row has more fields than the plan');
+      if (masked && !(!this.quotedField && this.isNull(buf, fs, k))) {
+        out.bytes(buf, run, fs);
+        const raw = Buffer.from(value!);
+        const rep = cols.replace(c, raw, 0, raw.length);
+        if (rep === null) out.bytes(this.nullStr, 0, this.nullStr.length);
+        else out.quoted(rep, this.quote, this.escape);
+        run = k; // the delimiter or newline after it goes with the next clear run
       }
-      const field = line.subarray(fs, k);
-      if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
-      if (this.cols.masked[c] && !(!quoted && field.equals(this.nullStr))) {
-        const raw = Buffer.from(value);
-        const rep = this.cols.replace(c, raw, 0, raw.length);
-        out.push(rep === null ? this.nullStr : quoteCsv(rep, q, esc));
-      } else out.push(field);
-      out.push(line.subarray(k, k + 1)); // delimiter or newline
       c++;
       k++;
     }
-    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
-    return Buffer.concat(out);
+    if (c !== cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${cols.n}`);
+    out.bytes(buf, run, eol + 1);
+  }
+
+  /** Set by csvField: the field it just read was quoted (a quoted NULL string is a value, not NULL). */
+  private quotedField = false;
+
+  /** Reads the csv field at `k` (up to the delimiter or `eol`); returns its end. Its decoded bytes go to `value` when given. */
+  private csvField(buf: Buffer, k: number, eol: number, value: number[] | undefined): number {
+    const q = this.quote;
+    const esc = this.escape;
+    this.quotedField = false;
+    while (k < eol && buf[k] !== this.delim) {
+      if (buf[k] !== q) {
+        value?.push(buf[k]);
+        k++;
+        continue;
+      }
+      this.quotedField = true;
+      k++;
+      while (k < eol) {
+        if (buf[k] === esc && k + 1 < eol && (buf[k + 1] === q || buf[k + 1] === esc) && (esc !== q || buf[k + 1] === q)) {
+          value?.push(buf[k + 1]);
+          k += 2;
+        } else if (buf[k] === q) {
+          k++;
+          break;
+        } else {
+          value?.push(buf[k]);
+          k++;
+        }
+      }
+    }
+    return k;
   }
 }
 
@@ -640,19 +658,24 @@ class CopyOut {
     this.pos = p;
   }
 
+  /** `v` as a quoted csv field: the quote and the escape character each escaped. */
+  quoted(v: Buffer, q: number, esc: number): void {
+    this.room(2 * v.length + 2);
+    const out = this.buf;
+    let p = this.pos;
+    out[p++] = q;
+    for (let k = 0; k < v.length; k++) {
+      const b = v[k];
+      if (b === q || b === esc) out[p++] = esc;
+      out[p++] = b;
+    }
+    out[p++] = q;
+    this.pos = p;
+  }
+
   result(): Buffer {
     return this.buf.subarray(0, this.pos);
   }
-}
-
-function quoteCsv(v: Buffer, q: number, esc: number): Buffer {
-  const out: number[] = [q];
-  for (const b of v) {
-    if (b === q || b === esc) out.push(esc);
-    out.push(b);
-  }
-  out.push(q);
-  return Buffer.from(out);
 }
 
 const PGCOPY = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');

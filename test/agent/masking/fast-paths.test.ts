@@ -192,6 +192,49 @@ describe('COPY text rewrite into one buffer per payload', () => {
   }
 });
 
+describe('COPY csv rewrite into one buffer per payload', () => {
+  const CHARS = ['a', 'Z', '7', ' ', 'é', '😀', '"', "'", '\\', ',', ';', '\n', '\r'];
+
+  /** A value as PostgreSQL's CSV output writes it (CopyAttributeOutCSV): quoted when it must be. */
+  function csvOut(v: string, o: { delim: string; quote: string; escape: string; nullStr: string }): string {
+    const must = v === o.nullStr || v === '' || [...v].some((ch) => ch === o.delim || ch === o.quote || ch === '\n' || ch === '\r' || ch === o.escape);
+    if (!must) return v;
+    let s = o.quote;
+    for (const ch of v) s += ch === o.quote || ch === o.escape ? o.escape + ch : ch;
+    return s + o.quote;
+  }
+
+  const formats = [
+    { delim: ',', quote: '"', escape: '"', nullStr: '' },
+    { delim: ';', quote: "'", escape: '\\', nullStr: 'NULL' },
+  ];
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial3: parseStrategy({ partial: 3 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    for (const o of formats) {
+      it(`${name}, delimiter ${o.delim} quote ${o.quote} escape ${o.escape}: masked values decoded, masked and quoted; clear fields byte for byte`, () => {
+        const r = rng(name.length * 977 + o.delim.charCodeAt(0));
+        const value = () => (r() < 0.1 ? null : Array.from({ length: Math.floor(r() * 10) }, () => CHARS[Math.floor(r() * CHARS.length)]).join(''));
+        const rows = Array.from({ length: 2000 }, () => [value(), value(), value()]);
+        const field = (v: string | null) => (v === null ? o.nullStr : csvOut(v, o));
+        const input = Buffer.from(rows.map((f) => f.map(field).join(o.delim) + '\n').join(''));
+        const fmt = { format: 'csv' as const, delimiter: o.delim, quote: o.quote, escape: o.escape, null: o.nullStr };
+        const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [TEXT, TEXT, TEXT], fmt, { hashKey: KEY });
+        const out: Buffer[] = [];
+        for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+        masker.end();
+        const masked = (v: string | null) => {
+          const m = v === null ? null : maskValue(strategy, TEXT, 0, Buffer.from(v), { hashKey: KEY });
+          if (m === null) return o.nullStr;
+          let s = o.quote;
+          for (const ch of m.toString()) s += ch === o.quote || ch === o.escape ? o.escape + ch : ch;
+          return s + o.quote;
+        };
+        const want = rows.map(([a, b, c]) => [field(a), masked(b), field(c)].join(o.delim) + '\n').join('');
+        expect(Buffer.concat(out).toString()).toBe(want);
+      });
+    }
+  }
+});
+
 describe('HmacSha256', () => {
   it('equals node:crypto HMAC-SHA-256 for keys of 0–100 bytes and values of 0–200 bytes', () => {
     for (const klen of [0, 1, 31, 32, 63, 64, 65, 100]) {
