@@ -61,15 +61,15 @@ const LONG = 256;
  * copyRange in 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). The
  * last word may read up to 3 bytes past `e` (inside src) and write them past the range's end in dst
  * (WORD_SLACK): writes go forward only, so the next write, or the end of the returned range, covers them.
- * Near the end of src, the tail is copied byte by byte instead.
+ * Past `wordEnd` (src.length - 3, hoisted by the caller), the tail is copied byte by byte instead.
  */
-function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number): number {
+function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number, wordEnd: number): number {
   const n = e - s;
   if (n >= LONG) {
     src.copy(dst, d, s, e);
     return d + n;
   }
-  if (e + 3 < src.length) {
+  if (e <= wordEnd) {
     for (let k = 0; k < n; k += 4) dv.setUint32(d + k, sv.getUint32(s + k));
     return d + n;
   }
@@ -92,7 +92,7 @@ function writeStars(dout: DataView, pos: number, n: number): number {
  * ASCII values (the common case) are recognised four bytes at a time and then need no character
  * count: characters are bytes. Anything else takes the per-byte UTF-8 walk.
  */
-function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: number, out: Buffer, dout: DataView, pos: number): number {
+function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: number, out: Buffer, dout: DataView, pos: number, wordEnd: number): number {
   let k = s;
   let high = 0;
   for (; k + 4 <= e; k += 4) high |= din.getUint32(k);
@@ -101,8 +101,7 @@ function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: nu
     const n = e - s;
     if (n <= keep) return writeStars(dout, pos, n);
     pos = writeStars(dout, pos, n - keep);
-    for (let i = e - keep; i < e; i++) out[pos++] = buf[i];
-    return pos;
+    return copyRangeDV(buf, din, e - keep, e, out, dout, pos, wordEnd);
   }
   let chars = 0;
   for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
@@ -268,6 +267,7 @@ export class RowMasker {
     pos += 5;
     let i = start + 5;
     const nf = (buf[i] << 8) | buf[i + 1];
+    const wordEnd = buf.length - 3; // copyRangeDV moves whole words up to here
     if (nf !== cols.n) throw new MaskingError(`DataRow has ${nf} fields, the plan ${cols.n}`);
     out[pos++] = buf[i++];
     out[pos++] = buf[i++];
@@ -283,10 +283,10 @@ export class RowMasker {
         i = fieldEnd;
         continue;
       }
-      pos = copyRangeDV(buf, din, run, i, out, dout, pos);
+      pos = copyRangeDV(buf, din, run, i, out, dout, pos, wordEnd);
       if (o === OP_PARTIAL) {
         const at = pos;
-        pos = writePartial(buf, din, i + 4, fieldEnd, cols.partialKeep[c], out, dout, pos + 4);
+        pos = writePartial(buf, din, i + 4, fieldEnd, cols.partialKeep[c], out, dout, pos + 4, wordEnd);
         dout.setInt32(at, pos - at - 4);
       } else if (o === OP_WRITE) {
         let n: number;
@@ -304,7 +304,7 @@ export class RowMasker {
         out[pos + 3] = 0xff;
         pos += 4;
       } else if (o === OP_CONST) {
-        pos = copyRangeDV(cols.constFields, cols.constView, cols.constAt[c], cols.constAt[c + 1], out, dout, pos);
+        pos = copyRangeDV(cols.constFields, cols.constView, cols.constAt[c], cols.constAt[c + 1], out, dout, pos, cols.constFields.length - 3);
       } else {
         const rep = cols.replace(c, buf, i + 4, fieldEnd);
         if (rep === null) {
@@ -322,7 +322,7 @@ export class RowMasker {
       run = i;
     }
     if (i !== end) throw new MaskingError('DataRow has trailing bytes');
-    pos = copyRangeDV(buf, din, run, end, out, dout, pos);
+    pos = copyRangeDV(buf, din, run, end, out, dout, pos, wordEnd);
     dout.setInt32(lenAt, pos - lenAt);
     return pos;
   }
