@@ -641,6 +641,12 @@ class CopyOut {
     this.pos = copyRange(src, s, e, this.buf, this.pos);
   }
 
+  int32(v: number): void {
+    this.room(4);
+    putI32(this.buf, this.pos, v);
+    this.pos += 4;
+  }
+
   /** `v` in COPY text escapes: backslash, newline, carriage return, tab and the delimiter. */
   escaped(v: Buffer, delim: number): void {
     this.room(2 * v.length);
@@ -693,7 +699,7 @@ class BinaryCopyMasker implements CopyMasker {
   push(payload: Buffer): Buffer {
     const buf = this.pending ? Buffer.concat([this.pending, payload]) : payload;
     this.pending = undefined;
-    const out: Buffer[] = [];
+    const out = new CopyOut(buf.length + 64);
     let i = 0;
     if (!this.headerDone) {
       if (buf.length < 19) {
@@ -706,7 +712,7 @@ class BinaryCopyMasker implements CopyMasker {
         this.pending = Buffer.from(buf);
         return Buffer.alloc(0);
       }
-      out.push(buf.subarray(0, 19 + ext));
+      out.bytes(buf, 0, 19 + ext);
       i = 19 + ext;
       this.headerDone = true;
     }
@@ -719,7 +725,7 @@ class BinaryCopyMasker implements CopyMasker {
       if (buf.length - i < 2) break;
       const nf = buf.readInt16BE(i);
       if (nf === -1) {
-        out.push(buf.subarray(i, i + 2));
+        out.bytes(buf, i, i + 2);
         i += 2;
         this.trailerSeen = true;
         continue;
@@ -742,30 +748,26 @@ class BinaryCopyMasker implements CopyMasker {
         }
       }
       if (!complete) break;
-      const tuple = Buffer.allocUnsafe(k - i + cols.growth);
-      let pos = copyRange(buf, i, i + 2, tuple, 0);
+      // Clear fields are copied by range; a masked one becomes its length word and replacement.
+      let run = i;
       let f = i + 2;
       for (let c = 0; c < nf; c++) {
         const len = buf.readInt32BE(f);
         const fe = f + 4 + Math.max(len, 0);
-        if (!cols.masked[c] || len < 0) pos = copyRange(buf, f, fe, tuple, pos);
-        else {
+        if (cols.masked[c] && len >= 0) {
+          out.bytes(buf, run, f);
           const rep = cols.replace(c, buf, f + 4, fe);
-          if (rep === null) {
-            putI32(tuple, pos, -1);
-            pos += 4;
-          } else {
-            putI32(tuple, pos, rep.length);
-            pos = copyRange(rep, 0, rep.length, tuple, pos + 4);
-          }
+          out.int32(rep === null ? -1 : rep.length);
+          if (rep !== null) out.bytes(rep, 0, rep.length);
+          run = fe;
         }
         f = fe;
       }
-      out.push(tuple.subarray(0, pos));
+      out.bytes(buf, run, k);
       i = k;
     }
     if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
-    return out.length === 1 ? out[0] : Buffer.concat(out);
+    return out.result();
   }
 
   end(): void {

@@ -235,6 +235,31 @@ describe('COPY csv rewrite into one buffer per payload', () => {
   }
 });
 
+describe('COPY binary rewrite into one buffer per payload', () => {
+  const field = (v: Buffer | null) => (v === null ? Buffer.from([0xff, 0xff, 0xff, 0xff]) : Buffer.concat([Buffer.from([v.length >>> 24, v.length >>> 16, v.length >>> 8, v.length]), v]));
+  const SIG = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+  const TRAILER = Buffer.from([0xff, 0xff]);
+
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial4: parseStrategy({ partial: 4 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    it(`${name}: masked fields as maskValue gives them in binary format, clear fields and framing byte for byte, tuples split anywhere`, () => {
+      const r = rng(name.length * 4099);
+      const rows = Array.from({ length: 1500 }, (_, k) => {
+        const int = Buffer.alloc(4);
+        int.writeInt32BE(k);
+        return [int, r() < 0.1 ? null : Buffer.from(randomText(r, 30)), r() < 0.1 ? null : Buffer.from(randomText(r, 30))];
+      });
+      const tuple = (fs: (Buffer | null)[]) => Buffer.concat([Buffer.from([0, fs.length]), ...fs.map(field)]);
+      const input = Buffer.concat([SIG, ...rows.map(tuple), TRAILER]);
+      const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [INT4, TEXT, TEXT], { format: 'binary' }, { hashKey: KEY });
+      const out: Buffer[] = [];
+      for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+      masker.end();
+      const want = Buffer.concat([SIG, ...rows.map(([a, b, c]) => tuple([a, b === null ? null : maskValue(strategy, TEXT, 1, b, { hashKey: KEY }), c])), TRAILER]);
+      expect(Buffer.concat(out).toString('hex')).toBe(want.toString('hex'));
+    });
+  }
+});
+
 describe('HmacSha256', () => {
   it('equals node:crypto HMAC-SHA-256 for keys of 0–100 bytes and values of 0–200 bytes', () => {
     for (const klen of [0, 1, 31, 32, 63, 64, 65, 100]) {
