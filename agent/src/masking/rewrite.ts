@@ -53,7 +53,7 @@ function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): n
  * a copy or a run of stars can spill up to 3 bytes that the next write covers (or that lie past the
  * returned range). Output buffers have this much room beyond their bound.
  */
-export const WORD_SLACK = 4;
+const WORD_SLACK = 4;
 /** Longer ranges go to Buffer#copy (its per-call cost is paid back only past a few hundred bytes). */
 const LONG = 256;
 
