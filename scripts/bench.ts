@@ -111,17 +111,22 @@ const tpsWorkload = (key: string, title: string, opts: PgbenchOptions, targets: 
   run: (t) => pgbench(t, opts),
 });
 
-/** MB per second of one large SELECT, CPU per MB. */
-const bulkWorkload = (key: string, title: string, sql: string, target: number): Workload => ({
+/**
+ * One large SELECT: MB per second and CPU per MB, or (`perRow`) rows per second and CPU per million rows.
+ * The masked read counts rows: masking shortens values (a 24-character name becomes `***`), so its client
+ * receives ~23% fewer bytes than the direct arm's for the same result, and bytes per second would count
+ * that as slowness.
+ */
+const bulkWorkload = (key: string, title: string, sql: string, target: number, perRow = false): Workload => ({
   key,
   title,
-  unit: 'MB/s',
-  value: (m) => m.units / 1e6 / m.seconds,
-  cpuUnit: 'ms/MB',
+  unit: perRow ? 'k rows/s' : 'MB/s',
+  value: (m) => m.units / (perRow ? 1e3 : 1e6) / m.seconds,
+  cpuUnit: perRow ? 'ms/M rows' : 'ms/MB',
   cpuPer: (ms, m) => ms / (m.units / 1e6),
   target,
   targetVs: 'direct',
-  run: (t) => bulkRead(t, sql),
+  run: perRow ? async (t) => ({ ...(await bulkRead(t, sql)), units: ROWS }) : (t) => bulkRead(t, sql),
 });
 
 const ALL_WORKLOADS: Workload[] = [
@@ -134,6 +139,7 @@ const ALL_WORKLOADS: Workload[] = [
     `masked bulk read: ${ROWS.toLocaleString('en')} rows × 4 columns, 2 masked (redact, partial 4) through hoopctl`,
     MASKED_SQL,
     0.9,
+    true,
   ),
   {
     key: 'connect',

@@ -27,7 +27,7 @@ import { Checkpointer, loadSigningKey } from './audit/checkpoints.js';
 import { makePolicyLoadedEvent } from './audit/policy-event.js';
 import { auditSigningApi } from './http/audit-api.js';
 import { durationMs } from '../../shared/config/schema.js';
-import { connectUpstream, sendCancelRequest } from './upstream/connect.js';
+import { connectUpstream, sendCancelRequest, SHARED_SCRAM_KEYS } from './upstream/connect.js';
 import { serveTunnel } from './tunnel/tunnel.js';
 import type { PgSession } from './session/session.js';
 import { causeClass, createMetrics, type AgentMetrics } from './metrics.js';
@@ -293,6 +293,7 @@ async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Pro
         database: connection.postgres.database,
         user: connection.postgres.user,
         password: connection.password,
+        scramKeys: SHARED_SCRAM_KEYS,
         sslmode: connection.postgres.sslmode,
         sslrootcert: connection.postgres.sslrootcert,
       };

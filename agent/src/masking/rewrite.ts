@@ -48,33 +48,71 @@ function copyRange(src: Buffer, s: number, e: number, dst: Buffer, d: number): n
   return d + n;
 }
 
-/** copyRange with 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). */
-function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number): number {
-  let n = e - s;
-  if (n >= SHORT) {
+/**
+ * Bytes the DataRow writer may write past the end of what it returns: it moves whole 4-byte words, so
+ * a copy or a run of stars can spill up to 3 bytes that the next write covers (or that lie past the
+ * returned range). Output buffers have this much room beyond their bound.
+ */
+const WORD_SLACK = 4;
+/** Longer ranges go to Buffer#copy (its per-call cost is paid back only past a few hundred bytes). */
+const LONG = 256;
+
+/**
+ * copyRange in 4-byte moves through DataViews of src and dst (TurboFan inlines DataView access). The
+ * last word may read up to 3 bytes past `e` (inside src) and write them past the range's end in dst
+ * (WORD_SLACK): writes go forward only, so the next write, or the end of the returned range, covers them.
+ * Past `wordEnd` (src.length - 3, hoisted by the caller), the tail is copied byte by byte instead.
+ */
+function copyRangeDV(src: Buffer, sv: DataView, s: number, e: number, dst: Buffer, dv: DataView, d: number, wordEnd: number): number {
+  const n = e - s;
+  if (n >= LONG) {
     src.copy(dst, d, s, e);
     return d + n;
   }
-  for (; n >= 4; n -= 4, s += 4, d += 4) dv.setUint32(d, sv.getUint32(s));
-  for (; n > 0; n--) dst[d++] = src[s++];
+  if (e <= wordEnd) {
+    for (let k = 0; k < n; k += 4) dv.setUint32(d + k, sv.getUint32(s + k));
+    return d + n;
+  }
+  let m = n;
+  for (; m >= 4; m -= 4, s += 4, d += 4) dv.setUint32(d, sv.getUint32(s));
+  for (; m > 0; m--) dst[d++] = src[s++];
   return d;
 }
 
-/** partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters. */
-function writePartial(buf: Buffer, s: number, e: number, keep: number, out: Buffer, pos: number): number {
+const STARS4 = 0x2a2a2a2a;
+
+/** `n` stars ('*') at `out[pos]`, four at a time (up to 3 more spill into WORD_SLACK); returns the new position. */
+function writeStars(dout: DataView, pos: number, n: number): number {
+  for (let k = 0; k < n; k += 4) dout.setUint32(pos + k, STARS4);
+  return pos + n;
+}
+
+/**
+ * partialText (strategies.ts) written straight into `out`: stars, then the last `keep` characters.
+ * ASCII values (the common case) are recognised four bytes at a time and then need no character
+ * count: characters are bytes. Anything else takes the per-byte UTF-8 walk.
+ */
+function writePartial(buf: Buffer, din: DataView, s: number, e: number, keep: number, out: Buffer, dout: DataView, pos: number, wordEnd: number): number {
+  let k = s;
+  let high = 0;
+  for (; k + 4 <= e; k += 4) high |= din.getUint32(k);
+  for (; k < e; k++) high |= buf[k];
+  if ((high & 0x80808080) === 0) {
+    const n = e - s;
+    if (n <= keep) return writeStars(dout, pos, n);
+    pos = writeStars(dout, pos, n - keep);
+    return copyRangeDV(buf, din, e - keep, e, out, dout, pos, wordEnd);
+  }
   let chars = 0;
   for (let i = s; i < e; i++) if ((buf[i] & 0xc0) !== 0x80) chars++;
-  if (chars <= keep) {
-    for (let k = 0; k < chars; k++) out[pos++] = 0x2a;
-    return pos;
-  }
+  if (chars <= keep) return writeStars(dout, pos, chars);
   let cut = e;
   let seen = 0;
   while (seen < keep && cut > s) {
     cut--;
     if ((buf[cut] & 0xc0) !== 0x80) seen++;
   }
-  for (let k = chars - keep; k > 0; k--) out[pos++] = 0x2a;
+  pos = writeStars(dout, pos, chars - keep);
   for (let i = cut; i < e; i++) out[pos++] = buf[i];
   return pos;
 }
@@ -102,6 +140,13 @@ class ColumnMaskers {
   readonly partialKeep: Int32Array;
   /** What writeRow does with a non-NULL field of column c: OP_* (0 = pass it through). */
   readonly op: Uint8Array;
+  /**
+   * OP_CONST fields precomputed whole (length word + value), back to back in one buffer: column c's
+   * are `constFields[constAt[c], constAt[c + 1])`, copied as they are.
+   */
+  readonly constFields: Buffer;
+  readonly constAt: Int32Array;
+  readonly constView: DataView;
   /** upper bound of the bytes a row can grow by */
   readonly growth: number;
   readonly active: boolean;
@@ -130,6 +175,20 @@ class ColumnMaskers {
     }
     this.growth = growth;
     this.active = this.masked.some((x) => x === 1);
+    this.constAt = new Int32Array(this.n + 1);
+    const fields: Buffer[] = [];
+    for (let c = 0; c < this.n; c++) {
+      const k = this.op[c] === OP_CONST ? this.consts[c]! : undefined;
+      if (k) {
+        const f = Buffer.allocUnsafe(4 + k.length);
+        f.writeInt32BE(k.length, 0);
+        k.copy(f, 4);
+        fields.push(f);
+      }
+      this.constAt[c + 1] = this.constAt[c] + (k ? 4 + k.length : 0);
+    }
+    this.constFields = Buffer.concat([...fields, Buffer.alloc(WORD_SLACK)]); // word reads stay inside
+    this.constView = viewOf(this.constFields);
   }
 
   /** The replacement of field c (bytes buf[s, e)); null → SQL NULL. */
@@ -189,14 +248,14 @@ export class RowMasker {
 
   /** One DataRow message `buf[start, end)` (type byte included) → the masked message. */
   rewrite(buf: Buffer, start: number, end: number): Buffer {
-    const out = Buffer.allocUnsafe(end - start + this.cols.growth);
+    const out = Buffer.allocUnsafe(end - start + this.cols.growth + WORD_SLACK);
     const n = this.writeRow(buf, start, end, out, 0);
     return out.subarray(0, n);
   }
 
   /**
    * Writes the masked form of DataRow `buf[start, end)` into `out` at `pos` (room for
-   * `end - start + maxGrowth` bytes is the caller's); returns the new position. `din`/`dout` are
+   * `end - start + maxGrowth + WORD_SLACK` bytes is the caller's); returns the new position. `din`/`dout` are
    * DataViews of `buf`/`out`, made once per chunk by the caller (length words and short runs move as
    * 32-bit words through them).
    */
@@ -208,6 +267,7 @@ export class RowMasker {
     pos += 5;
     let i = start + 5;
     const nf = (buf[i] << 8) | buf[i + 1];
+    const wordEnd = buf.length - 3; // copyRangeDV moves whole words up to here
     if (nf !== cols.n) throw new MaskingError(`DataRow has ${nf} fields, the plan ${cols.n}`);
     out[pos++] = buf[i++];
     out[pos++] = buf[i++];
@@ -223,10 +283,10 @@ export class RowMasker {
         i = fieldEnd;
         continue;
       }
-      pos = copyRangeDV(buf, din, run, i, out, dout, pos);
+      pos = copyRangeDV(buf, din, run, i, out, dout, pos, wordEnd);
       if (o === OP_PARTIAL) {
         const at = pos;
-        pos = writePartial(buf, i + 4, fieldEnd, cols.partialKeep[c], out, pos + 4);
+        pos = writePartial(buf, din, i + 4, fieldEnd, cols.partialKeep[c], out, dout, pos + 4, wordEnd);
         dout.setInt32(at, pos - at - 4);
       } else if (o === OP_WRITE) {
         let n: number;
@@ -243,8 +303,10 @@ export class RowMasker {
         out[pos + 2] = 0xff;
         out[pos + 3] = 0xff;
         pos += 4;
+      } else if (o === OP_CONST) {
+        pos = copyRangeDV(cols.constFields, cols.constView, cols.constAt[c], cols.constAt[c + 1], out, dout, pos, cols.constFields.length - 3);
       } else {
-        const rep = o === OP_CONST ? cols.consts[c]! : cols.replace(c, buf, i + 4, fieldEnd);
+        const rep = cols.replace(c, buf, i + 4, fieldEnd);
         if (rep === null) {
           putI32(out, pos, -1);
           pos += 4;
@@ -260,7 +322,7 @@ export class RowMasker {
       run = i;
     }
     if (i !== end) throw new MaskingError('DataRow has trailing bytes');
-    pos = copyRangeDV(buf, din, run, end, out, dout, pos);
+    pos = copyRangeDV(buf, din, run, end, out, dout, pos, wordEnd);
     dout.setInt32(lenAt, pos - lenAt);
     return pos;
   }
@@ -278,7 +340,7 @@ export function maskDataRows(buf: Buffer, types: Uint8Array, offsets: Uint32Arra
   let rows = 0;
   for (let m = from; m < to; m++) if (types[m] === DATA_ROW) rows++;
   if (rows === 0) return buf.subarray(start, stop);
-  const need = stop - start + rows * masker.maxGrowth;
+  const need = stop - start + rows * masker.maxGrowth + WORD_SLACK;
   const slab = masker.take(need);
   const out = slab.buf;
   let pos = slab.at;
@@ -353,20 +415,20 @@ class TextCopyMasker implements CopyMasker {
     // Nothing to rewrite: the rows pass as they are, but each must still have the plan's width (a plan
     // that disagrees with the server's output is not trusted to say what is clear).
     if (!this.cols.active && !this.headerLeft) return this.checkWidths(buf);
-    const parts: Buffer[] = [];
+    const out = new CopyOut(buf.length + 256);
     let i = 0;
     while (i < buf.length) {
       const eol = this.rowEnd(buf, i);
       if (eol < 0) break;
-      const line = buf.subarray(i, eol + 1);
       if (this.headerLeft) {
         this.headerLeft = false;
-        parts.push(line);
-      } else parts.push(this.csv ? this.csvRow(line) : this.textRow(line));
+        out.bytes(buf, i, eol + 1);
+      } else if (this.csv) this.csvRow(buf, i, eol, out);
+      else this.textRow(buf, i, eol, out);
       i = eol + 1;
     }
     if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    return out.result();
   }
 
   end(): void {
@@ -426,75 +488,108 @@ class TextCopyMasker implements CopyMasker {
     return -1;
   }
 
-  /** text format: fields split on the delimiter, backslash escapes, `\N` for NULL. */
-  private textRow(line: Buffer): Buffer {
-    const out: (Buffer | string)[] = [];
+  /**
+   * text format: fields split on the delimiter, backslash escapes, `\N` for NULL. The row `buf[start, eol]`
+   * (eol: its newline) goes to `out` with clear bytes copied by range and each masked field replaced
+   * by its escaped mask: only masked fields allocate (their unescaped value, when it has escapes).
+   */
+  private textRow(buf: Buffer, start: number, eol: number, out: CopyOut): void {
+    const cols = this.cols;
     let c = 0;
-    let fs = 0;
-    const end = line.length - 1; // the newline
-    for (let k = 0; k <= end; k++) {
-      const b = line[k];
-      if (b === 0x5c && k < end) {
+    let fs = start;
+    let run = start; // clear bytes not yet copied
+    for (let k = start; k <= eol; k++) {
+      const b = buf[k];
+      if (b === 0x5c && k < eol) {
         k++;
         continue;
       }
-      if (b === this.delim || k === end) {
-        const field = line.subarray(fs, k);
-        if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
-        if (this.cols.masked[c] && !field.equals(this.nullStr)) {
-          const raw = unescapeText(field);
-          const rep = this.cols.replace(c, raw, 0, raw.length);
-          out.push(rep === null ? this.nullStr : escapeText(rep, this.delim));
-        } else out.push(field);
-        out.push(line.subarray(k, k + 1));
+      if (b === this.delim || k === eol) {
+        if (c >= cols.n) throw new MaskingError('COPY row has more fields than the plan');
+        if (cols.masked[c] && !this.isNull(buf, fs, k)) {
+          out.bytes(buf, run, fs);
+          const raw = unescapeText(buf.subarray(fs, k));
+          const rep = cols.replace(c, raw, 0, raw.length);
+          if (rep === null) out.bytes(this.nullStr, 0, this.nullStr.length);
+          else out.escaped(rep, this.delim);
+          run = k; // the delimiter or newline after it goes with the next clear run
+        }
         c++;
         fs = k + 1;
       }
     }
-    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
-    return Buffer.concat(out.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
+    if (c !== cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${cols.n}`);
+    out.bytes(buf, run, eol + 1);
   }
 
-  /** csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. */
-  private csvRow(line: Buffer): Buffer {
-    const out: Buffer[] = [];
+  /** Whether `buf[s, e)` is the NULL string. */
+  private isNull(buf: Buffer, s: number, e: number): boolean {
+    const n = this.nullStr;
+    if (e - s !== n.length) return false;
+    for (let k = 0; k < n.length; k++) if (buf[s + k] !== n[k]) return false;
+    return true;
+  }
+
+  /**
+   * csv format: quoted fields (doubled quotes or ESCAPE), unquoted NULL string. Like textRow: clear bytes
+   * copied by range, only masked fields decoded and written quoted.
+   */
+  private csvRow(buf: Buffer, start: number, eol: number, out: CopyOut): void {
+    const cols = this.cols;
     let c = 0;
-    let k = 0;
-    const end = line.length - 1;
-    const q = this.quote;
-    const esc = this.escape;
-    while (k <= end) {
+    let k = start;
+    let run = start;
+    while (k <= eol) {
       const fs = k;
-      let quoted = false;
-      const value: number[] = [];
-      while (k < end && line[k] !== this.delim) {
-        if (line[k] === q) {
-          quoted = true;
-          k++;
-          while (k < end) {
-            if (line[k] === esc && k + 1 < end && (line[k + 1] === q || line[k + 1] === esc) && (esc !== q || line[k + 1] === q)) {
-              value.push(line[k + 1]);
-              k += 2;
-            } else if (line[k] === q) {
-              k++;
-              break;
-            } else value.push(line[k++]);
-          }
-        } else value.push(line[k++]);
+      const masked = cols.masked[c] === 1;
+      const value: number[] | undefined = masked ? [] : undefined;
+      k = this.csvField(buf, k, eol, value);
+      if (c >= cols.n) throw new MaskingError('COPY row has more fields than the plan');
+      if (masked && !(!this.quotedField && this.isNull(buf, fs, k))) {
+        out.bytes(buf, run, fs);
+        const raw = Buffer.from(value!);
+        const rep = cols.replace(c, raw, 0, raw.length);
+        if (rep === null) out.bytes(this.nullStr, 0, this.nullStr.length);
+        else out.quoted(rep, this.quote, this.escape);
+        run = k; // the delimiter or newline after it goes with the next clear run
       }
-      const field = line.subarray(fs, k);
-      if (c >= this.cols.n) throw new MaskingError('COPY row has more fields than the plan');
-      if (this.cols.masked[c] && !(!quoted && field.equals(this.nullStr))) {
-        const raw = Buffer.from(value);
-        const rep = this.cols.replace(c, raw, 0, raw.length);
-        out.push(rep === null ? this.nullStr : quoteCsv(rep, q, esc));
-      } else out.push(field);
-      out.push(line.subarray(k, k + 1)); // delimiter or newline
       c++;
       k++;
     }
-    if (c !== this.cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${this.cols.n}`);
-    return Buffer.concat(out);
+    if (c !== cols.n) throw new MaskingError(`COPY row has ${c} fields, the plan ${cols.n}`);
+    out.bytes(buf, run, eol + 1);
+  }
+
+  /** Set by csvField: the field it just read was quoted (a quoted NULL string is a value, not NULL). */
+  private quotedField = false;
+
+  /** Reads the csv field at `k` (up to the delimiter or `eol`); returns its end. Its decoded bytes go to `value` when given. */
+  private csvField(buf: Buffer, k: number, eol: number, value: number[] | undefined): number {
+    const q = this.quote;
+    const esc = this.escape;
+    this.quotedField = false;
+    while (k < eol && buf[k] !== this.delim) {
+      if (buf[k] !== q) {
+        value?.push(buf[k]);
+        k++;
+        continue;
+      }
+      this.quotedField = true;
+      k++;
+      while (k < eol) {
+        if (buf[k] === esc && k + 1 < eol && (buf[k + 1] === q || buf[k + 1] === esc) && (esc !== q || buf[k + 1] === q)) {
+          value?.push(buf[k + 1]);
+          k += 2;
+        } else if (buf[k] === q) {
+          k++;
+          break;
+        } else {
+          value?.push(buf[k]);
+          k++;
+        }
+      }
+    }
+    return k;
   }
 }
 
@@ -525,27 +620,68 @@ export function unescapeText(f: Buffer): Buffer {
   return Buffer.from(out);
 }
 
-function escapeText(v: Buffer, delim: number): Buffer {
-  const out: number[] = [];
-  for (const b of v) {
-    if (b === 0x5c) out.push(0x5c, 0x5c);
-    else if (b === 0x0a) out.push(0x5c, 0x6e);
-    else if (b === 0x0d) out.push(0x5c, 0x72);
-    else if (b === 0x09) out.push(0x5c, 0x74);
-    else if (b === delim) out.push(0x5c, b);
-    else out.push(b);
-  }
-  return Buffer.from(out);
-}
+/** One output buffer per COPY payload, grown when rows do not fit (masked values are usually shorter). */
+class CopyOut {
+  private buf: Buffer;
+  private pos = 0;
 
-function quoteCsv(v: Buffer, q: number, esc: number): Buffer {
-  const out: number[] = [q];
-  for (const b of v) {
-    if (b === q || b === esc) out.push(esc);
-    out.push(b);
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
   }
-  out.push(q);
-  return Buffer.from(out);
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+
+  bytes(src: Buffer, s: number, e: number): void {
+    this.room(e - s);
+    this.pos = copyRange(src, s, e, this.buf, this.pos);
+  }
+
+  int32(v: number): void {
+    this.room(4);
+    putI32(this.buf, this.pos, v);
+    this.pos += 4;
+  }
+
+  /** `v` in COPY text escapes: backslash, newline, carriage return, tab and the delimiter. */
+  escaped(v: Buffer, delim: number): void {
+    this.room(2 * v.length);
+    const out = this.buf;
+    let p = this.pos;
+    for (let k = 0; k < v.length; k++) {
+      const b = v[k];
+      if (b === 0x5c) (out[p++] = 0x5c), (out[p++] = 0x5c);
+      else if (b === 0x0a) (out[p++] = 0x5c), (out[p++] = 0x6e);
+      else if (b === 0x0d) (out[p++] = 0x5c), (out[p++] = 0x72);
+      else if (b === 0x09) (out[p++] = 0x5c), (out[p++] = 0x74);
+      else if (b === delim) (out[p++] = 0x5c), (out[p++] = b);
+      else out[p++] = b;
+    }
+    this.pos = p;
+  }
+
+  /** `v` as a quoted csv field: the quote and the escape character each escaped. */
+  quoted(v: Buffer, q: number, esc: number): void {
+    this.room(2 * v.length + 2);
+    const out = this.buf;
+    let p = this.pos;
+    out[p++] = q;
+    for (let k = 0; k < v.length; k++) {
+      const b = v[k];
+      if (b === q || b === esc) out[p++] = esc;
+      out[p++] = b;
+    }
+    out[p++] = q;
+    this.pos = p;
+  }
+
+  result(): Buffer {
+    return this.buf.subarray(0, this.pos);
+  }
 }
 
 const PGCOPY = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
@@ -563,7 +699,7 @@ class BinaryCopyMasker implements CopyMasker {
   push(payload: Buffer): Buffer {
     const buf = this.pending ? Buffer.concat([this.pending, payload]) : payload;
     this.pending = undefined;
-    const out: Buffer[] = [];
+    const out = new CopyOut(buf.length + 64);
     let i = 0;
     if (!this.headerDone) {
       if (buf.length < 19) {
@@ -576,7 +712,7 @@ class BinaryCopyMasker implements CopyMasker {
         this.pending = Buffer.from(buf);
         return Buffer.alloc(0);
       }
-      out.push(buf.subarray(0, 19 + ext));
+      out.bytes(buf, 0, 19 + ext);
       i = 19 + ext;
       this.headerDone = true;
     }
@@ -589,7 +725,7 @@ class BinaryCopyMasker implements CopyMasker {
       if (buf.length - i < 2) break;
       const nf = buf.readInt16BE(i);
       if (nf === -1) {
-        out.push(buf.subarray(i, i + 2));
+        out.bytes(buf, i, i + 2);
         i += 2;
         this.trailerSeen = true;
         continue;
@@ -612,30 +748,26 @@ class BinaryCopyMasker implements CopyMasker {
         }
       }
       if (!complete) break;
-      const tuple = Buffer.allocUnsafe(k - i + cols.growth);
-      let pos = copyRange(buf, i, i + 2, tuple, 0);
+      // Clear fields are copied by range; a masked one becomes its length word and replacement.
+      let run = i;
       let f = i + 2;
       for (let c = 0; c < nf; c++) {
         const len = buf.readInt32BE(f);
         const fe = f + 4 + Math.max(len, 0);
-        if (!cols.masked[c] || len < 0) pos = copyRange(buf, f, fe, tuple, pos);
-        else {
+        if (cols.masked[c] && len >= 0) {
+          out.bytes(buf, run, f);
           const rep = cols.replace(c, buf, f + 4, fe);
-          if (rep === null) {
-            putI32(tuple, pos, -1);
-            pos += 4;
-          } else {
-            putI32(tuple, pos, rep.length);
-            pos = copyRange(rep, 0, rep.length, tuple, pos + 4);
-          }
+          out.int32(rep === null ? -1 : rep.length);
+          if (rep !== null) out.bytes(rep, 0, rep.length);
+          run = fe;
         }
         f = fe;
       }
-      out.push(tuple.subarray(0, pos));
+      out.bytes(buf, run, k);
       i = k;
     }
     if (i < buf.length) this.pending = Buffer.from(buf.subarray(i));
-    return out.length === 1 ? out[0] : Buffer.concat(out);
+    return out.result();
   }
 
   end(): void {

@@ -34,7 +34,7 @@ import {
   SSL_REQUEST,
 } from '../pgwire/frontend.js';
 import { fromPgError, toUpstreamError, UpstreamError } from './errors.js';
-import { SCRAM_SHA_256, ScramClient } from './scram.js';
+import { SCRAM_SHA_256, ScramClient, ScramKeyCache } from './scram.js';
 
 export type SslMode = 'disable' | 'require' | 'verify-full';
 
@@ -56,6 +56,8 @@ export interface UpstreamOptions extends UpstreamTarget {
   password: string;
   /** Extra startup parameters (e.g. application_name, default_transaction_read_only). */
   params?: Record<string, string>;
+  /** SCRAM keys derived once per role secret and reused (the agent's); absent: derived per connection, as libpq does. */
+  scramKeys?: ScramKeyCache;
 }
 
 export interface UpstreamConnection {
@@ -70,6 +72,9 @@ export interface UpstreamConnection {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** The agent's SCRAM keys, shared by every connection it opens (a session no longer pays PBKDF2). */
+export const SHARED_SCRAM_KEYS = new ScramKeyCache();
 
 /** Opens, authenticates and returns a ready upstream connection, or rejects with UpstreamError. */
 export function connectUpstream(opts: UpstreamOptions): Promise<UpstreamConnection> {
@@ -250,7 +255,7 @@ async function startup(socket: net.Socket, secure: boolean, opts: UpstreamOption
               if (scram || !a.mechanisms.includes(SCRAM_SHA_256)) {
                 throw new UpstreamError('28000', `unsupported SASL mechanisms: ${a.mechanisms.join(', ')}`, 'configure scram-sha-256 for this user in pg_hba.conf');
               }
-              scram = new ScramClient(opts.password);
+              scram = new ScramClient(opts.password, opts.scramKeys);
               socket.write(saslInitialResponse(SCRAM_SHA_256, scram.first()));
               break;
             case 'SASLContinue':
@@ -280,6 +285,7 @@ async function startup(socket: net.Socket, secure: boolean, opts: UpstreamOption
           break;
         }
         case Backend.ErrorResponse:
+          if (!authenticated) scram?.refused();
           throw fromPgError(parseErrorFields(body));
         case Backend.ParameterStatus: {
           const p = parseParameterStatus(body);

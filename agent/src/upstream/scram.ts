@@ -28,6 +28,61 @@ export function saslprep(password: string): string {
 
 const hmac = (key: Buffer, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 
+/** What SCRAM derives from the password alone (RFC 5802 §3): the same for every exchange with one salt. */
+interface ScramKeys {
+  clientKey: Buffer;
+  storedKey: Buffer;
+  serverKey: Buffer;
+}
+
+/**
+ * The salted password's derived keys, per (password, salt, iterations): PBKDF2 (4096 rounds of
+ * HMAC-SHA-256, ~3 ms of CPU) runs once per role secret instead of once per connection, as poolers
+ * such as PgBouncer do. Only the keys are kept, under a digest of the password: a cached entry does
+ * not reveal the password and a different password (or salt, or count) never finds one. Every
+ * exchange still has its own nonces and proves both ways (client proof, server signature).
+ */
+export class ScramKeyCache {
+  private readonly keys = new Map<string, Promise<ScramKeys>>();
+  /** PBKDF2 runs so far (each a miss). */
+  derivations = 0;
+
+  /** `max`: distinct secrets kept (a role's salt changes only when its password does). */
+  constructor(private readonly max = 16) {}
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  derive(password: string, salt: Buffer, iterations: number): Promise<ScramKeys> {
+    const id = secretId(password, salt, iterations);
+    let keys = this.keys.get(id);
+    if (!keys) {
+      this.derivations++;
+      keys = deriveKeys(password, salt, iterations);
+      keys.catch(() => this.keys.delete(id));
+      if (this.keys.size >= this.max) this.keys.delete(this.keys.keys().next().value!);
+      this.keys.set(id, keys);
+    }
+    return keys;
+  }
+
+  /** The server refused keys derived from `password` with this salt (wrong password): not kept. */
+  forget(password: string, salt: Buffer, iterations: number): void {
+    this.keys.delete(secretId(password, salt, iterations));
+  }
+}
+
+function secretId(password: string, salt: Buffer, iterations: number): string {
+  return `${iterations}:${salt.toString('base64')}:${createHash('sha256').update(password).digest('base64')}`;
+}
+
+async function deriveKeys(password: string, salt: Buffer, iterations: number): Promise<ScramKeys> {
+  const salted = await pbkdf2Async(password, salt, iterations, 32, 'sha256');
+  const clientKey = hmac(salted, 'Client Key');
+  return { clientKey, storedKey: createHash('sha256').update(clientKey).digest(), serverKey: hmac(salted, 'Server Key') };
+}
+
 function attributes(msg: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const part of msg.split(',')) {
@@ -50,7 +105,14 @@ export class ScramClient {
   /** True once the server proved it knows the password. */
   verified = false;
 
-  constructor(private readonly password: string) {}
+  /** Set by final(): the keys this exchange used (forgotten by the cache when the server refuses them). */
+  private derived?: { salt: Buffer; iterations: number };
+
+  constructor(
+    private readonly password: string,
+    /** Derived keys shared across connections; without it PBKDF2 runs for this exchange alone. */
+    private readonly cache?: ScramKeyCache,
+  ) {}
 
   /** client-first-message. */
   first(): Buffer {
@@ -69,22 +131,32 @@ export class ScramClient {
     if (!nonce || !nonce.startsWith(this.nonce) || nonce.length === this.nonce.length) throw fail('SCRAM nonce mismatch');
     if (!salt) throw fail('SCRAM salt missing');
     if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) throw fail('bad SCRAM iteration count');
-    const salted = await pbkdf2Async(saslprep(this.password), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
-    const clientKey = hmac(salted, 'Client Key');
-    const storedKey = createHash('sha256').update(clientKey).digest();
+    const saltBytes = Buffer.from(salt, 'base64');
+    const password = saslprep(this.password);
+    const keys = await (this.cache ? this.cache.derive(password, saltBytes, iterations) : deriveKeys(password, saltBytes, iterations));
+    this.derived = { salt: saltBytes, iterations };
     const withoutProof = `c=biws,r=${nonce}`; // biws = base64("n,,")
     const authMessage = `${this.firstBare},${serverFirst},${withoutProof}`;
-    const signature = hmac(storedKey, authMessage);
+    const clientKey = Buffer.from(keys.clientKey); // the cached key stays intact: the proof is built in a copy
+    const signature = hmac(keys.storedKey, authMessage);
     for (let i = 0; i < clientKey.length; i++) clientKey[i] ^= signature[i];
-    this.serverSignature = hmac(hmac(salted, 'Server Key'), authMessage);
+    this.serverSignature = hmac(keys.serverKey, authMessage);
     return Buffer.from(`${withoutProof},p=${clientKey.toString('base64')}`);
+  }
+
+  /** The server refused the proof (wrong password): keys derived from this password and salt are not kept. */
+  refused(): void {
+    if (this.derived) this.cache?.forget(saslprep(this.password), this.derived.salt, this.derived.iterations);
   }
 
   /** Checks the server-final-message; throws unless the server signature matches. */
   verify(serverFinalBytes: Buffer): void {
     const a = attributes(serverFinalBytes.toString('utf8'));
     const err = a.get('e');
-    if (err !== undefined) throw fail(`SCRAM failed on the server: ${err}`);
+    if (err !== undefined) {
+      this.refused();
+      throw fail(`SCRAM failed on the server: ${err}`);
+    }
     const v = Buffer.from(a.get('v') ?? '', 'base64');
     const want = this.serverSignature;
     if (!want || v.length !== want.length || !timingSafeEqual(v, want)) throw fail('incorrect SCRAM server signature');

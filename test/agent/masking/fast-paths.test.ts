@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createHmac, randomBytes } from 'node:crypto';
 import { BackendFramer, commandComplete, dataRow, READY_IDLE } from '../../../agent/src/pgwire/backend.js';
 import type { ColumnMask } from '../../../agent/src/masking/lineage.js';
-import { maskDataRows, MaskingError, RowMasker } from '../../../agent/src/masking/rewrite.js';
+import { copyMasker, maskDataRows, MaskingError, RowMasker, unescapeText } from '../../../agent/src/masking/rewrite.js';
 import { maskValue, parseStrategy, type Strategy } from '../../../agent/src/masking/strategies.js';
 import { HmacSha256 } from '../../../agent/src/masking/hmac.js';
 import { decodeFrame, encodeDataParts, FrameType } from '../../../shared/tunnel/frame.js';
@@ -91,11 +91,17 @@ describe('DataRow rewrite in place', () => {
       const masker = new RowMasker(plan, [0], [INT4, TEXT, TEXT], { hashKey: KEY });
       const framer = new BackendFramer();
       const out: Buffer[] = [];
+      const kept: Buffer[] = []; // the outputs themselves: a later read's rewrite must not touch an earlier output
       // Reads of odd sizes, so rows are split across reads as a socket splits them.
       for (let i = 0, size = 1; i < all.length; i += size, size = 1 + Math.floor(r() * 5000)) {
         const n = framer.push(Buffer.from(all.subarray(i, i + size)));
-        if (n > 0) out.push(Buffer.from(maskDataRows(framer.buffer, framer.types, framer.offsets, 0, n, masker)));
+        if (n > 0) {
+          const o = maskDataRows(framer.buffer, framer.types, framer.offsets, 0, n, masker);
+          kept.push(o);
+          out.push(Buffer.from(o));
+        }
       }
+      expect(Buffer.concat(kept).equals(Buffer.concat(out))).toBe(true);
       const msgs = messages(Buffer.concat(out));
       expect(msgs).toHaveLength(rows.length + 2);
       rows.forEach((row, k) => {
@@ -110,6 +116,21 @@ describe('DataRow rewrite in place', () => {
     });
   }
 
+  it('partial(keep) gives maskValue\'s bytes for ASCII and UTF-8 values of every length around keep and the 4-byte word', () => {
+    for (const keep of [0, 1, 3, 4, 5, 8]) {
+      const strategy = parseStrategy({ partial: keep });
+      const masker = new RowMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [0], [INT4, TEXT, TEXT], {});
+      for (let n = 0; n <= 24; n++) {
+        for (const v of ['x'.repeat(n), 'é'.repeat(n), `${'a'.repeat(n)}é`, `é${'b'.repeat(n)}`]) {
+          const row = dataRow(['1', v, 'tail']);
+          const got = fieldsOf(masker.rewrite(row, 0, row.length));
+          expect(got[1]!.toString('hex'), `keep ${keep}, value ${JSON.stringify(v)}`).toBe(maskValue(strategy, TEXT, 0, Buffer.from(v))!.toString('hex'));
+          expect(got[2]!.toString()).toBe('tail');
+        }
+      }
+    }
+  });
+
   it('hash of text is the hex HMAC-SHA-256 of the value under the connection key', () => {
     const masker = new RowMasker([{ masked: true, strategy: parseStrategy('hash'), sources: ['t.c'] }], [0], [TEXT], { hashKey: KEY });
     const row = dataRow(['p12@example.org']);
@@ -123,6 +144,120 @@ describe('DataRow rewrite in place', () => {
     row.writeInt32BE(1000, 7); // a field length past the end of the message
     expect(() => masker.rewrite(row, 0, row.length)).toThrow(MaskingError);
   });
+});
+
+describe('COPY text rewrite into one buffer per payload', () => {
+  const CHARS = ['a', 'Z', '7', '@', ' ', 'é', '😀', '\\', '\t', '\n', '\r', '|', '\b', 'N'];
+
+  /** COPY text escaping as PostgreSQL writes it (CopyAttributeOutText), for a delimiter. */
+  function escapeAsServer(v: string, delim: string): string {
+    let o = '';
+    for (const ch of v) {
+      if (ch === '\\') o += '\\\\';
+      else if (ch === '\n') o += '\\n';
+      else if (ch === '\r') o += '\\r';
+      else if (ch === '\t') o += '\\t';
+      else if (ch === '\b') o += '\\b';
+      else if (ch === delim) o += '\\' + ch;
+      else o += ch;
+    }
+    return o;
+  }
+
+  /** The masked field the slow, obvious way: unescape, maskValue, escape (backslash, \n, \r, \t, delimiter). */
+  function reference(field: string, strategy: Strategy, delim: string, nullStr: string): string {
+    if (field === nullStr) return nullStr;
+    const v = maskValue(strategy, TEXT, 0, unescapeText(Buffer.from(field)), { hashKey: KEY });
+    if (v === null) return nullStr;
+    let o = '';
+    for (const ch of v.toString()) o += ch === '\\' ? '\\\\' : ch === '\n' ? '\\n' : ch === '\r' ? '\\r' : ch === '\t' ? '\\t' : ch === delim ? '\\' + ch : ch;
+    return o;
+  }
+
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial3: parseStrategy({ partial: 3 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    for (const fmt of [{ delim: '\t', nullStr: '\\N' }, { delim: '|', nullStr: 'nil' }]) {
+      it(`${name}, delimiter ${JSON.stringify(fmt.delim)}: every masked field as unescape → maskValue → escape, clear fields byte for byte, rows split anywhere`, () => {
+        const r = rng(name.length * 131 + fmt.delim.charCodeAt(0));
+        const field = () => (r() < 0.1 ? fmt.nullStr : escapeAsServer(Array.from({ length: Math.floor(r() * 12) }, () => CHARS[Math.floor(r() * CHARS.length)]).join(''), fmt.delim));
+        const rows = Array.from({ length: 2000 }, () => [field(), field(), field()]);
+        const input = Buffer.from(rows.map((f) => f.join(fmt.delim) + '\n').join(''));
+        const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [TEXT, TEXT, TEXT], { format: 'text', delimiter: fmt.delim, null: fmt.nullStr }, { hashKey: KEY });
+        const out: Buffer[] = [];
+        for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+        masker.end();
+        const want = rows.map(([a, b, c]) => [a, reference(b, strategy, fmt.delim, fmt.nullStr), c].join(fmt.delim) + '\n').join('');
+        expect(Buffer.concat(out).toString()).toBe(want);
+      });
+    }
+  }
+});
+
+describe('COPY csv rewrite into one buffer per payload', () => {
+  const CHARS = ['a', 'Z', '7', ' ', 'é', '😀', '"', "'", '\\', ',', ';', '\n', '\r'];
+
+  /** A value as PostgreSQL's CSV output writes it (CopyAttributeOutCSV): quoted when it must be. */
+  function csvOut(v: string, o: { delim: string; quote: string; escape: string; nullStr: string }): string {
+    const must = v === o.nullStr || v === '' || [...v].some((ch) => ch === o.delim || ch === o.quote || ch === '\n' || ch === '\r' || ch === o.escape);
+    if (!must) return v;
+    let s = o.quote;
+    for (const ch of v) s += ch === o.quote || ch === o.escape ? o.escape + ch : ch;
+    return s + o.quote;
+  }
+
+  const formats = [
+    { delim: ',', quote: '"', escape: '"', nullStr: '' },
+    { delim: ';', quote: "'", escape: '\\', nullStr: 'NULL' },
+  ];
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial3: parseStrategy({ partial: 3 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    for (const o of formats) {
+      it(`${name}, delimiter ${o.delim} quote ${o.quote} escape ${o.escape}: masked values decoded, masked and quoted; clear fields byte for byte`, () => {
+        const r = rng(name.length * 977 + o.delim.charCodeAt(0));
+        const value = () => (r() < 0.1 ? null : Array.from({ length: Math.floor(r() * 10) }, () => CHARS[Math.floor(r() * CHARS.length)]).join(''));
+        const rows = Array.from({ length: 2000 }, () => [value(), value(), value()]);
+        const field = (v: string | null) => (v === null ? o.nullStr : csvOut(v, o));
+        const input = Buffer.from(rows.map((f) => f.map(field).join(o.delim) + '\n').join(''));
+        const fmt = { format: 'csv' as const, delimiter: o.delim, quote: o.quote, escape: o.escape, null: o.nullStr };
+        const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [TEXT, TEXT, TEXT], fmt, { hashKey: KEY });
+        const out: Buffer[] = [];
+        for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+        masker.end();
+        const masked = (v: string | null) => {
+          const m = v === null ? null : maskValue(strategy, TEXT, 0, Buffer.from(v), { hashKey: KEY });
+          if (m === null) return o.nullStr;
+          let s = o.quote;
+          for (const ch of m.toString()) s += ch === o.quote || ch === o.escape ? o.escape + ch : ch;
+          return s + o.quote;
+        };
+        const want = rows.map(([a, b, c]) => [field(a), masked(b), field(c)].join(o.delim) + '\n').join('');
+        expect(Buffer.concat(out).toString()).toBe(want);
+      });
+    }
+  }
+});
+
+describe('COPY binary rewrite into one buffer per payload', () => {
+  const field = (v: Buffer | null) => (v === null ? Buffer.from([0xff, 0xff, 0xff, 0xff]) : Buffer.concat([Buffer.from([v.length >>> 24, v.length >>> 16, v.length >>> 8, v.length]), v]));
+  const SIG = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+  const TRAILER = Buffer.from([0xff, 0xff]);
+
+  for (const [name, strategy] of Object.entries({ redact: parseStrategy('redact'), partial4: parseStrategy({ partial: 4 }), hash: parseStrategy('hash'), null: parseStrategy('null') })) {
+    it(`${name}: masked fields as maskValue gives them in binary format, clear fields and framing byte for byte, tuples split anywhere`, () => {
+      const r = rng(name.length * 4099);
+      const rows = Array.from({ length: 1500 }, (_, k) => {
+        const int = Buffer.alloc(4);
+        int.writeInt32BE(k);
+        return [int, r() < 0.1 ? null : Buffer.from(randomText(r, 30)), r() < 0.1 ? null : Buffer.from(randomText(r, 30))];
+      });
+      const tuple = (fs: (Buffer | null)[]) => Buffer.concat([Buffer.from([0, fs.length]), ...fs.map(field)]);
+      const input = Buffer.concat([SIG, ...rows.map(tuple), TRAILER]);
+      const masker = copyMasker([{ masked: false }, { masked: true, strategy, sources: ['t.c'] }, { masked: false }], [INT4, TEXT, TEXT], { format: 'binary' }, { hashKey: KEY });
+      const out: Buffer[] = [];
+      for (let i = 0, size = 1; i < input.length; i += size, size = 1 + Math.floor(r() * 3000)) out.push(Buffer.from(masker.push(input.subarray(i, i + size))));
+      masker.end();
+      const want = Buffer.concat([SIG, ...rows.map(([a, b, c]) => tuple([a, b === null ? null : maskValue(strategy, TEXT, 1, b, { hashKey: KEY }), c])), TRAILER]);
+      expect(Buffer.concat(out).toString('hex')).toBe(want.toString('hex'));
+    });
+  }
 });
 
 describe('HmacSha256', () => {

@@ -25,6 +25,7 @@ import { serializeFrontend } from '../../../agent/src/pgwire/frontend.js';
 import { Writer } from '../../../agent/src/pgwire/writer.js';
 import { connectUpstream, sendCancelRequest, type UpstreamConnection } from '../../../agent/src/upstream/connect.js';
 import { UpstreamError } from '../../../agent/src/upstream/errors.js';
+import { ScramKeyCache } from '../../../agent/src/upstream/scram.js';
 import { fakeUpstream } from './fake-upstream.js';
 
 /** Sends one simple Query and collects the backend messages up to ReadyForQuery. */
@@ -114,6 +115,33 @@ describe('connectUpstream against PostgreSQL 18', () => {
     expect(e.pg?.severity).toBe('FATAL');
     expect(e.hint).toMatch(/password/);
     expect(`${e.message} ${e.hint}`).not.toContain('not-the-password');
+  });
+
+  it('derives SCRAM keys once per role secret with a key cache; a new password gets new keys, an old or wrong one is still refused', async () => {
+    const cache = new ScramKeyCache();
+    const user = `agent_${randomBytes(3).toString('hex')}`;
+    await db.pg.exec(`CREATE ROLE ${user} LOGIN PASSWORD 'first-secret'`);
+    try {
+      const as = (password: string) => connect({ user, password, scramKeys: cache });
+      // Three connections, one PBKDF2: each exchange still proves itself with its own nonces, and the
+      // cached client key is not consumed by building a proof.
+      for (let i = 0; i < 3; i++) expect(types(await query(await as('first-secret'), 'SELECT 1'))).toBe('TDCZ');
+      expect(cache.derivations).toBe(1);
+      expect(cache.size).toBe(1);
+
+      // Same salt, wrong password: refused, and nothing is kept for it.
+      expect((await rejection(as('not-the-secret'))).code).toBe('28P01');
+      expect(cache.size).toBe(1);
+
+      // A new password has a new salt: its keys are derived anew; the old password (cached keys and all) no longer logs in.
+      await db.pg.exec(`ALTER ROLE ${user} PASSWORD 'second-secret'`);
+      expect(types(await query(await as('second-secret'), 'SELECT 1'))).toBe('TDCZ');
+      expect((await rejection(as('first-secret'))).code).toBe('28P01');
+      expect(types(await query(await as('second-secret'), 'SELECT 1'))).toBe('TDCZ');
+      expect(cache.derivations).toBe(4); // first, wrong, second, first-with-the-new-salt
+    } finally {
+      await db.pg.exec(`DROP ROLE IF EXISTS ${user}`).catch(() => {});
+    }
   });
 
   it('maps a missing database to 3D000', async () => {
