@@ -19,12 +19,22 @@ export async function startLocalListener(client: TunnelClient, port = 0, host = 
     socket.on('close', () => sockets.delete(socket));
     void admit(socket).then((ok) => (ok ? client.attach(socket) : undefined));
   });
-  /** Only this OS user's programs may use the tunnel: the identity behind it is this user's. */
+  /**
+   * Only this OS user's programs may use the tunnel: the identity behind it is this user's. On Linux the
+   * kernel's socket table names the client's owner; a client it does not list (gone already, or an
+   * address it does not know) is refused, not trusted. Elsewhere there is no such table to read, and
+   * the loopback-only listener is the boundary.
+   */
   async function admit(socket: net.Socket): Promise<boolean> {
     if (me === undefined) return true;
     const uid = await peerUid(socket.remoteAddress, socket.remotePort, (server.address() as net.AddressInfo).port);
-    if (uid === undefined || uid === me) return true;
-    refuseLocalClient(socket, `hoopctl: this tunnel belongs to another OS user (uid ${me}); connection from uid ${uid} refused`);
+    if (uid === me || (uid === undefined && process.platform !== 'linux')) return true;
+    refuseLocalClient(
+      socket,
+      uid === undefined
+        ? `hoopctl: could not tell which OS user opened this connection (not in the kernel's socket table); refused, as this tunnel belongs to uid ${me}`
+        : `hoopctl: this tunnel belongs to another OS user (uid ${me}); connection from uid ${uid} refused`,
+    );
     return false;
   }
   await new Promise<void>((resolve, reject) => {
