@@ -32,7 +32,7 @@
 // segments its seq range spans, narrowed by the sparse points.
 //
 // Recordings live in their own files, so retention deletes them without touching a chain segment.
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, open as openFd, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -664,7 +664,7 @@ export class JsonlStore implements StateStore {
     // Into the page cache through a file kept open, a session's buffered entries in one write
     // (recording.ts). Recordings are not the evidence (the audit events are, with their own
     // durability), so no fsync either.
-    const fd = this.recordingFd(sessionId, file);
+    const fd = await this.recordingFd(sessionId, file);
     const buf = Buffer.from(lines.map((l) => l.line + '\n').join(''));
     try {
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
@@ -677,11 +677,26 @@ export class JsonlStore implements StateStore {
 
   /** Open recording files (O_APPEND), least recently used first; bounded, the oldest closed first. */
   private readonly recordingFds = new Map<string, number>();
+  /** Recording files being opened (created) off the event loop, so a new session does not wait on the disk. */
+  private readonly openingRecordings = new Map<string, Promise<number>>();
 
-  private recordingFd(sessionId: string, file: string): number {
+  private async recordingFd(sessionId: string, file: string): Promise<number> {
     let fd = this.recordingFds.get(sessionId);
-    if (fd !== undefined) this.recordingFds.delete(sessionId);
-    else fd = openSync(file, 'a');
+    if (fd === undefined) {
+      let opening = this.openingRecordings.get(sessionId);
+      if (!opening) {
+        opening = new Promise<number>((resolve, reject) => openFd(file, 'a', (err, d) => (err ? reject(err) : resolve(d))));
+        this.openingRecordings.set(sessionId, opening);
+        void opening.then(
+          () => this.openingRecordings.delete(sessionId),
+          () => this.openingRecordings.delete(sessionId),
+        );
+      }
+      const opened = await opening;
+      // Another append of the session may have registered it while this one waited.
+      fd = this.recordingFds.get(sessionId) ?? opened;
+    }
+    this.recordingFds.delete(sessionId);
     this.recordingFds.set(sessionId, fd);
     if (this.recordingFds.size > MAX_OPEN_RECORDINGS) this.closeRecording(this.recordingFds.keys().next().value!);
     return fd;
