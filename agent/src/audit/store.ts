@@ -121,7 +121,7 @@ interface Pending {
  * Events recorded after the fact: nothing waits for them (the statement already ran), so a store may let
  * them ride along with the next batch something does wait for (see `GroupCommit`'s `lazyMs`).
  */
-const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result', 'session_end']);
+export const AFTER_THE_FACT: ReadonlySet<string> = new Set(['statement_result', 'session_end']);
 
 /**
  * After-the-fact events a failed batch could not write wait for the store to come back (they describe

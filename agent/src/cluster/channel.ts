@@ -29,6 +29,9 @@ interface WireError {
   code?: string;
 }
 
+/** How long a lazy call may wait for company (the embedded store's own wait for a result event is 10 ms). */
+const LAZY_MS = 10;
+
 /** Tags our batches, so other users of the channel (prom-client's cluster metrics) are left alone. */
 const TAG = 'hoop-agent/1';
 
@@ -41,6 +44,7 @@ export class Channel {
   private readonly listeners = new Map<string, Set<(v: any) => void>>();
   private outbox: Wire[] = [];
   private flushAt?: NodeJS.Immediate;
+  private lazyAt?: NodeJS.Timeout;
   private closedWith?: Error;
   private readonly onMessage = (m: unknown) => this.receive(m);
 
@@ -50,11 +54,23 @@ export class Channel {
 
   /** Calls `op` on the other side; rejects with the other side's error, or when the channel closes. */
   call<T = unknown>(op: string, ...args: unknown[]): Promise<T> {
+    return this.request(op, args, false);
+  }
+
+  /**
+   * A call nothing waits on right away (an event recorded after the fact, a recording): it leaves with
+   * the next message of the channel, or after `LAZY_MS`, so a statement costs one message each way.
+   */
+  callLazily<T = unknown>(op: string, ...args: unknown[]): Promise<T> {
+    return this.request(op, args, true);
+  }
+
+  private request<T>(op: string, args: unknown[], lazy: boolean): Promise<T> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.queue({ c: id, op, args });
+      this.queue({ c: id, op, args }, lazy);
     });
   }
 
@@ -81,18 +97,22 @@ export class Channel {
     this.closedWith = reason;
     this.port.off('message', this.onMessage);
     if (this.flushAt) clearImmediate(this.flushAt);
+    if (this.lazyAt) clearTimeout(this.lazyAt);
     this.outbox = [];
     for (const p of this.pending.values()) p.reject(reason);
     this.pending.clear();
   }
 
-  private queue(w: Wire): void {
+  private queue(w: Wire, lazy = false): void {
     this.outbox.push(w);
-    this.flushAt ??= setImmediate(() => this.flush());
+    if (!lazy) this.flushAt ??= setImmediate(() => this.flush());
+    else if (!this.flushAt) this.lazyAt ??= setTimeout(() => this.flush(), LAZY_MS);
   }
 
   private flush(): void {
     this.flushAt = undefined;
+    if (this.lazyAt) clearTimeout(this.lazyAt);
+    this.lazyAt = undefined;
     const batch = this.outbox;
     this.outbox = [];
     if (!batch.length || this.closedWith) return;

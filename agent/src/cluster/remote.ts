@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { AuditEvent, EventInput } from '../audit/events.js';
 import type { Health, RecordingEntry, StateStore } from '../audit/store.js';
-import { StoreUnavailableError } from '../audit/store.js';
+import { AFTER_THE_FACT, StoreUnavailableError } from '../audit/store.js';
 import { ApprovalBook, type Approval, type ApprovalRequest, type ApprovalStatus, type Verdict } from '../audit/approvals.js';
 import type { Identity } from '../audit/events.js';
 import type { Revocation, Revocations } from '../audit/revocations.js';
@@ -33,7 +33,8 @@ export class RemoteStore implements SessionStore {
 
   async append(e: EventInput): Promise<AuditEvent> {
     try {
-      return await this.ch.call<AuditEvent>('append', e);
+      // What nothing waits on rides with the next statement's event: one message each way per statement.
+      return await (AFTER_THE_FACT.has(e.type) ? this.ch.callLazily<AuditEvent>('append', e) : this.ch.call<AuditEvent>('append', e));
     } catch (err) {
       // Refused appends mean the primary's store (or the primary) is down: readiness says so at once.
       if (err instanceof StoreUnavailableError) this.state = { writable: false, lastError: err.message };
@@ -42,7 +43,7 @@ export class RemoteStore implements SessionStore {
   }
 
   appendRecording(sessionId: string, ...entries: RecordingEntry[]): Promise<boolean> {
-    return this.ch.call<boolean>('appendRecording', sessionId, ...entries);
+    return this.ch.callLazily<boolean>('appendRecording', sessionId, ...entries);
   }
 
   health(): Health {

@@ -34,6 +34,23 @@ describe('cluster channel', () => {
     expect(sent).toEqual({ a: 1, b: 1 });
   });
 
+  it('lets a lazy call ride with the next call, or go alone after a short wait', async () => {
+    const { a, b, sent } = pair();
+    const worker = new Channel(a);
+    const seen: string[] = [];
+    new Channel(b).handle('append', (what: string) => void seen.push(what));
+    const lazy = worker.callLazily('append', 'result of 1');
+    await new Promise((r) => setImmediate(r));
+    expect(sent.a).toBe(0); // waiting for company
+    await worker.call('append', 'statement 2');
+    await lazy;
+    expect(seen).toEqual(['result of 1', 'statement 2']); // in order, in one message
+    expect(sent.a).toBe(1);
+    await worker.callLazily('append', 'result of 2'); // alone: it still goes
+    expect(sent.a).toBe(2);
+    expect(seen).toEqual(['result of 1', 'statement 2', 'result of 2']);
+  });
+
   it('brings errors back as the classes callers test for', async () => {
     const { a, b } = pair();
     const worker = new Channel(a);
