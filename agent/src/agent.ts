@@ -151,6 +151,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let retention: { stop(): void } | undefined;
   let checkpoints: NodeJS.Timeout | undefined;
   const core = await serve(opts, {
+    role: opts.listenPath ? 'primary' : 'agent',
+    listenPath: opts.listenPath,
+    metricsBody: opts.metricsBody,
     log,
     clock,
     metrics,
@@ -201,6 +204,7 @@ export async function startAgentWorker(opts: WorkerOptions): Promise<RunningWork
   AggregatorRegistry.setRegistries([metrics.registry]);
   new AggregatorRegistry();
   return serve(opts, {
+    role: 'worker',
     log,
     clock: opts.clock ?? Date.now,
     metrics,
@@ -215,6 +219,8 @@ export async function startAgentWorker(opts: WorkerOptions): Promise<RunningWork
 
 /** What differs between one agent process, the cluster primary and a worker (see `serve`). */
 interface ServeParts {
+  /** agent: everything in one process; primary: the API on `listenPath`, no tunnels; worker: tunnels only. */
+  role: 'agent' | 'primary' | 'worker';
   log: Logger;
   clock: () => number;
   metrics: AgentMetrics;
@@ -223,6 +229,10 @@ interface ServeParts {
   revocations: Revocations;
   /** The API this listener serves, or forwards to the primary. */
   api(): Partial<HttpDeps>;
+  /** The primary's private socket, listened on instead of config.listen. */
+  listenPath?: string;
+  /** /metrics body instead of this process's registry. */
+  metricsBody?: () => Promise<{ contentType: string; body: string }>;
   listening(url: string): void;
   /** At stop, before tunnels close. */
   stopping(): Promise<void>;
@@ -238,7 +248,7 @@ async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Pro
   // Every token, wherever it is presented, is checked against the revocation list after its signature.
   const auth = checkingRevocation(verifier, revocations);
   const revocationWatch = new TunnelRevocationWatch(revocations, log);
-  const cancels = new CancelRegistry('cancelElsewhere' in opts ? opts.cancelElsewhere : undefined);
+  const cancels = new CancelRegistry(opts.cancelElsewhere);
   const tunnels = new Set<TunnelMux>();
   // One policy engine per connection (its overrides and masked columns), loaded before we listen.
   const engines = new Map<string, PolicyEngine>();
@@ -270,7 +280,7 @@ async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Pro
   // Upstream connections still open, for the drain's cancel at its deadline.
   const upstreams = new Set<{ socket: import('node:net').Socket; cancel(): Promise<void> }>();
   let draining = false;
-  const ownMetrics = 'metricsBody' in opts && opts.metricsBody ? opts.metricsBody : metricsBody;
+  const ownMetrics = parts.metricsBody ?? metricsBody;
 
   const server = createHttpServer({
     config,
@@ -366,9 +376,9 @@ async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Pro
   }
 
   // A worker's metrics are served by the primary's listener (summed over workers).
-  const metricsServer = config.metrics.listen && !('apiSocket' in opts) ? await listenMetrics(config.metrics.listen, { metrics: ownMetrics, ready: readiness }) : undefined;
+  const metricsServer = config.metrics.listen && parts.role !== 'worker' ? await listenMetrics(config.metrics.listen, { metrics: ownMetrics, ready: readiness }) : undefined;
   const [host, portText] = splitHostPort(config.listen);
-  const listenPath = 'listenPath' in opts ? opts.listenPath : undefined;
+  const { listenPath } = parts;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const done = () => {
@@ -381,10 +391,11 @@ async function serve(opts: AgentOptions | WorkerOptions, parts: ServeParts): Pro
   const port = listenPath ? Number(portText) : (server.address() as AddressInfo).port;
   const scheme = config.tls ? 'wss' : 'ws';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  if ('apiSocket' in opts) log.info('worker listening', { url, pid: process.pid });
+  if (parts.role === 'worker') log.info('worker listening', { url, pid: process.pid });
   else if (listenPath) log.info('agent primary ready', { api: listenPath });
   else log.info('agent listening', { url, connections: [...config.connections.keys()] });
-  for (const [name, m] of maskers) if (m.enabled) void lintMasking(name, m, config.connections.get(name)!, log);
+  // Said once per agent: by the primary, not again by every worker.
+  if (parts.role !== 'worker') for (const [name, m] of maskers) if (m.enabled) void lintMasking(name, m, config.connections.get(name)!, log);
   parts.listening(url);
 
   let stopped: Promise<void> | undefined;

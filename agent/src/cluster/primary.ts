@@ -41,9 +41,6 @@ export interface ClusterOptions {
 }
 
 export interface RunningCluster {
-  agent: RunningAgent;
-  /** Worker pids, in fork order (restarted workers replace their slot). */
-  pids(): number[];
   drain(timeoutMs?: number): Promise<DrainReport>;
 }
 
@@ -112,7 +109,6 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   }
 
   cluster.setupPrimary({ serialization: 'advanced' });
-  const slots: Worker[] = [];
   let draining = false;
   const exits: number[] = [];
   let crashLoop: ((err: Error) => void) | undefined;
@@ -120,7 +116,6 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   const fork = (index: number): Promise<void> =>
     new Promise((resolve, reject) => {
       const w = cluster.fork({ [WORKER_ENV.api]: apiSocket, [WORKER_ENV.index]: String(index) });
-      slots[index] = w;
       const ch = serveWorker(w);
       channels.set(w, ch);
       ch.on('ready', () => resolve());
@@ -167,7 +162,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     }, timeoutMs + 15_000);
     await Promise.all(gone);
     clearTimeout(late);
-    await Promise.all([...closings, ...[...openSessions.keys()].map((w) => closeSessionsOf(w, 'agent worker stopped'))]);
+    // Every worker's exit started closing what it left open (closeSessionsOf); let those finish.
+    await Promise.all(closings);
     clearInterval(healthPush);
     unsubscribeApprovals();
     unsubscribeRevocations();
@@ -188,5 +184,5 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     void drain(0).then(() => process.exit(1));
   };
   log.info('agent listening', { url: agent.url, connections: [...config.connections.keys()], workers: o.workers });
-  return { agent, pids: () => slots.map((w) => w.process.pid!), drain };
+  return { drain };
 }
