@@ -6,8 +6,7 @@
 // order keys (PostgreSQL, SIEM pipelines and `jq` all reorder), so one verifier works on every copy.
 // Shared by the agent (sealing), the CLI (`audit verify`, `evidence`) and, re-stated in plain
 // JavaScript, by an evidence bundle's verify.mjs.
-import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export const GENESIS = '0'.repeat(64);
 
@@ -71,11 +70,9 @@ export function hashedContent(e: object & { hash?: string }): string {
   return canonicalJson(rest);
 }
 
-/** One-shot hashing (Node ≥ 20.12): no Hash object per event, a third of the cost on the append path. */
-const oneShot = (crypto as { hash?: (alg: string, data: string | Uint8Array, enc: 'hex' | 'buffer') => string | Buffer }).hash;
-
+/** One-shot hashing (no Hash object per event: a third of the cost on the append path). */
 export function sha256(s: string): string {
-  return oneShot ? (oneShot('sha256', s, 'hex') as string) : createHash('sha256').update(s).digest('hex');
+  return hash('sha256', s, 'hex');
 }
 
 export function hashEvent(e: object & { hash?: string }): string {

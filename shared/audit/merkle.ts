@@ -9,18 +9,15 @@
 // SUBPROOF), and checked with RFC 9162's iterative algorithms, so the two sides share no code and a test
 // that round-trips them cross-checks both. `Accumulator` computes the root in O(log n) memory while the
 // chain is streamed (the agent's checkpoints, the bundle builder).
-import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 export type Hash = Buffer;
 
 const LEAF = Buffer.from([0]);
 const NODE = Buffer.from([1]);
 
-const oneShot = (crypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
-
 export function leafHash(data: Uint8Array): Hash {
-  return oneShot ? oneShot('sha256', Buffer.concat([LEAF, data]), 'buffer') : createHash('sha256').update(LEAF).update(data).digest();
+  return hash('sha256', Buffer.concat([LEAF, data]), 'buffer');
 }
 
 export function nodeHash(left: Uint8Array, right: Uint8Array): Hash {
