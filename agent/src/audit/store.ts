@@ -90,6 +90,22 @@ export function isoTime(v: string | number): string {
   return d.toISOString();
 }
 
+/**
+ * `toISOString` of a millisecond time, remembering the last one: busy sessions stamp many events in the
+ * same millisecond, and formatting is a measurable part of an event's cost.
+ */
+export function isoPerMs(): (ms: number) => string {
+  let lastMs = Number.NaN;
+  let lastIso = '';
+  return (ms) => {
+    if (ms !== lastMs) {
+      lastMs = ms;
+      lastIso = new Date(ms).toISOString();
+    }
+    return lastIso;
+  };
+}
+
 // Session ids become file names in the embedded store: refuse anything that could leave the directory.
 const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export function assertSessionId(id: string): void {
@@ -150,9 +166,8 @@ export class GroupCommit {
   private closed = false;
   private lazyTimer?: NodeJS.Timeout;
   private turnEnd?: NodeJS.Immediate;
-  /** The last append time and its ISO form: many events share a millisecond. */
-  private lastAt = Number.NaN;
-  private lastIso = '';
+  /** Many events share a millisecond: its ISO form is made once. */
+  private readonly iso = isoPerMs();
 
   constructor(
     private readonly agentId: string,
@@ -253,11 +268,7 @@ export class GroupCommit {
     let { seq, hash: prev, ts: lastTs } = this.head;
     return batch.map(({ input, at }) => {
       // Timestamps never go backwards within a chain (wall clocks do): listing by time relies on it.
-      if (at !== this.lastAt) {
-        this.lastAt = at;
-        this.lastIso = new Date(at).toISOString();
-      }
-      let ts = this.lastIso;
+      let ts = this.iso(at);
       if (ts < lastTs) ts = lastTs;
       lastTs = ts;
       // One object: the hash is added once the content is known (eventContent reads no `hash`).

@@ -13,9 +13,12 @@
 // did not see; literals of statements that read masked columns are gone from the audited SQL.
 // Recording is not the evidence (the audit events are, and they fail closed): a recording write that
 // fails is logged and the session goes on, and entries may sit in memory for a moment before a flush.
-import type { RecordingEntry, RecordingLimits, StateStore } from '../audit/store.js';
+import { isoPerMs, type RecordingEntry, type RecordingLimits, type StateStore } from '../audit/store.js';
 import type { Logger } from '../log.js';
 import type { RowField } from '../pgwire/backend.js';
+
+/** Entries are stamped when they happen; many share a millisecond. */
+const isoOf = isoPerMs();
 
 export interface RecordingOptions extends RecordingLimits {
   store: Pick<StateStore, 'appendRecording'>;
@@ -164,7 +167,7 @@ export class SessionRecording {
       this.dropped = 0;
     }
     // Its time is when it happened, not when its batch is written.
-    e.ts = isoNow();
+    e.ts = isoOf(Date.now());
     this.buffer.push(e);
     this.bufferBytes += size;
     if (this.bufferBytes >= FLUSH_BYTES || this.buffer.length >= FLUSH_ENTRIES) this.flush();
@@ -256,17 +259,6 @@ function decodeBinary(buf: Buffer, at: number, len: number, typeOid: number): un
   }
 }
 
-/** The current time in ISO form, formatted once per millisecond (a busy session writes several per ms). */
-let lastMs = Number.NaN;
-let lastIso = '';
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
 
 function marker(len: number): string {
   return `<binary ${len} bytes>`;
