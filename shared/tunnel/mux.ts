@@ -10,8 +10,8 @@
 // one corked write (one syscall), or as soon as FRAME_DATA_BYTES are pending. A stream whose bytes end
 // at a protocol sync point (a ReadyForQuery answer, a client's Sync or single Query) while no other
 // stream is waiting and no other stream's answer is awaited (its peer's last bytes ended with a Sync or
-// Query: only the agent's streams ever are) is framed at once: the peer is idle until it gets them, nothing is gained by waiting. With many busy
-// streams the answers of one turn share one write.
+// Query: only the agent's streams ever are) is framed at once: the peer is idle until it gets them,
+// nothing is gained by waiting. With many busy streams the answers of one turn share one write.
 import type WebSocket from 'ws';
 import {
   FrameType,
